@@ -1,0 +1,335 @@
+"""The validated, frozen shape of shop.yaml.
+
+Field validators raise Invalid with messages in our own words ("expected ..., found ...");
+errors.py turns pydantic's errors into located ConfigProblems. Cross-field checks that
+need the whole file (references, cycles, ports) live in references.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from shopctl.config.durations import parse_duration
+from shopctl.config.problems import Invalid, did_you_mean, show
+from shopctl.errors import ConfigError, UsageError
+
+KINDS = ("flask", "fastapi", "nameko", "grpc")
+SERVICE_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+PROJECT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
+SAGA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CALL = re.compile(r"([a-z][a-z0-9-]*)\.([A-Za-z_][A-Za-z0-9_]*)")
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def as_integer(value: Any) -> int | None:
+    """An int, or a string of digits (what interpolation leaves); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    return None
+
+
+def as_port(value: Any) -> int | None:
+    number = as_integer(value)
+    return number if number is not None and 1 <= number <= 65535 else None
+
+
+def _integer(low: int, high: int | None = None):
+    wanted = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def check(value: Any) -> int:
+        number = as_integer(value)
+        if number is None or number < low or (high is not None and number > high):
+            raise Invalid(f"expected an integer {wanted}, found {show(value)}")
+        return number
+
+    return check
+
+
+def _port_or_none(value: Any) -> int | None:
+    return None if value is None else _integer(1, 65535)(value)
+
+
+def _named(pattern: re.Pattern[str], what: str):
+    def check(value: Any) -> str:
+        if isinstance(value, str) and pattern.fullmatch(value):
+            return value
+        hint = None
+        if isinstance(value, str) and _slug(value) and pattern.fullmatch(_slug(value)):
+            hint = f"try '{_slug(value)}'"
+        raise Invalid(f"expected {what}, found {show(value)}", hint)
+
+    return check
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str) and value in KINDS:
+        return value
+    hint = did_you_mean(value.lower(), KINDS) if isinstance(value, str) else None
+    raise Invalid(f"expected one of {', '.join(KINDS)}, found {show(value)}", hint)
+
+
+def _call(value: Any) -> str:
+    if isinstance(value, str) and CALL.fullmatch(value):
+        return value
+    raise Invalid(f"expected SERVICE.ACTION like 'orders.create_order', found {show(value)}")
+
+
+def _call_or_none(value: Any) -> str | None:
+    return None if value is None else _call(value)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    hint = "write an empty value as ''" if value is None else None
+    raise Invalid(f"expected a string, number or true/false, found {show(value)}", hint)
+
+
+def _url_path(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("/"):
+        return value
+    raise Invalid(f"expected a URL path starting with '/', found {show(value)}")
+
+
+Port = Annotated[int, PlainValidator(_integer(1, 65535))]
+OptionalPort = Annotated[int | None, PlainValidator(_port_or_none)]
+Duration = Annotated[float, PlainValidator(parse_duration)]
+Kind = Annotated[Literal["flask", "fastapi", "nameko", "grpc"], PlainValidator(_kind)]
+ProjectName = Annotated[
+    str,
+    PlainValidator(
+        _named(PROJECT_NAME, "a name of lowercase letters, digits and hyphens (at most 40)")
+    ),
+]
+ServiceName = Annotated[
+    str,
+    PlainValidator(
+        _named(
+            SERVICE_NAME,
+            "a service name of lowercase letters, digits and hyphens, "
+            "starting with a letter (at most 63)",
+        )
+    ),
+]
+SagaName = Annotated[
+    str, PlainValidator(_named(SAGA_NAME, "a saga name of letters, digits, _ and -"))
+]
+Identifier = Annotated[
+    str, PlainValidator(_named(IDENTIFIER, "an identifier (letters, digits and _)"))
+]
+EnvName = Annotated[
+    str, PlainValidator(_named(IDENTIFIER, "an environment variable name (letters, digits, _)"))
+]
+EnvValue = Annotated[str, PlainValidator(_env_value)]
+Call = Annotated[str, PlainValidator(_call)]
+OptionalCall = Annotated[str | None, PlainValidator(_call_or_none)]
+UrlPath = Annotated[str, PlainValidator(_url_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Keys filled in by the loader rather than written by users (left out of hints).
+    implied_keys: ClassVar[frozenset[str]] = frozenset()
+
+
+class HealthConfig(_Section):
+    path: UrlPath = "/health"  # ignored by grpc services, which use the gRPC health protocol
+    interval: Duration = 5.0
+    timeout: Duration = 2.0
+    start_period: Duration = 30.0
+
+
+class ConsulConfig(_Section):
+    enabled: bool = True
+    image: str = "shopctl/consul:1.8"
+    port: Port = 8500
+    version: str | None = None  # the consul binary version wanted when running without Docker
+
+
+class RabbitMQConfig(_Section):
+    enabled: bool = True
+    image: str = "shopctl/rabbitmq:3.10"
+    port: Port = 5672
+    management_port: OptionalPort = None
+
+
+class PrometheusConfig(_Section):
+    enabled: bool = False
+    image: str = "shopctl/prometheus:2.42"
+    port: Port = 9090
+
+
+class InfraConfig(_Section):
+    consul: ConsulConfig = Field(default_factory=ConsulConfig)
+    rabbitmq: RabbitMQConfig = Field(default_factory=RabbitMQConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    base_image: str = "shopctl/python:3.11"  # the image service images are built FROM
+
+
+class ServiceConfig(_Section):
+    implied_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str  # its key under `services`
+    kind: Kind
+    path: str  # relative to the folder of shop.yaml; defaults to services/NAME
+    port: Port  # grpc: the gRPC port; nameko: its HTTP port (health, metrics)
+    metrics_port: OptionalPort = None  # /metrics when not served on `port`
+    depends_on: list[str] = Field(default_factory=list)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)  # pushed to Consul KV
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    tags: list[str] = Field(default_factory=list)
+    replicas: Annotated[int, PlainValidator(_integer(1))] = 1
+
+
+def split_call(call: str) -> tuple[str, str]:
+    """'orders.create_order' -> ('orders', 'create_order')."""
+    service, _, action = call.partition(".")
+    return service, action
+
+
+class SagaStep(_Section):
+    name: Identifier
+    call: Call
+    compensate: OptionalCall = None
+    pivot: bool = False
+    timeout: Duration = 10.0
+    retries: Annotated[int, PlainValidator(_integer(0))] = 3
+    backoff: Duration = 0.2
+
+    @property
+    def service(self) -> str:
+        return split_call(self.call)[0]
+
+    @property
+    def action(self) -> str:
+        return split_call(self.call)[1]
+
+
+class SagaConfig(_Section):
+    implied_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    name: str  # its key under `sagas`
+    steps: list[SagaStep]
+
+    @field_validator("steps")
+    @classmethod
+    def _some_steps(cls, steps: list[SagaStep]) -> list[SagaStep]:
+        if not steps:
+            raise Invalid("expected at least one step, found none")
+        return steps
+
+
+class ShopConfig(_Section):
+    project: ProjectName
+    infra: InfraConfig = Field(default_factory=InfraConfig)
+    services: dict[ServiceName, ServiceConfig]
+    sagas: dict[SagaName, SagaConfig] = Field(default_factory=dict)
+
+    _root: Path | None = PrivateAttr(default=None)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_implied(cls, data: Any) -> Any:
+        """Drop `x-` keys, give services and sagas their names, and services a default path."""
+        if not isinstance(data, dict):
+            return data
+        data = {
+            key: value
+            for key, value in data.items()
+            if not (key in ("infra", "sagas") and value is None)
+            and not (isinstance(key, str) and key.startswith("x-"))  # anchors live there
+        }
+        for section in ("services", "sagas"):
+            entries = data.get(section)
+            if not isinstance(entries, dict):
+                continue
+            filled = {}
+            for key, entry in entries.items():
+                if isinstance(entry, dict):
+                    entry = {"name": key, **entry}  # a written name is checked in references
+                    if section == "services":
+                        entry.setdefault("path", f"services/{key}")
+                filled[key] = entry
+            data[section] = filled
+        return data
+
+    @field_validator("services")
+    @classmethod
+    def _some_services(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        if not services:
+            raise Invalid(
+                "expected at least one service, found none",
+                "add one, e.g.  users: {kind: fastapi, port: 8001}",
+            )
+        return services
+
+    def attach(self, source: Path) -> ShopConfig:
+        """Record where this config was read from (an absolute path to the file)."""
+        self._source = source
+        self._root = source.parent
+        return self
+
+    @property
+    def root(self) -> Path:
+        """The folder holding shop.yaml; service paths are relative to it."""
+        return self._root if self._root is not None else Path.cwd()
+
+    @property
+    def source(self) -> Path:
+        return self._source if self._source is not None else self.root / "shop.yaml"
+
+    def service(self, name: str) -> ServiceConfig:
+        try:
+            return self.services[name]
+        except KeyError:
+            hint = did_you_mean(name, self.services) or f"services: {', '.join(self.services)}"
+            message = f"no service named '{name}' in {self.source.name}"
+            raise UsageError(message, hint=hint) from None
+
+    def start_order(self) -> list[list[str]]:
+        """Services in dependency order; the services of one level can start in parallel."""
+        waiting = {
+            name: {dep for dep in svc.depends_on if dep in self.services and dep != name}
+            for name, svc in self.services.items()
+        }
+        levels: list[list[str]] = []
+        while waiting:
+            ready = [name for name, deps in waiting.items() if not deps]
+            if not ready:
+                raise ConfigError(f"dependency cycle among services: {', '.join(waiting)}")
+            levels.append(ready)
+            for name in ready:
+                del waiting[name]
+            for deps in waiting.values():
+                deps.difference_update(ready)
+        return levels
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The resolved config as JSON-able data (durations in seconds)."""
+        return self.model_dump(mode="json")
