@@ -1,0 +1,115 @@
+"""The catalog HTTP API: the shop's products, keyed by SKU.
+
+    GET  /products         200 [Product]
+    GET  /products/{sku}   200 Product | 404 {"detail"}
+    POST /products         Authorization: Bearer <users access token>, body Product
+                           201 Product (+ Location) | 401 | 409 SKU exists | 422 invalid
+    GET  /health           200 {"status": "ok", "service": "catalog", "products": n} | 503
+    GET  /metrics          Prometheus exposition
+    GET  /openapi.json, /docs
+
+Tokens are checked locally with the per-project secret (`shopkit.tokens`); catalog
+never calls users. Products from `shopkit.seed.PRODUCTS` are inserted on start.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must evaluate the route
+# annotations, and they name `access_claims`, a closure over the app's secret.
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from models import ErrorDetail, Health, Product
+from shopkit.metrics import instrument_fastapi
+from shopkit.seed import PRODUCTS
+from shopkit.tokens import InvalidToken, verify_access_token
+from store import CatalogStore, SkuExists
+
+SERVICE = "catalog"
+
+log = logging.getLogger(SERVICE)
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from the users service")
+
+
+def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
+    # RFC 6750: name the scheme, and say why when a token was sent but refused.
+    challenge = f'Bearer error="{error}"' if error else "Bearer"
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge}
+    )
+
+
+def create_app(data_dir: Path, jwt_secret: str) -> FastAPI:
+    """The catalog ASGI app over SQLite in `data_dir`, seeded on creation."""
+    store = CatalogStore(data_dir / "catalog.db")
+    inserted = store.seed(PRODUCTS)
+    if inserted:
+        log.info("catalog seeded", extra={"inserted": inserted})
+
+    def access_claims(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> dict:
+        """The verified claims of the request's bearer token, else 401."""
+        if credentials is None:
+            raise _unauthorized("not authenticated")
+        try:
+            return verify_access_token(credentials.credentials, jwt_secret)
+        except InvalidToken as exc:
+            raise _unauthorized(str(exc), error="invalid_token") from exc
+
+    app = FastAPI(title="catalog", summary="The demo shop's products", version="1.0.0")
+    instrument_fastapi(app, SERVICE)
+
+    @app.get("/products")
+    def list_products() -> list[Product]:
+        return store.all()
+
+    @app.get(
+        "/products/{sku}",
+        responses={404: {"model": ErrorDetail, "description": "No such SKU"}},
+    )
+    def get_product(sku: str) -> Product:
+        product = store.get(sku)
+        if product is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no product {sku}")
+        return product
+
+    @app.post(
+        "/products",
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            401: {"model": ErrorDetail, "description": "Missing, invalid or expired token"},
+            409: {"model": ErrorDetail, "description": "SKU already exists"},
+        },
+    )
+    def create_product(
+        product: Product,
+        response: Response,
+        claims: Annotated[dict, Depends(access_claims)],
+    ) -> Product:
+        try:
+            created = store.add(product)
+        except SkuExists as exc:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, detail=f"product {product.sku} already exists"
+            ) from exc
+        log.info("product created", extra={"sku": created.sku, "user_id": claims["sub"]})
+        response.headers["Location"] = f"/products/{created.sku}"
+        return created
+
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
+    def health():
+        try:
+            count = store.count()
+        except sqlite3.Error as exc:
+            log.warning("health check failed", extra={"error": str(exc)})
+            return JSONResponse(
+                {"status": "unavailable", "service": SERVICE}, status.HTTP_503_SERVICE_UNAVAILABLE
+            )
+        return Health(status="ok", service=SERVICE, products=count)
+
+    return app

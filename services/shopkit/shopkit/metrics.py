@@ -1,0 +1,99 @@
+"""Prometheus metrics every service exposes, with the same names and labels.
+
+    shop_requests_total{service, endpoint, method, status}
+    shop_request_duration_seconds{service, endpoint, method}   (histogram)
+
+`endpoint` is the route template (/products/{id}), never the raw path, so the label
+set stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+REQUESTS = Counter(
+    "shop_requests_total",
+    "Requests handled, by endpoint and outcome.",
+    ["service", "endpoint", "method", "status"],
+)
+LATENCY = Histogram(
+    "shop_request_duration_seconds",
+    "Time spent handling a request.",
+    ["service", "endpoint", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+def observe(service: str, endpoint: str, method: str, status: int | str, seconds: float) -> None:
+    REQUESTS.labels(service, endpoint, method, str(status)).inc()
+    LATENCY.labels(service, endpoint, method).observe(seconds)
+
+
+@contextmanager
+def timed(service: str, endpoint: str, method: str):
+    """Time a block; the caller sets `outcome["status"]` (default "ok", "error" on raise)."""
+    outcome = {"status": "ok"}
+    start = time.perf_counter()
+    try:
+        yield outcome
+    except BaseException:
+        outcome["status"] = "error"
+        raise
+    finally:
+        observe(service, endpoint, method, outcome["status"], time.perf_counter() - start)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics body and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def instrument_flask(app, service: str) -> None:
+    """Count and time every Flask request by its URL rule, and serve GET /metrics."""
+    from flask import Response, request
+
+    @app.before_request
+    def _start_timer():
+        request.environ["shopkit.start"] = time.perf_counter()
+
+    @app.after_request
+    def _record(response):
+        start = request.environ.get("shopkit.start")
+        if start is not None and request.url_rule is not None:
+            endpoint = request.url_rule.rule
+            if endpoint != "/metrics":
+                observe(service, endpoint, request.method, response.status_code,
+                        time.perf_counter() - start)
+        return response
+
+    @app.get("/metrics")
+    def _metrics():
+        body, ctype = exposition()
+        return Response(body, content_type=ctype)
+
+
+def instrument_fastapi(app, service: str) -> None:
+    """Count and time every FastAPI request by its route template, and serve GET /metrics."""
+    from fastapi import Request, Response
+
+    @app.middleware("http")
+    async def _record(request: Request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            if endpoint != "/metrics":
+                observe(service, endpoint, request.method, status, time.perf_counter() - start)
+
+    @app.get("/metrics", include_in_schema=False)
+    def _metrics():
+        body, ctype = exposition()
+        return Response(content=body, media_type=ctype)
