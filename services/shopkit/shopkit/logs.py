@@ -7,7 +7,9 @@ import logging
 import sys
 import time
 
-_RESERVED = set(vars(logging.makeLogRecord({})))
+# Record attributes that are logging machinery, not context; uvicorn adds
+# color_message, a copy of the message with terminal colour codes.
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"color_message", "message"}
 
 
 class JsonFormatter(logging.Formatter):
