@@ -1,0 +1,151 @@
+"""HTTP API of the payments service. Routes only translate between HTTP and payments.py.
+
+POST /charges {"order_id", "amount_cents" > 0, "currency" = "EUR"}   [Idempotency-Key]
+    201 {"charge_id", "order_id", "amount_cents", "currency", "status": "SUCCEEDED"}
+    200 the same body for a repeat of a settled order (the provider is not called)
+    402 {..., "status": "DECLINED", "retryable": false}   (repeats too)
+    409 {"status": "CONFLICT", "detail"}   other amount/currency, reused key, refunded order
+    503 {"status": "UNAVAILABLE", "retryable": true, "breaker": "open"|"closed"|"half_open",
+         "reason": "breaker_open"|"provider_error"|"provider_timeout"}
+POST /refunds {"order_id"}   [Idempotency-Key]
+    200 {"refund_id", "order_id", "amount_cents", "status": "REFUNDED"}, the first one on
+        repeats; {"refund_id": null, ..., "amount_cents": 0, "status": "NOTHING_TO_REFUND"}
+        for an order that was never charged; 409; 503 as above
+GET /charges/{order_id}   200 {"order_id", "charge": {...} | null, "refund": {...} | null},
+                          404 when the order has neither
+GET /admin/faults, PUT /admin/faults {knob: value, ...}   the knobs in force (faults.py);
+    PUT takes any subset and answers 422 for an unknown knob or invalid value
+GET /admin/breaker   {"state", "fail_max", "reset_timeout_s", "failures"}
+GET /health   200 {"status": "ok", "service", "breaker"} | 503 when the database fails
+GET /metrics  Prometheus (shopkit request metrics + breaker.py's)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from breaker import GuardedProvider, Unavailable
+from config import Config
+from fastapi import Body, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from faults import FaultStore, KnobError, KvWatcher
+from ledger import ChargeStatus, Conflict, Ledger
+from payments import Payments
+from provider import SimulatedProvider
+from pydantic import BaseModel, Field, StrictInt
+from shopkit.metrics import instrument_fastapi
+from shopkit.settings import ServiceEnv, kv_prefix, read_kv
+
+log = logging.getLogger(__name__)
+
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
+
+
+class ChargeRequest(BaseModel):
+    order_id: str = Field(min_length=1, max_length=128)
+    amount_cents: StrictInt = Field(gt=0)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
+class RefundRequest(BaseModel):
+    order_id: str = Field(min_length=1, max_length=128)
+
+
+def create_app(senv: ServiceEnv) -> FastAPI:
+    """Build the service from its environment contract (settings: config.py)."""
+    config = Config.load(senv)
+    db_path = senv.data_dir / "payments.db"
+    faults = FaultStore(config.knobs, seed=config.fault_seed)
+    provider = SimulatedProvider(db_path, faults)
+    guarded = GuardedProvider(provider, senv.service, fail_max=config.breaker_fail_max,
+                              reset_timeout_s=config.breaker_reset_timeout_s,
+                              timeout_s=config.provider_timeout_s)
+    ledger = Ledger(db_path)
+    payments = Payments(ledger, guarded)
+    watcher = None
+    if senv.consul_addr:
+        prefix = kv_prefix(senv.project, senv.service)
+        watcher = KvWatcher(faults, lambda: read_kv(senv.consul_addr, prefix),
+                            interval_s=config.kv_poll_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if watcher is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            guarded.close()
+            provider.close()
+
+    app = FastAPI(title="payments", lifespan=lifespan)
+    # Tests count real provider charges through it.
+    app.state.provider = provider
+    instrument_fastapi(app, senv.service)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"status": "CONFLICT", "detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        body = {"status": "UNAVAILABLE", "retryable": True, "breaker": exc.breaker,
+                "reason": exc.reason}
+        return JSONResponse(body, status_code=503)
+
+    @app.post("/charges")
+    def create_charge(req: ChargeRequest, idempotency_key: IdempotencyKey = None):
+        charge, fresh = payments.charge(req.order_id, req.amount_cents, req.currency,
+                                        idempotency_key)
+        if charge.status is ChargeStatus.DECLINED:
+            return JSONResponse({**charge.public(), "retryable": False}, status_code=402)
+        return JSONResponse(charge.public(), status_code=201 if fresh else 200)
+
+    @app.post("/refunds")
+    def create_refund(req: RefundRequest, idempotency_key: IdempotencyKey = None):
+        return payments.refund(req.order_id, idempotency_key).public()
+
+    @app.get("/charges/{order_id}")
+    def get_charge(order_id: str):
+        charge, refund = ledger.charge(order_id), ledger.refund(order_id)
+        if charge is None and refund is None:
+            return JSONResponse({"detail": f"no payment for order {order_id}"}, status_code=404)
+        return {
+            "order_id": order_id,
+            "charge": charge.public() if charge else None,
+            "refund": refund.public() if refund else None,
+        }
+
+    @app.get("/admin/faults")
+    def get_faults():
+        return faults.current().as_dict()
+
+    @app.put("/admin/faults")
+    def put_faults(changes: Annotated[dict[str, Any], Body()]):
+        try:
+            return faults.update(changes, source="admin").as_dict()
+        except KnobError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/admin/breaker")
+    def get_breaker():
+        return {"state": guarded.state(), "fail_max": guarded.fail_max,
+                "reset_timeout_s": guarded.reset_timeout_s, "failures": guarded.failures}
+
+    @app.get("/health")
+    def health():
+        try:
+            ledger.ping()
+        except sqlite3.Error as exc:
+            log.warning("health check failed", extra={"error": str(exc)})
+            return JSONResponse({"status": "unavailable", "service": senv.service},
+                                status_code=503)
+        return {"status": "ok", "service": senv.service, "breaker": guarded.state()}
+
+    return app
