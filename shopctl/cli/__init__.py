@@ -1,0 +1,24 @@
+"""The command line. Commands parse arguments and print; the work lives in the core
+modules, which know nothing of the terminal.
+
+`main()` is the console-script entry point and the one place where a ShopctlError is
+turned into a message on stderr and an exit code. Usage errors are click's (exit 2).
+Anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    from shopctl.cli.app import app
+    from shopctl.errors import ShopctlError
+
+    try:
+        app(args=argv, prog_name="shopctl")  # standalone: click prints usage errors, exits 2
+    except ShopctlError as exc:
+        from shopctl import console
+
+        console.error(exc.message, exc.hint)
+        sys.exit(exc.exit_code)

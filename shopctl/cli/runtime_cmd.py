@@ -1,0 +1,144 @@
+"""`shopctl up / down / status / health / logs`: the shop's lifecycle and its view."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from shopctl.cli.context import app_context
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+RuntimeOption = Annotated[
+    str,
+    typer.Option("--runtime", "-r", help="docker, local, or auto (docker when an engine answers).",
+                 case_sensitive=False),
+]
+
+
+def _check_runtime(value: str) -> str:
+    from shopctl.errors import UsageError
+    from shopctl.runtime.select import CHOICES
+
+    value = value.lower()
+    if value not in CHOICES:
+        raise UsageError(f"unknown runtime {value!r}: choose one of {', '.join(CHOICES)}")
+    return value
+
+
+def _shop(ctx: typer.Context, runtime: str):
+    from shopctl import console
+    from shopctl.shop import Shop
+
+    shop = Shop.open(app_context(ctx).config, _check_runtime(runtime))
+    if shop.notice:
+        console.notice(shop.notice)
+    return shop
+
+
+def up(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, typer.Argument(help="Services to bring up (with their dependencies); default all.")] = None,
+    runtime: RuntimeOption = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Build, start and register the services, and wait until every check passes."""
+    from shopctl import console
+    from shopctl.cli import render
+    from shopctl.cli.live import LiveView
+
+    shop = _shop(ctx, runtime)
+    if dry_run:
+        plan = shop.plan(services)
+        if json:
+            console.print_json({"runtime": shop.runtime.name, "plan": plan.to_dict()})
+        else:
+            render.plan(plan, shop.runtime.name)
+        return
+    with LiveView(f"up ({shop.runtime.name})", console.err()) as view:
+        result = shop.up(services, progress=view)
+    if json:
+        console.print_json(result.to_dict())
+    else:
+        render.up_summary(result)
+
+
+def down(
+    ctx: typer.Context,
+    volumes: Annotated[bool, typer.Option("--volumes", help="Also delete the services' data.")] = False,
+    runtime: RuntimeOption = "auto",
+) -> None:
+    """Stop and remove the project's services, infra and network; deregister from Consul."""
+    from shopctl import console
+    from shopctl.cli.live import LiveView
+
+    shop = _shop(ctx, runtime)
+    with LiveView("down", console.err()) as view:
+        shop.down(volumes=volumes, progress=view)
+    console.out().print(f"[green]down[/]: project {shop.config.project!r} removed"
+                        + (" with its data" if volumes else " (data kept; --volumes deletes it)"))
+
+
+def status(
+    ctx: typer.Context,
+    runtime: RuntimeOption = "auto",
+    json: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
+) -> None:
+    """One row a service: state, Consul health, address, uptime, restarts, image.
+    Exits 0 only when every service is healthy."""
+    from shopctl import console
+    from shopctl.cli import render
+
+    shop = _shop(ctx, runtime)
+    if watch and not json:
+        render.watch_status(shop)
+        return
+    rows = shop.status()
+    if json:
+        console.print_json({"runtime": shop.runtime.name, "services": [r.to_dict() for r in rows]})
+    else:
+        render.status(rows, shop.runtime.name)
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(1)
+
+
+def health(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, typer.Argument(help="Services to check; default all.")] = None,
+    runtime: RuntimeOption = "auto",
+    json: JsonOption = False,
+) -> None:
+    """Run every service's health check now and show each result with its latency."""
+    from shopctl import console
+    from shopctl.cli import render
+
+    shop = _shop(ctx, runtime)
+    results = shop.probe(services)
+    if json:
+        console.print_json([r.to_dict() for r in results])
+    else:
+        render.probes(results)
+    if not all(r.status == "passing" for r in results):
+        raise typer.Exit(1)
+
+
+def logs(
+    ctx: typer.Context,
+    services: Annotated[list[str] | None, typer.Argument(help="Services to show; default all.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Lines per service to start with.")] = None,
+    runtime: RuntimeOption = "auto",
+    json: JsonOption = False,
+) -> None:
+    """Logs of the services, interleaved, each line prefixed by its service."""
+    from shopctl.cli import render
+
+    shop = _shop(ctx, runtime)
+    render.log_lines(shop.logs(services, follow=follow, tail=tail), list(shop.config.services), json)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (up, down, status, health, logs):
+        app.command()(command)
