@@ -1,0 +1,291 @@
+"""The images everything else starts FROM: the Python base, Consul and RabbitMQ.
+
+Contract of `ensure_base_images(config, progress)`:
+- For infra.base_image, and the consul / rabbitmq images when enabled, an image the
+  engine already has is left alone (a second call is a no-op).
+- A missing `shopctl/...` image is built here from Debian packages (see RECIPES), and
+  so is one built by an older recipe (its io.shopctl.recipe label differs); any other
+  name is pulled, and when that fails (no registry on these machines) the
+  error says how to switch to the shopctl/ images instead.
+- Builds are serialised by a per-image file lock, so parallel `shopctl up`s build an
+  image once; the loser of the race finds it present.
+Returns one EnsuredImage per image, saying what was done and how long it took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import docker
+import docker.errors
+
+from shopctl.docker_client import connect, docker_errors
+from shopctl.errors import OperationFailed, RuntimeUnavailable
+from shopctl.images import rootfs
+from shopctl.images.cache import cache_path, file_lock
+from shopctl.images.engine import build_from_context, image_id
+from shopctl.images.tarball import ContextTar
+from shopctl.runtime.base import Progress, no_progress
+
+if TYPE_CHECKING:
+    from shopctl.config import ShopConfig
+
+PYTHON_IMAGE = "shopctl/python:3.11"
+CONSUL_IMAGE = "shopctl/consul:1.8"
+RABBITMQ_IMAGE = "shopctl/rabbitmq:3.10"
+
+_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# RabbitMQ only lets guest in from loopback by default; the services connect from other
+# containers, and shopctl from the host through docker's port proxy.
+_RABBITMQ_CONF = """\
+loopback_users = none
+listeners.tcp.default = 5672
+log.console = true
+log.console.level = info
+log.file = false
+log.console.use_colors = off
+"""
+
+_CONSUL_DOCKERFILE = f"""\
+FROM {PYTHON_IMAGE}
+COPY consul /usr/local/bin/consul
+EXPOSE 8500
+# -dev: one in-memory server that elects itself at once; -client 0.0.0.0 so the host
+# (published port) and the services (project network) reach its HTTP API.
+CMD ["consul", "agent", "-dev", "-client", "0.0.0.0", "-ui", "-node", "shopctl"]
+"""
+
+
+LABEL_RECIPE = "io.shopctl.recipe"
+LABEL_PYTHON = "io.shopctl.python"  # major.minor of the image's python3, when known
+
+
+@dataclass(frozen=True)
+class EnsuredImage:
+    name: str
+    action: Literal["present", "built", "pulled"]
+    seconds: float
+    image_id: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one shopctl/ image. `fingerprint` changes whenever the recipe's
+    inputs do, and is stored as a label so an image made by an older recipe is rebuilt."""
+
+    build: Callable[[docker.DockerClient, str, Progress], str]  # (client, fingerprint, ...)
+    inputs: str  # everything that defines the result, as text
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.inputs.encode()).hexdigest()[:16]
+
+
+def ensure_base_images(
+    config: ShopConfig,
+    progress: Progress = no_progress,
+    client: docker.DockerClient | None = None,
+) -> list[EnsuredImage]:
+    """Make sure every base/infra image the config names exists in the engine."""
+    client = client or connect()
+    wanted = [config.infra.base_image]
+    if config.infra.consul.enabled:
+        wanted.append(config.infra.consul.image)
+    if config.infra.rabbitmq.enabled:
+        wanted.append(config.infra.rabbitmq.image)
+    done: dict[str, EnsuredImage] = {}
+    for name in wanted:
+        if name not in done:
+            done[name] = ensure_image(client, name, progress)
+    return list(done.values())
+
+
+def ensure_image(
+    client: docker.DockerClient, name: str, progress: Progress = no_progress
+) -> EnsuredImage:
+    """One image present, built or pulled (see the module contract)."""
+    started = time.monotonic()
+    recipe = RECIPES.get(name)
+    if name.startswith("shopctl/") and recipe is None:
+        raise OperationFailed(
+            f"there is no recipe to build {name}", hint=f"shopctl builds: {', '.join(RECIPES)}"
+        )
+    found = _usable(client, name, recipe)
+    if found:
+        return EnsuredImage(name, "present", 0.0, found)
+    with file_lock(f"image-{name}"):
+        found = _usable(client, name, recipe)  # another process may have built it meanwhile
+        if found:
+            return EnsuredImage(name, "present", time.monotonic() - started, found)
+        if recipe is not None:
+            outdated = image_id(client, name)  # made by an older recipe, or None
+            progress(name, "building base image (no registry: from Debian packages)")
+            new_id = recipe.build(client, recipe.fingerprint, progress)
+            action: Literal["built", "pulled"] = "built"
+            if outdated and outdated != new_id:
+                _drop_if_unused(client, outdated)
+        else:
+            new_id = _pull(client, name, progress)
+            action = "pulled"
+    seconds = time.monotonic() - started
+    progress(name, f"{action} in {seconds:.1f}s")
+    return EnsuredImage(name, action, seconds, new_id)
+
+
+def _usable(client: docker.DockerClient, name: str, recipe: Recipe | None) -> str | None:
+    """The id of `name` if the engine has it and (for our images) the current recipe made it."""
+    with docker_errors(f"looking up image {name}"):
+        try:
+            image = client.images.get(name)
+        except docker.errors.ImageNotFound:
+            return None
+    if recipe is not None and image.labels.get(LABEL_RECIPE) != recipe.fingerprint:
+        return None
+    return image.id
+
+
+def _drop_if_unused(client: docker.DockerClient, old_id: str) -> None:
+    """Remove a superseded base image unless containers or other images still use it
+    (the engine refuses then, and that refusal is the check)."""
+    try:
+        client.images.remove(old_id, noprune=False)
+    except docker.errors.APIError:
+        pass
+
+
+def _pull(client: docker.DockerClient, name: str, progress: Progress) -> str:
+    progress(name, "pulling")
+    repository, _, tag = name.rpartition(":")
+    if not repository or "/" in tag:  # no tag given ("rabbitmq", "host:5000/img")
+        repository, tag = name, "latest"
+    try:
+        client.images.pull(repository, tag=tag)
+    except (docker.errors.APIError, docker.errors.DockerException) as exc:
+        raise OperationFailed(
+            f"image {name} is not in the engine and cannot be pulled: "
+            f"{getattr(exc, 'explanation', None) or exc}",
+            hint="this machine has no container registry. Use the images shopctl builds "
+            f"locally in shop.yaml: infra.base_image: {PYTHON_IMAGE}, "
+            f"infra.consul.image: {CONSUL_IMAGE}, infra.rabbitmq.image: {RABBITMQ_IMAGE}",
+        ) from None
+    with docker_errors(f"pulling {name}"):
+        return client.images.get(name).id
+
+
+def _from_debian(
+    client: docker.DockerClient,
+    name: str,
+    packages: list[str],
+    changes: list[str],
+    fingerprint: str,
+    progress: Progress,
+    customise: Callable[[Path], None] = lambda root: None,
+) -> str:
+    """debootstrap a rootfs with `packages`, let `customise` edit it, import it as `name`."""
+    work = cache_path("rootfs") / name.replace("/", "_").replace(":", "_")
+    shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted build
+    try:
+        rootfs.bootstrap(work, packages, subject=name, progress=progress)
+        customise(work)
+        progress(name, "importing the root filesystem")
+        labels = [f"LABEL {LABEL_RECIPE}={fingerprint}"] + _python_label(work)
+        return rootfs.import_rootfs(client, work, name, [*changes, *labels])
+    finally:
+        # ~300 MB per rootfs; the .debs stay cached, so a rebuild does not download again.
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _python_label(rootfs_dir: Path) -> list[str]:
+    """A LABEL naming the rootfs's python3 version, so wheel downloads need not ask it."""
+    names = (
+        path.name.removeprefix("python") for path in (rootfs_dir / "usr/bin").glob("python3.*")
+    )
+    versions = [v for v in names if re.fullmatch(r"3\.\d+", v)]
+    if not versions:
+        return []
+    newest = max(versions, key=lambda v: int(v.split(".")[1]))
+    return [f"LABEL {LABEL_PYTHON}={newest}"]
+
+
+_PYTHON_PACKAGES = ["python3", "python3-venv", "ca-certificates"]
+_PYTHON_CHANGES = [f"ENV {_PATH}", "ENV LANG=C.UTF-8", 'CMD ["python3"]']
+
+
+def build_python(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    return _from_debian(
+        client, PYTHON_IMAGE, _PYTHON_PACKAGES, _PYTHON_CHANGES, fingerprint, progress
+    )
+
+
+_RABBITMQ_PACKAGES = ["rabbitmq-server"]
+_RABBITMQ_CHANGES = [
+    f"ENV {_PATH}",
+    "ENV LANG=C.UTF-8",
+    "ENV HOME=/var/lib/rabbitmq",
+    "USER rabbitmq",
+    "WORKDIR /var/lib/rabbitmq",
+    "EXPOSE 5672",
+    # The Debian wrapper in /usr/sbin sends the broker's output to a file; the real
+    # script keeps it in the foreground, logging to stdout (docker logs).
+    'CMD ["/usr/lib/rabbitmq/bin/rabbitmq-server"]',
+]
+
+
+def build_rabbitmq(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    def configure(root: Path) -> None:
+        (root / "etc/rabbitmq/rabbitmq.conf").write_text(_RABBITMQ_CONF)
+
+    return _from_debian(
+        client,
+        RABBITMQ_IMAGE,
+        _RABBITMQ_PACKAGES,
+        _RABBITMQ_CHANGES,
+        fingerprint,
+        progress,
+        customise=configure,
+    )
+
+
+def build_consul(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    binary = shutil.which("consul")
+    if binary is None:
+        raise RuntimeUnavailable(
+            "no consul binary on this host to put in the Consul image",
+            hint="install it with `make system` (scripts/install-system.sh consul)",
+        )
+    # The binary is dynamically linked against glibc only, so any Debian image carries it.
+    ensure_image(client, PYTHON_IMAGE, progress)
+    context = ContextTar()
+    context.add_bytes("Dockerfile", _CONSUL_DOCKERFILE.encode())
+    context.add_file("consul", Path(binary).resolve())
+    return build_from_context(
+        client,
+        context.finish(),
+        CONSUL_IMAGE,
+        labels={LABEL_RECIPE: fingerprint},
+        subject=CONSUL_IMAGE,
+        progress=progress,
+    )
+
+
+def _inputs(*parts: object) -> str:
+    return "\n".join(repr(part) for part in parts)
+
+
+_PYTHON_RECIPE = Recipe(build_python, _inputs(_PYTHON_PACKAGES, _PYTHON_CHANGES))
+RECIPES: dict[str, Recipe] = {
+    PYTHON_IMAGE: _PYTHON_RECIPE,
+    # The consul image is FROM the python one, so it changes when that recipe does.
+    CONSUL_IMAGE: Recipe(build_consul, _inputs(_CONSUL_DOCKERFILE, _PYTHON_RECIPE.inputs)),
+    RABBITMQ_IMAGE: Recipe(
+        build_rabbitmq, _inputs(_RABBITMQ_PACKAGES, _RABBITMQ_CHANGES, _RABBITMQ_CONF)
+    ),
+}

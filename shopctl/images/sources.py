@@ -1,0 +1,127 @@
+"""What goes into a service image, found on disk without touching the engine.
+
+Contract of `collect(config, service)`: the files and texts a service image is built
+from: the service folder (minus caches, data/ and generated/), the shared shopkit
+package, the repository's protos/ (for gRPC services and any service with a
+protogen.py) and the requirement lines. `content_hash(...)` digests all of it plus the
+Dockerfile text and the base image id; it is what names the image, so "unchanged" can
+be decided in milliseconds, before any build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shopctl.errors import OperationFailed
+from shopctl.images.tarball import walk_files
+
+if TYPE_CHECKING:
+    from shopctl.config import ShopConfig
+
+# Never part of an image: caches, local state, and what the build generates itself.
+_SKIP_NAMES = {
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".git",
+    ".venv",
+    "venv",
+    "data",
+    "generated",
+    "node_modules",
+    ".shopctl",
+}
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".swp")
+PROTOGEN = "protogen.py"
+
+Files = list[tuple[str, Path]]
+
+
+def _skip(relative: Path) -> bool:
+    name = relative.name
+    return name in _SKIP_NAMES or name.endswith(_SKIP_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ServiceSources:
+    service: str
+    app: Files  # the service folder, relative names
+    shopkit: Files  # the shopkit package folder (services/shopkit/shopkit)
+    protos: Files  # the repository's protos/ folder, when the service needs it
+    requirements: str  # the service's requirements.txt, as written
+    shopkit_requirements: list[str]  # shopkit's declared dependencies
+
+    @property
+    def has_protogen(self) -> bool:
+        return any(name == PROTOGEN for name, _ in self.app)
+
+    @property
+    def requirement_lines(self) -> list[str]:
+        """Everything pip must fetch: the service's lines, then shopkit's."""
+        own = [line.strip() for line in self.requirements.splitlines()]
+        own = [line for line in own if line and not line.startswith("#")]
+        return own + self.shopkit_requirements
+
+
+def collect(config: ShopConfig, service: str) -> ServiceSources:
+    svc = config.service(service)
+    folder = (config.root / svc.path).resolve()
+    if not folder.is_dir():
+        raise OperationFailed(
+            f"service {service}: folder {folder} does not exist",
+            hint=f"create it (shopctl new {service}) or fix services.{service}.path",
+        )
+    app = walk_files(folder, _skip)
+    requirements_file = folder / "requirements.txt"
+    requirements = requirements_file.read_text() if requirements_file.is_file() else ""
+    kit_root = config.root / "services" / "shopkit"
+    kit_files = walk_files(kit_root / "shopkit", _skip) if (kit_root / "shopkit").is_dir() else []
+    protos_dir = config.root / "protos"
+    wants_protos = svc.kind == "grpc" or (folder / PROTOGEN).is_file()
+    protos = walk_files(protos_dir, _skip) if wants_protos and protos_dir.is_dir() else []
+    return ServiceSources(
+        service=service,
+        app=app,
+        shopkit=kit_files,
+        protos=protos,
+        requirements=requirements,
+        shopkit_requirements=_declared_dependencies(kit_root / "pyproject.toml"),
+    )
+
+
+def _declared_dependencies(pyproject: Path) -> list[str]:
+    if not pyproject.is_file():
+        return []
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise OperationFailed(f"{pyproject} is not valid TOML: {exc}") from None
+    return [str(dep) for dep in data.get("project", {}).get("dependencies", [])]
+
+
+def content_hash(sources: ServiceSources, dockerfile: str, base_image_id: str) -> str:
+    """sha256 over every input of the image; equal hashes mean an equal image."""
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        # Length-prefixed, so no two different input sets can run together the same way.
+        digest.update(f"{label}:{len(data)}:".encode())
+        digest.update(data)
+
+    add("dockerfile", dockerfile.encode())
+    add("base", base_image_id.encode())
+    add("requirements", "\n".join(sources.requirement_lines).encode())
+    for group, files in (
+        ("app", sources.app),
+        ("shopkit", sources.shopkit),
+        ("protos", sources.protos),
+    ):
+        for name, path in files:
+            mode = "x" if path.stat().st_mode & 0o111 else "-"
+            add(f"{group}/{name}{mode}", path.read_bytes())
+    return digest.hexdigest()

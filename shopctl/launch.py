@@ -1,0 +1,61 @@
+"""What each service is started with: its environment contract and config hash.
+
+The same function feeds both runtimes, so a service sees the same variables in a
+container and as a local process; only SHOP_HOST and SHOP_DATA_DIR are the runtime's
+to set, since only it knows where the process binds and where data lives.
+"""
+
+from __future__ import annotations
+
+from shopctl.config import ShopConfig
+from shopctl.fingerprint import data_hash, tree_hash
+from shopctl.runtime.base import InfraEndpoints, LaunchSpec
+
+INFRA_KEYS = frozenset({"SHOP_AMQP_URI", "CONSUL_HTTP_ADDR"})
+PLANNING_ENDPOINTS = InfraEndpoints("", "", "", "")  # stands in for infra not yet started
+
+
+def code_hash(config: ShopConfig, service: str) -> str:
+    svc = config.services[service]
+    roots = [config.root / svc.path, config.root / "services" / "shopkit"]
+    if svc.kind == "grpc":
+        roots.append(config.root / "protos")
+    return tree_hash(roots)
+
+
+def service_env(
+    config: ShopConfig, service: str, infra: InfraEndpoints, jwt_secret: str
+) -> dict[str, str]:
+    svc = config.services[service]
+    env = {
+        "SHOP_PROJECT": config.project,
+        "SHOP_SERVICE": service,
+        "SHOP_PORT": str(svc.port),
+        "SHOP_AMQP_URI": infra.service_amqp_uri,
+        "CONSUL_HTTP_ADDR": infra.service_consul_addr,
+        "SHOP_JWT_SECRET": jwt_secret,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if svc.metrics_port:
+        env["SHOP_METRICS_PORT"] = str(svc.metrics_port)
+    env.update({key: str(value) for key, value in svc.env.items()})
+    return env
+
+
+def launch_spec(
+    config: ShopConfig, service: str, infra: InfraEndpoints, jwt_secret: str, runtime: str
+) -> LaunchSpec:
+    env = service_env(config, service, infra, jwt_secret)
+    svc = config.services[service]
+    # Infra addresses follow from config.infra, hashed below; leaving them out lets
+    # `up --dry-run` plan before any infra runs.
+    stable_env = {k: v for k, v in env.items() if k not in INFRA_KEYS}
+    fingerprint = data_hash({
+        "runtime": runtime,
+        "service": svc.model_dump(mode="json"),
+        "infra": config.infra.model_dump(mode="json"),
+        "env": stable_env,
+        "code": code_hash(config, service),
+        "base_image": config.infra.base_image if runtime == "docker" else None,
+    })
+    return LaunchSpec(service=service, env=env, config_hash=fingerprint[:16])

@@ -1,0 +1,97 @@
+"""Who holds a TCP port on this machine, asked before a runtime tries to take it.
+
+Both runtimes publish services on fixed host ports; a port taken by someone else fails
+late and cryptically ("port is already allocated"). These helpers let the caller fail
+early with the port and, on Linux, the process holding it.
+
+Contract:
+- `is_port_free(host, port)` is True when a listener could bind host:port right now.
+  It is a snapshot: the port may be taken a moment later.
+- `port_holder(port)` describes the process listening on that TCP port (any local
+  address, IPv4 or IPv6) as "pid 123 (cmdline)", or None when unknown (no listener,
+  not Linux, or the process belongs to a user whose /proc we cannot read).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+_PROC = Path("/proc")
+_TCP_LISTEN = "0A"  # the st column of /proc/net/tcp for LISTEN
+
+
+def is_port_free(host: str, port: int) -> bool:
+    """Whether host:port can be bound now (a listener on 0.0.0.0 makes 127.0.0.1 busy too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR mirrors what servers do: sockets in TIME_WAIT must not count as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def port_holder(port: int) -> str | None:
+    """'pid N (cmdline)' of the process listening on TCP `port`, or None when unknown."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    pid = _pid_owning(inodes)
+    if pid is None:
+        return None
+    return f"pid {pid} ({_cmdline(pid)})"
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes of LISTEN sockets on `port`, from /proc/net/tcp and tcp6."""
+    found: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (_PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[9] != "0":
+                found.add(fields[9])
+    return found
+
+
+def _pid_owning(inodes: set[str]) -> int | None:
+    """The first process with an fd pointing at one of these socket inodes."""
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:  # the process ended, or it is not ours to look at
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in targets:
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = (_PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return "?"
+    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return text or "?"

@@ -1,0 +1,115 @@
+"""The contract every runtime implements, and the value types that cross it.
+
+A runtime knows how to make processes exist and how to see them. It does not decide
+what should run (that is the plan, `shopctl.plan`), nor register anything in Consul
+(`shopctl.registry`), nor print (the CLI does). Methods may block; the orchestrator
+calls `start_service` for independent services from several threads at once, so
+implementations must be thread-safe across different services.
+
+Lifecycle verbs are the same in both runtimes: ensure_infra, observe, start_service,
+stop_service, logs, down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from shopctl.config import ShopConfig
+
+State = Literal["running", "starting", "restarting", "exited", "missing"]
+
+# Labels (docker) / metadata (local) every object a runtime creates carries, so
+# `down` finds all of it and nothing is ever orphaned.
+LABEL_PROJECT = "io.shopctl.project"
+LABEL_SERVICE = "io.shopctl.service"
+LABEL_HASH = "io.shopctl.config-hash"
+LABEL_ROLE = "io.shopctl.role"  # "service" | "infra"
+
+Progress = Callable[[str, str], None]
+"""progress(subject, message): a line of news for a live view ("users", "building image")."""
+
+
+def no_progress(subject: str, message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class InfraEndpoints:
+    """How shopctl (on the host) and the services reach the shared infrastructure."""
+
+    consul_http: str  # for shopctl on the host, e.g. "http://127.0.0.1:8500"
+    amqp_uri: str  # for shopctl on the host
+    service_consul_addr: str  # CONSUL_HTTP_ADDR as seen from inside a service
+    service_amqp_uri: str  # SHOP_AMQP_URI as seen from inside a service
+    prometheus_http: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one service instance, computed by the orchestrator."""
+
+    service: str
+    env: Mapping[str, str]  # the full SHOP_* contract plus the service's own env
+    config_hash: str  # hash of everything that should trigger a replace when it changes
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What a runtime observes about one service instance right now."""
+
+    service: str
+    state: State
+    instance_id: str | None = None  # container id or pid
+    address: str | None = None  # where Consul's checks reach it (container IP, 127.0.0.1)
+    port: int | None = None  # the service's main port at that address
+    host_port: int | None = None  # where the host reaches it (published port)
+    started_at: float | None = None  # unix time
+    restarts: int = 0
+    image: str | None = None  # docker image tag; None for local processes
+    config_hash: str | None = None
+    exit_code: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    service: str
+    text: str
+    timestamp: float | None = None
+
+
+class Runtime(Protocol):
+    name: str  # "docker" | "local"
+
+    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
+        """Start Consul and RabbitMQ (as configured) if not running; return their endpoints.
+        Idempotent: running infra is reused, never restarted."""
+
+    def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
+        """The endpoints of infra that is already running, or None (never starts anything)."""
+
+    def observe(self, config: ShopConfig) -> dict[str, ServiceState]:
+        """The current state of every service of this project that exists in this runtime
+        (keyed by service name); services that do not exist are absent."""
+
+    def prepare(self, config: ShopConfig, services: list[str], progress: Progress = no_progress) -> None:
+        """Build whatever starting needs (images for docker; nothing much for local).
+        Raises OperationFailed naming the failing step."""
+
+    def start_service(self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress) -> ServiceState:
+        """Start (or replace) one service instance from spec; returns once the process runs
+        (not necessarily healthy). Replacing stops the old instance first."""
+
+    def stop_service(self, config: ShopConfig, service: str) -> None:
+        """Stop and remove one service instance; a missing one is not an error."""
+
+    def logs(self, config: ShopConfig, services: list[str], follow: bool, tail: int | None) -> Iterator[LogLine]:
+        """Log lines of the given services, oldest first, interleaved by time; with follow,
+        keeps yielding until the caller stops iterating."""
+
+    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress) -> None:
+        """Stop and remove every service and infra instance of the project and its network;
+        data survives unless volumes is True."""

@@ -1,0 +1,462 @@
+"""The docker runtime: each service and each piece of infra is one labelled container.
+
+What exists for a project P (every object labelled io.shopctl.project=P, which is how
+`observe` and `down` find them; nothing is tracked anywhere else):
+    network    shopctl-P                  a bridge; services find each other by name
+    container  shopctl-P-consul           consul agent -dev, HTTP on 127.0.0.1:<consul.port>
+    container  shopctl-P-rabbitmq         AMQP on 127.0.0.1:<rabbitmq.port>
+    volume     shopctl-P-rabbitmq-data    the broker's state
+    container  shopctl-P-<service>        network alias <service>, ports on 127.0.0.1
+    volume     shopctl-P-<service>-data   mounted at /data (SHOP_DATA_DIR)
+
+Services run with restart policy on-failure, so a crash is restarted by the engine and
+shows in `restarts`; a container stopped or killed through the engine (`docker stop`,
+`docker kill`) is not restarted and shows as exited.
+
+Thread safety: the orchestrator starts independent services from several threads; the
+only shared mutable things are the network (created under a lock) and the image table.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import httpx
+
+from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
+from shopctl.errors import OperationFailed, UsageError
+from shopctl.images.base import ensure_base_images
+from shopctl.images.service import build_service_image, build_service_images
+from shopctl.ports import is_port_free
+from shopctl.runtime.base import (
+    LABEL_HASH,
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    InfraEndpoints,
+    LaunchSpec,
+    LogLine,
+    Progress,
+    ServiceState,
+    State,
+    no_progress,
+)
+
+if TYPE_CHECKING:
+    from shopctl.config import ServiceConfig, ShopConfig
+
+LABEL_PORT = "io.shopctl.port"  # the service's main port, for services gone from shop.yaml
+INFRA = ("consul", "rabbitmq")
+CONSUL_PORT = 8500  # inside the container
+AMQP_PORT = 5672
+STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL, as `docker stop`
+INFRA_READY_TIMEOUT = 120.0
+_LOOPBACK = "127.0.0.1"
+
+_STATES: dict[str, State] = {
+    "created": "starting",
+    "running": "running",
+    "restarting": "restarting",
+}  # everything else (exited, dead, removing, paused) does not serve: "exited"
+
+
+def network_name(project: str) -> str:
+    return f"shopctl-{project}"
+
+
+def container_name(project: str, service: str) -> str:
+    return f"shopctl-{project}-{service}"
+
+
+def volume_name(project: str, service: str) -> str:
+    return f"shopctl-{project}-{service}-data"
+
+
+class DockerRuntime:
+    """Runtime protocol (shopctl.runtime.base) on a Docker engine. Connects lazily, so
+    constructing one never fails; the first call raises RuntimeUnavailable if no engine
+    answers. `config` is accepted because make_runtime passes it; every method takes the
+    config it acts on, so it is not kept."""
+
+    name = "docker"
+
+    def __init__(
+        self, config: ShopConfig | None = None, *, client: docker.DockerClient | None = None
+    ):
+        self._client = client
+        self._connect_lock = threading.Lock()
+        self._network_lock = threading.Lock()
+        self._images: dict[tuple[str, str], str] = {}  # (project, service) -> tag
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._connect_lock:
+            if self._client is None:
+                self._client = connect()
+            return self._client
+
+    # ---- infra ---------------------------------------------------------------------------
+
+    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
+        ensure_base_images(config, progress, self.client)
+        self._ensure_network(config.project)
+        infra = config.infra
+        if infra.consul.enabled:
+            self._ensure_infra_container(config, "consul", progress)
+        if infra.rabbitmq.enabled:
+            self._ensure_infra_container(config, "rabbitmq", progress)
+        endpoints = _endpoints(config)
+        deadline = time.monotonic() + INFRA_READY_TIMEOUT
+        if infra.consul.enabled:
+            progress("consul", "waiting for a leader")
+            self._wait_ready(config, "consul", lambda: _consul_has_leader(endpoints), deadline)
+        if infra.rabbitmq.enabled:
+            progress("rabbitmq", "waiting for AMQP")
+            self._wait_ready(config, "rabbitmq", lambda: _amqp_accepts(endpoints), deadline)
+        return endpoints
+
+    def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
+        for part in self._enabled_infra(config):
+            found = self._container(container_name(config.project, part))
+            if found is None or found.status != "running":
+                return None
+        return _endpoints(config)
+
+    # ---- services -------------------------------------------------------------------------
+
+    def prepare(
+        self, config: ShopConfig, services: list[str], progress: Progress = no_progress
+    ) -> None:
+        built = build_service_images(config, services, progress, self.client)
+        for service, (tag, _hash) in built.items():
+            self._images[(config.project, service)] = tag
+
+    def start_service(
+        self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
+    ) -> ServiceState:
+        service = spec.service
+        if service in INFRA:
+            raise UsageError(
+                f"a service cannot be named '{service}' with the docker runtime",
+                hint=f"shopctl-{config.project}-{service} is the infra container; rename it",
+            )
+        svc = config.service(service)
+        project = config.project
+        name = container_name(project, service)
+        tag = self._image_for(config, service, progress)
+        self._ensure_network(project)
+        self.stop_service(config, service)  # replacing: the old one must free its ports
+        for port in _host_ports(svc):
+            self._check_port(port, f"starting {service}")
+        labels = {
+            LABEL_PROJECT: project,
+            LABEL_SERVICE: service,
+            LABEL_ROLE: "service",
+            LABEL_HASH: spec.config_hash,
+            LABEL_PORT: str(svc.port),
+        }
+        volume = self._ensure_volume(project, service)
+        progress(service, f"starting container {name}")
+        api = self.client.api
+        with docker_errors(f"starting {service}"):
+            host_config = api.create_host_config(
+                port_bindings={port: (_LOOPBACK, port) for port in _host_ports(svc)},
+                binds={volume: {"bind": "/data", "mode": "rw"}},
+                restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
+                network_mode=network_name(project),
+            )
+            networking = api.create_networking_config(
+                {network_name(project): api.create_endpoint_config(aliases=[service])}
+            )
+            created = api.create_container(
+                tag,
+                name=name,
+                hostname=service,
+                environment=_service_env(config, svc, spec),
+                labels=labels,
+                ports=[(port, "tcp") for port in _host_ports(svc)],
+                host_config=host_config,
+                networking_config=networking,
+            )
+            api.start(created["Id"])
+            return self._state(self.client.containers.get(created["Id"]).attrs, config)
+
+    def stop_service(self, config: ShopConfig, service: str) -> None:
+        found = self._container(container_name(config.project, service))
+        if found is not None:
+            self._remove(found)
+
+    def observe(self, config: ShopConfig) -> dict[str, ServiceState]:
+        with docker_errors("listing containers"):
+            found = self.client.containers.list(
+                all=True, filters={"label": [_project_label(config), f"{LABEL_ROLE}=service"]}
+            )
+        states = {}
+        for container in found:
+            state = self._state(container.attrs, config)
+            states[state.service] = state
+        return states
+
+    def logs(
+        self, config: ShopConfig, services: list[str], follow: bool, tail: int | None
+    ) -> Iterator[LogLine]:
+        """Interleaved log lines; `services` may name infra too ("consul", "rabbitmq"); an
+        empty list means every service of the project."""
+        names = services or sorted(self.observe(config))
+        targets = {name: container_name(config.project, name) for name in names}
+        return interleave(self.client, targets, follow=follow, tail=tail)
+
+    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress) -> None:
+        label = _project_label(config)
+        client = self.client
+        with docker_errors(f"removing project {config.project}"):
+            containers = client.containers.list(all=True, filters={"label": label})
+            # Services before infra, so nothing logs "consul unreachable" while stopping.
+            containers.sort(key=lambda c: c.labels.get(LABEL_ROLE) == "infra")
+            for container in containers:
+                progress(container.labels.get(LABEL_SERVICE, container.name), "removing")
+                self._remove(container)
+            for network in client.networks.list(filters={"label": label}):
+                progress(network.name, "removing network")
+                network.remove()
+            if volumes:
+                for volume in client.volumes.list(filters={"label": label}):
+                    progress(volume.name, "removing volume")
+                    volume.remove(force=True)
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _image_for(self, config: ShopConfig, service: str, progress: Progress) -> str:
+        """The tag prepare() built; builds (or finds up to date) when prepare was skipped."""
+        tag = self._images.get((config.project, service))
+        if tag is None:
+            tag, _hash = build_service_image(config, service, progress, self.client)
+            self._images[(config.project, service)] = tag
+        return tag
+
+    def _ensure_network(self, project: str) -> None:
+        name = network_name(project)
+        with self._network_lock, docker_errors(f"creating network {name}"):
+            if not self.client.networks.list(names=[name]):
+                self.client.networks.create(
+                    name,
+                    driver="bridge",
+                    labels={LABEL_PROJECT: project, LABEL_ROLE: "network"},
+                    check_duplicate=True,  # the engine otherwise allows two of one name
+                )
+
+    def _ensure_volume(self, project: str, service: str) -> str:
+        name = volume_name(project, service)
+        with docker_errors(f"creating volume {name}"):
+            # Creating an existing volume returns it unchanged: data survives replaces.
+            self.client.volumes.create(
+                name, labels={LABEL_PROJECT: project, LABEL_SERVICE: service}
+            )
+        return name
+
+    def _enabled_infra(self, config: ShopConfig) -> list[str]:
+        return [part for part in INFRA if getattr(config.infra, part).enabled]
+
+    def _ensure_infra_container(self, config: ShopConfig, part: str, progress: Progress) -> None:
+        project = config.project
+        name = container_name(project, part)
+        found = self._container(name)
+        if found is not None:
+            if found.labels.get(LABEL_PROJECT) != project:
+                raise OperationFailed(
+                    f"a container named {name} exists but is not shopctl's",
+                    hint=f"remove it: docker rm -f {name}",
+                )
+            if found.status != "running":
+                progress(part, "starting the existing container")
+                with docker_errors(f"starting {part}"):
+                    found.start()
+            return
+        settings = getattr(config.infra, part)
+        inner = CONSUL_PORT if part == "consul" else AMQP_PORT
+        ports = {f"{inner}/tcp": (_LOOPBACK, settings.port)}
+        if part == "rabbitmq" and settings.management_port:
+            ports["15672/tcp"] = (_LOOPBACK, settings.management_port)
+        for host_port in (binding[1] for binding in ports.values()):
+            self._check_port(host_port, f"starting {part}")
+        extra: dict[str, Any] = {}
+        if part == "rabbitmq":
+            volume = self._ensure_volume(project, part)
+            extra["volumes"] = {volume: {"bind": "/var/lib/rabbitmq", "mode": "rw"}}
+        progress(part, f"starting container {name} ({settings.image})")
+        with docker_errors(f"starting {part}"):
+            self.client.containers.run(
+                settings.image,
+                name=name,
+                # A fixed hostname keeps RabbitMQ's node name, hence its data, across
+                # container replacements.
+                hostname=part,
+                detach=True,
+                labels={LABEL_PROJECT: project, LABEL_SERVICE: part, LABEL_ROLE: "infra"},
+                ports=ports,
+                network=network_name(project),
+                restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
+                **extra,
+            )
+
+    def _wait_ready(self, config: ShopConfig, part: str, ready: Any, deadline: float) -> None:
+        name = container_name(config.project, part)
+        while True:
+            if ready():
+                return
+            found = self._container(name)
+            if found is None or found.status not in ("running", "restarting", "created"):
+                raise OperationFailed(
+                    f"{part} stopped while starting ({found.status if found else 'removed'})",
+                    hint="its last output:\n" + self._tail(name),
+                )
+            if time.monotonic() > deadline:
+                raise OperationFailed(
+                    f"{part} did not become ready within {INFRA_READY_TIMEOUT:.0f}s",
+                    hint="its last output:\n" + self._tail(name),
+                )
+            time.sleep(0.5)
+
+    def _tail(self, name: str, lines: int = 15) -> str:
+        found = self._container(name)
+        if found is None:
+            return "(no container)"
+        with docker_errors(f"reading logs of {name}"):
+            return found.logs(tail=lines).decode(errors="replace").rstrip()
+
+    def _check_port(self, port: int, doing: str) -> None:
+        if is_port_free(_LOOPBACK, port):
+            return
+        raise port_taken_error(port, doing, holder=self._container_publishing(port))
+
+    def _container_publishing(self, port: int) -> str | None:
+        """'container NAME' when a container (of any project) publishes host `port`."""
+        with docker_errors("listing containers"):
+            for container in self.client.containers.list():
+                for bindings in (container.ports or {}).values():
+                    if any(str(port) == b.get("HostPort") for b in bindings or []):
+                        return f"container {container.name}"
+        return None  # port_taken_error then asks /proc
+
+    def _container(self, name: str) -> Any:
+        with docker_errors(f"looking up {name}"):
+            try:
+                return self.client.containers.get(name)
+            except docker.errors.NotFound:
+                return None
+
+    def _remove(self, container: Any) -> None:
+        with docker_errors(f"removing {container.name}"):
+            try:
+                if container.status in ("running", "restarting"):
+                    container.stop(timeout=STOP_TIMEOUT)
+                # v=True drops anonymous volumes (images that declare VOLUME); named
+                # volumes, the ones holding data, stay.
+                container.remove(v=True, force=True)
+            except docker.errors.NotFound:
+                pass  # removed meanwhile (a concurrent down): the goal is reached
+
+    def _state(self, attrs: dict[str, Any], config: ShopConfig) -> ServiceState:
+        labels = attrs["Config"].get("Labels") or {}
+        service = labels.get(LABEL_SERVICE, attrs["Name"].lstrip("/"))
+        raw = attrs["State"]
+        status = raw.get("Status", "exited")
+        state = _STATES.get(status, "exited")
+        svc = config.services.get(service)
+        port = svc.port if svc else int(labels.get(LABEL_PORT, 0)) or None
+        network = (attrs.get("NetworkSettings", {}).get("Networks") or {}).get(
+            network_name(config.project)
+        )
+        extra = {"container": attrs["Name"].lstrip("/"), "docker_status": status}
+        if svc and svc.metrics_port:
+            extra["metrics_port"] = str(svc.metrics_port)
+        return ServiceState(
+            service=service,
+            state=state,
+            instance_id=attrs["Id"][:12],
+            address=(network or {}).get("IPAddress") or None,
+            port=port,
+            host_port=_published(attrs, port),
+            started_at=parse_time(raw.get("StartedAt", "")),
+            restarts=int(attrs.get("RestartCount", 0)),
+            image=attrs["Config"].get("Image"),
+            config_hash=labels.get(LABEL_HASH),
+            exit_code=raw.get("ExitCode") if state == "exited" else None,
+            extra=extra,
+        )
+
+
+def _project_label(config: ShopConfig) -> str:
+    return f"{LABEL_PROJECT}={config.project}"
+
+
+def _host_ports(svc: ServiceConfig) -> list[int]:
+    """Ports published on 127.0.0.1, the same number inside and out."""
+    ports = [svc.port]
+    if svc.metrics_port and svc.metrics_port != svc.port:
+        ports.append(svc.metrics_port)
+    return ports
+
+
+def _published(attrs: dict[str, Any], port: int | None) -> int | None:
+    if port is None:
+        return None
+    bindings = (attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{port}/tcp")
+    for binding in bindings or []:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def _service_env(config: ShopConfig, svc: ServiceConfig, spec: LaunchSpec) -> dict[str, str]:
+    """spec.env as given, plus what only a container can decide (bind all interfaces,
+    data on the volume); the SHOP_* basics are filled in if the caller left them out."""
+    env = {key: str(value) for key, value in spec.env.items()}
+    env.setdefault("SHOP_PROJECT", config.project)
+    env.setdefault("SHOP_SERVICE", svc.name)
+    env.setdefault("SHOP_PORT", str(svc.port))
+    if svc.metrics_port:
+        env.setdefault("SHOP_METRICS_PORT", str(svc.metrics_port))
+    # 127.0.0.1 inside a container is unreachable from the published port and from
+    # Consul's checks; /data is the volume whatever path the host side would use.
+    env["SHOP_HOST"] = "0.0.0.0"
+    env["SHOP_DATA_DIR"] = "/data"
+    return env
+
+
+def _endpoints(config: ShopConfig) -> InfraEndpoints:
+    """Endpoints of the project's infra; "" for a part that is disabled."""
+    consul, rabbit = config.infra.consul, config.infra.rabbitmq
+    consul_name = container_name(config.project, "consul")
+    rabbit_name = container_name(config.project, "rabbitmq")
+    return InfraEndpoints(
+        consul_http=f"http://{_LOOPBACK}:{consul.port}" if consul.enabled else "",
+        amqp_uri=f"amqp://guest:guest@{_LOOPBACK}:{rabbit.port}/" if rabbit.enabled else "",
+        service_consul_addr=f"{consul_name}:{CONSUL_PORT}" if consul.enabled else "",
+        service_amqp_uri=f"amqp://guest:guest@{rabbit_name}:{AMQP_PORT}/" if rabbit.enabled else "",
+    )
+
+
+def _consul_has_leader(endpoints: InfraEndpoints) -> bool:
+    try:
+        response = httpx.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2.0)
+        return response.status_code == 200 and bool(response.json())
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _amqp_accepts(endpoints: InfraEndpoints) -> bool:
+    """A real AMQP login as guest: an open port alone is not a ready broker."""
+    import kombu  # imported here: only this check needs it, and it is slow to import
+
+    try:
+        with kombu.Connection(endpoints.amqp_uri, connect_timeout=2) as connection:
+            connection.connect()
+            return bool(connection.connected)
+    except Exception:  # noqa: BLE001 - any failure means "not yet"; the caller times out
+        return False

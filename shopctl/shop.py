@@ -1,0 +1,154 @@
+"""A shop as the commands see it: one config, the runtime it lives in, its Consul.
+
+This is the seam between the CLI and the core: each method is one user-level verb and
+returns plain values for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from shopctl.config import ShopConfig
+from shopctl.errors import ShopctlError
+from shopctl.plan import Plan
+from shopctl.runtime.base import InfraEndpoints, LogLine, Progress, Runtime, no_progress
+from shopctl.state import ProjectState
+from shopctl.status import ServiceRow, status_rows
+
+
+@dataclass
+class UpResult:
+    runtime: str
+    plan: Plan
+    seconds: float
+    rows: list[ServiceRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "runtime": self.runtime,
+            "seconds": round(self.seconds, 2),
+            "plan": self.plan.to_dict(),
+            "services": [row.to_dict() for row in self.rows],
+        }
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    service: str
+    status: str
+    latency_ms: float | None
+    output: str
+
+    def to_dict(self) -> dict:
+        return {"service": self.service, "status": self.status,
+                "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+                "output": self.output}
+
+
+class Shop:
+    def __init__(self, config: ShopConfig, runtime: Runtime, notice: str | None = None):
+        self.config = config
+        self.runtime = runtime
+        self.notice = notice
+        self.state = ProjectState(config.root)
+
+    @classmethod
+    def open(cls, config: ShopConfig, choice: str = "auto") -> Shop:
+        from shopctl.runtime.select import choose, make_runtime
+
+        state = ProjectState(config.root)
+        name, notice = choose(choice, config, state.dir)
+        return cls(config, make_runtime(name, config), notice)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _registry(self, infra: InfraEndpoints):
+        from shopctl.registry import Registry
+
+        return Registry(infra.consul_http, self.config.project)
+
+    def _targets(self, services: list[str] | None) -> list[str]:
+        from shopctl.orchestrate import with_dependencies
+
+        return with_dependencies(self.config, services)
+
+    def _specs(self, infra: InfraEndpoints, targets: list[str]):
+        from shopctl.orchestrate import planned_specs
+
+        return planned_specs(self.config, self.runtime, infra, self.state.jwt_secret(), targets)
+
+    # -- verbs -----------------------------------------------------------------------
+
+    def plan(self, services: list[str] | None = None) -> Plan:
+        from shopctl.launch import PLANNING_ENDPOINTS
+        from shopctl.orchestrate import plan_up
+
+        targets = self._targets(services)
+        infra = self.runtime.infra_endpoints(self.config) or PLANNING_ENDPOINTS
+        plan, _ = plan_up(self.config, self.runtime, self._specs(infra, targets))
+        return plan
+
+    def up(self, services: list[str] | None = None, progress: Progress = no_progress) -> UpResult:
+        from shopctl.orchestrate import apply_up, plan_up, push_settings
+        from shopctl.runtime.select import remember
+
+        start = time.monotonic()
+        targets = self._targets(services)
+        remember(self.state.dir, self.runtime.name)
+        infra = self.runtime.ensure_infra(self.config, progress)
+        registry = self._registry(infra)
+        push_settings(self.config, registry, self.state.jwt_secret(), targets)
+        specs = self._specs(infra, targets)
+        plan, observed = plan_up(self.config, self.runtime, specs)
+        apply_up(self.config, self.runtime, registry, plan, specs, observed, progress)
+        rows = [row for row in self.status() if row.name in targets]
+        return UpResult(self.runtime.name, plan, time.monotonic() - start, rows)
+
+    def down(self, volumes: bool = False, progress: Progress = no_progress) -> None:
+        infra = self.runtime.infra_endpoints(self.config)
+        if infra is not None:
+            try:
+                removed = self._registry(infra).deregister_project()
+                progress("consul", f"deregistered {len(removed)} services")
+            except ShopctlError as exc:
+                progress("consul", f"not deregistered: {exc.message}")
+        self.runtime.down(self.config, volumes, progress)
+
+    def status(self) -> list[ServiceRow]:
+        observed = self.runtime.observe(self.config)
+        infra = self.runtime.infra_endpoints(self.config)
+        health = None
+        if infra is not None:
+            try:
+                health = self._registry(infra).health()
+            except ShopctlError:
+                health = None
+        return status_rows(self.config, observed, health)
+
+    def probe(self, services: list[str] | None = None) -> list[ProbeRow]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from shopctl.registry import probe
+
+        names = services or list(self.config.services)
+        for name in names:
+            self.config.service(name)
+        observed = self.runtime.observe(self.config)
+
+        def one(name: str) -> ProbeRow:
+            state = observed.get(name)
+            if state is None or state.state != "running":
+                return ProbeRow(name, "critical", None, f"not running ({state.state if state else 'missing'})")
+            result = probe(state, self.config.services[name])
+            return ProbeRow(name, result.status, result.latency_ms, result.output)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(one, names))
+
+    def logs(self, services: list[str] | None, follow: bool, tail: int | None) -> Iterator[LogLine]:
+        names = services or list(self.config.services)
+        for name in names:
+            self.config.service(name)
+        return self.runtime.logs(self.config, names, follow, tail)

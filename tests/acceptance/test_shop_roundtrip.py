@@ -1,0 +1,188 @@
+"""The whole shop through the CLI, as a user drives it, on both runtimes:
+up -> every service passing in Consul (asked over Consul's own HTTP API) -> status --json
+healthy -> kill one service -> status critical -> up heals it -> a second up is a no-op
+that touches nothing -> down leaves no container, network, process or Consul service.
+
+Each test runs a copy of the project with its own project name and free ports, so it
+never meets a shop already running on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.acceptance.conftest import REPO, run_shopctl
+
+SERVICES = ["users", "catalog", "inventory", "payments", "orders"]
+IGNORE = shutil.ignore_patterns("__pycache__", "data", "generated", ".pytest_cache", "*.egg-info", "tests")
+
+
+def free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def make_project(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of the demo shop with a unique project name and free host ports."""
+    for folder in ("services", "protos"):
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=IGNORE)
+    data = yaml.safe_load((REPO / "shop.yaml").read_text())
+    data["project"] = f"t{uuid.uuid4().hex[:8]}"
+    ports = free_ports(3 + len(SERVICES))
+    data["infra"]["base_image"] = "shopctl/python:3.11"
+    data["infra"]["consul"]["port"] = ports[0]
+    data["infra"]["rabbitmq"]["port"] = ports[1]
+    for svc, port in zip(SERVICES, ports[2:], strict=False):
+        data["services"][svc]["port"] = port
+    data["services"]["inventory"]["metrics_port"] = ports[-1]
+    for svc in data["services"].values():
+        svc.setdefault("health", {})["interval"] = "1s"
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return tmp_path, data
+
+
+def shopctl_in(project: Path, *args: str, timeout: float = 600):
+    return run_shopctl(*args, cwd=project, timeout=timeout)
+
+
+def consul_services(port: int, project: str) -> dict[str, str]:
+    """{service: aggregated status} of the project's services, straight from Consul."""
+    base = f"http://127.0.0.1:{port}"
+    names = httpx.get(f"{base}/v1/catalog/services", timeout=5).json()
+    out = {}
+    for name in names:
+        for entry in httpx.get(f"{base}/v1/health/service/{name}", timeout=5).json():
+            if entry["Service"].get("Meta", {}).get("project") != project:
+                continue
+            statuses = {c["Status"] for c in entry["Checks"]}
+            out[name] = "passing" if statuses == {"passing"} else (
+                "critical" if "critical" in statuses else "warning")
+    return out
+
+
+def status_json(project: Path) -> tuple[int, dict]:
+    result = shopctl_in(project, "status", "--json")
+    return result.returncode, json.loads(result.stdout)
+
+
+def wait_status(project: Path, predicate, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, data = status_json(project)
+        rows = {row["name"]: row for row in data["services"]}
+        if predicate(rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"status never matched; last: {json.dumps(rows, indent=1)}")
+        time.sleep(1)
+
+
+@pytest.fixture(params=["docker", "local"])
+def project(request, tmp_path):
+    root, data = make_project(tmp_path)
+    runtime = request.param
+    yield root, data, runtime
+    shopctl_in(root, "down", "--volumes", "--runtime", runtime, timeout=180)
+
+
+@pytest.mark.docker
+@pytest.mark.consul
+def test_round_trip(project):
+    root, data, runtime = project
+    name = data["project"]
+
+    up = shopctl_in(root, "up", "--runtime", runtime)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert consul_services(data["infra"]["consul"]["port"], name) == dict.fromkeys(SERVICES, "passing")
+
+    code, status = status_json(root)
+    assert code == 0
+    assert {row["name"]: row["health"] for row in status["services"]} == dict.fromkeys(SERVICES, "passing")
+    assert all(row["state"] == "running" for row in status["services"])
+
+    # A second up plans nothing and touches no instance.
+    before = instances(runtime, root, data)
+    again = shopctl_in(root, "up", "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {step["action"] for step in json.loads(again.stdout)["plan"]} == {"noop"}
+    assert instances(runtime, root, data) == before
+
+    stop_service(runtime, root, data, "payments")
+    rows = wait_status(root, lambda r: r["payments"]["health"] == "critical")
+    assert rows["payments"]["healthy"] is False
+    assert shopctl_in(root, "status").returncode == 1
+
+    heal = shopctl_in(root, "up")
+    assert heal.returncode == 0, heal.stderr[-3000:]
+    plan_after = shopctl_in(root, "up", "--dry-run", "--json")
+    assert {step["action"] for step in json.loads(plan_after.stdout)["plan"]} == {"noop"}
+    code, status = status_json(root)
+    assert code == 0, status
+
+    down = shopctl_in(root, "down")
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert_nothing_left(runtime, root, data)
+
+
+def instances(runtime: str, root: Path, data: dict) -> dict[str, tuple]:
+    """{service: (instance id, start time)} read past shopctl, from the runtime itself."""
+    if runtime == "docker":
+        import docker
+
+        client = docker.from_env()
+        out = {}
+        for svc in SERVICES:
+            c = client.containers.get(f"shopctl-{data['project']}-{svc}")
+            out[svc] = (c.id, c.attrs["State"]["StartedAt"])
+        return out
+    runs = root / ".shopctl" / "local" / "run"
+    return {svc: (lambda r: (r["child_pid"], r["started_at"]))(json.loads((runs / f"{svc}.json").read_text()))
+            for svc in SERVICES}
+
+
+def stop_service(runtime: str, root: Path, data: dict, service: str) -> None:
+    """Kill a service the way a crash or an operator would, bypassing shopctl."""
+    if runtime == "docker":
+        import docker
+
+        docker.from_env().containers.get(f"shopctl-{data['project']}-{service}").kill()
+        return
+    run = json.loads((root / ".shopctl" / "local" / "run" / f"{service}.json").read_text())
+    os.kill(run["supervisor_pid"], signal.SIGKILL)
+
+
+def assert_nothing_left(runtime: str, root: Path, data: dict) -> None:
+    name = data["project"]
+    if runtime == "docker":
+        import docker
+
+        client = docker.from_env()
+        label = f"io.shopctl.project={name}"
+        assert client.containers.list(all=True, filters={"label": label}) == []
+        assert client.networks.list(filters={"label": label}) == []
+    else:
+        from shopctl.runtime.local import marked_pids
+        from shopctl.state import ProjectState
+
+        assert marked_pids(ProjectState(root).dir) == []
+    # Consul went away with the project, so nothing can still be registered in it.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{data['infra']['consul']['port']}/v1/agent/self", timeout=2)

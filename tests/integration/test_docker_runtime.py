@@ -1,0 +1,229 @@
+"""DockerRuntime end to end: real Consul and RabbitMQ containers, the real users service.
+
+The project is the repository's shop.yaml under a fresh name with free host ports, so it
+never meets a shop (or a host broker) already running here. Everything the tests make
+is removed by project label at the end, images included.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from shopctl.config import ShopConfig, load_config
+from shopctl.docker_client import connect
+from shopctl.errors import OperationFailed, RuntimeUnavailable, UsageError
+from shopctl.runtime.base import LABEL_PROJECT, InfraEndpoints, LaunchSpec
+from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = f"t{uuid.uuid4().hex[:8]}"
+
+pytestmark = pytest.mark.docker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def with_ports(base: ShopConfig, project: str, users_port: int) -> ShopConfig:
+    infra = base.infra.model_copy(
+        update={
+            "consul": base.infra.consul.model_copy(update={"port": free_port()}),
+            "rabbitmq": base.infra.rabbitmq.model_copy(update={"port": free_port()}),
+        }
+    )
+    users = base.services["users"].model_copy(update={"port": users_port})
+    services = {**base.services, "users": users}
+    return base.model_copy(update={"project": project, "infra": infra, "services": services})
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    try:
+        return connect()
+    except RuntimeUnavailable as exc:
+        pytest.skip(f"no Docker engine: {exc.message}")
+
+
+@pytest.fixture(scope="module")
+def config(client) -> Iterator[ShopConfig]:
+    config = with_ports(load_config(REPO / "shop.yaml"), PROJECT, free_port())
+    yield config
+    DockerRuntime().down(config, volumes=True)
+    for image in client.images.list(filters={"label": f"{LABEL_PROJECT}={PROJECT}"}):
+        for tag in image.tags:
+            client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def runtime(client) -> DockerRuntime:
+    return DockerRuntime(client=client)
+
+
+@pytest.fixture(scope="module")
+def endpoints(runtime, config) -> InfraEndpoints:
+    return runtime.ensure_infra(config)
+
+
+def users_spec(endpoints: InfraEndpoints, config_hash: str = "h1") -> LaunchSpec:
+    env = {
+        "SHOP_JWT_SECRET": secrets.token_hex(16),
+        "CONSUL_HTTP_ADDR": endpoints.service_consul_addr,
+        "SHOP_AMQP_URI": endpoints.service_amqp_uri,
+        "ACCESS_TOKEN_TTL": "900",
+    }
+    return LaunchSpec(service="users", env=env, config_hash=config_hash)
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def by_label(client: docker.DockerClient) -> dict[str, list[str]]:
+    label = {"label": f"{LABEL_PROJECT}={PROJECT}"}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=label)],
+        "networks": [n.name for n in client.networks.list(filters=label)],
+        "volumes": [v.name for v in client.volumes.list(filters=label)],
+    }
+
+
+def test_infra_answers_and_is_reused(runtime, config, endpoints, client):
+    leader = httpx.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2).json()
+    assert leader
+    import kombu
+
+    with kombu.Connection(endpoints.amqp_uri, connect_timeout=3) as connection:
+        connection.connect()
+        assert connection.connected
+    assert endpoints.service_consul_addr == f"shopctl-{PROJECT}-consul:8500"
+    assert endpoints.service_amqp_uri == f"amqp://guest:guest@shopctl-{PROJECT}-rabbitmq:5672/"
+
+    consul = client.containers.get(container_name(PROJECT, "consul"))
+    started = consul.attrs["State"]["StartedAt"]
+    assert runtime.ensure_infra(config) == endpoints
+    consul.reload()
+    assert consul.attrs["State"]["StartedAt"] == started  # reused, not restarted
+    assert runtime.infra_endpoints(config) == endpoints
+
+
+def test_users_starts_serves_and_is_observed(runtime, config, endpoints, client):
+    port = config.services["users"].port
+    state = runtime.start_service(config, users_spec(endpoints))
+    assert state.state in ("running", "starting")
+    assert state.host_port == port and state.config_hash == "h1"
+    wait_for(lambda: healthy(port), what="users /health 200")
+
+    observed = runtime.observe(config)["users"]
+    assert observed.state == "running"
+    assert observed.image and observed.image.startswith(f"shopctl-{PROJECT}/users:")
+    assert observed.address and observed.started_at and observed.restarts == 0
+    # Consul's checks run in the consul container: the address must work from there.
+    probe = f"import urllib.request as u; print(u.urlopen('http://{observed.address}:{port}/health').status)"
+    consul = client.containers.get(container_name(PROJECT, "consul"))
+    code, out = consul.exec_run(["python3", "-c", probe])
+    assert code == 0 and out.decode().strip() == "200"
+
+    lines = list(runtime.logs(config, ["users"], follow=False, tail=None))
+    assert any("listening" in line.text for line in lines)
+    assert all(line.service == "users" and line.timestamp for line in lines)
+
+
+def test_replacing_keeps_data_and_swaps_the_container(runtime, config, endpoints):
+    port = config.services["users"].port
+    first = runtime.start_service(config, users_spec(endpoints, "h1"))
+    wait_for(lambda: healthy(port), what="users up")
+    second = runtime.start_service(config, users_spec(endpoints, "h2"))
+    assert second.instance_id != first.instance_id
+    assert runtime.observe(config)["users"].config_hash == "h2"
+    wait_for(lambda: healthy(port), what="users up after replace")
+
+
+def test_docker_kill_shows_exited_and_is_not_restarted(runtime, config, endpoints, client):
+    port = config.services["users"].port
+    runtime.start_service(config, users_spec(endpoints))
+    wait_for(lambda: healthy(port), what="users up")
+    client.containers.get(container_name(PROJECT, "users")).kill()
+    state = wait_for(
+        lambda: (s := runtime.observe(config)["users"]).state == "exited" and s,
+        what="users exited",
+    )
+    assert state.exit_code == 137
+    time.sleep(2)  # an on-failure restart would have happened by now
+    assert runtime.observe(config)["users"].state == "exited"
+
+
+def test_a_busy_port_is_named_with_its_holder(runtime, config, endpoints):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        users = config.services["users"].model_copy(update={"port": busy})
+        crowded = config.model_copy(update={"services": {**config.services, "users": users}})
+        with pytest.raises(OperationFailed) as caught:
+            runtime.start_service(crowded, users_spec(endpoints))
+    assert f"port {busy}" in caught.value.message
+    assert "pid " in caught.value.message  # the holder, found through /proc
+
+
+def test_services_cannot_take_infra_names(runtime, config, endpoints):
+    with pytest.raises(UsageError):
+        runtime.start_service(config, LaunchSpec("consul", {}, "h"))
+
+
+def test_logs_follow_sees_a_replaced_container(runtime, config, endpoints):
+    port = config.services["users"].port
+    runtime.start_service(config, users_spec(endpoints))
+    wait_for(lambda: healthy(port), what="users up")
+    stream = runtime.logs(config, ["users"], follow=True, tail=0)
+    runtime.start_service(config, users_spec(endpoints, "h3"))
+    seen = []
+    deadline = time.monotonic() + 30
+    for line in stream:
+        seen.append(line.text)
+        if "listening" in line.text or time.monotonic() > deadline:
+            break
+    stream.close()
+    assert any("listening" in text for text in seen)
+    assert all(json.loads(text)["service"] == "users" for text in seen if text.startswith("{"))
+
+
+def test_down_removes_everything_but_data_unless_asked(runtime, config, endpoints, client):
+    runtime.start_service(config, users_spec(endpoints))
+    runtime.down(config, volumes=False)
+    left = by_label(client)
+    assert left["containers"] == [] and left["networks"] == []
+    assert not client.networks.list(names=[network_name(PROJECT)])
+    assert sorted(left["volumes"]) == sorted(
+        [volume_name(PROJECT, "users"), volume_name(PROJECT, "rabbitmq")]
+    )
+    assert runtime.observe(config) == {}
+    assert runtime.infra_endpoints(config) is None
+
+    runtime.down(config, volumes=True)
+    assert by_label(client) == {"containers": [], "networks": [], "volumes": []}
