@@ -1,0 +1,204 @@
+"""`shopctl saga ...`: run and inspect distributed sagas.
+
+Exit codes of run/resume/retry: 0 completed, 1 failed and compensated, 3 stuck (an
+operator must look; `saga retry ID` picks it up again).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from shopctl.cli.context import app_context
+
+app = typer.Typer(help="Run and inspect sagas (the order saga and others in shop.yaml).",
+                  no_args_is_help=True, rich_markup_mode=None)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+EXIT_BY_STATUS = {"completed": 0, "compensated": 1, "stuck": 3}
+
+
+def _engine(ctx: typer.Context, on_event=None):
+    from shopctl.saga.endpoints import discover
+    from shopctl.saga.session import open_engine
+    from shopctl.state import ProjectState
+
+    config = app_context(ctx).config
+    state = ProjectState(config.root)
+    state.ensure(state.dir)
+    kinds = {name: svc.kind for name, svc in config.services.items()}
+    return config, open_engine(state.saga_db, discover(config), kinds, on_event=on_event)
+
+
+def _open_log(ctx: typer.Context):
+    from shopctl.saga.log import SagaLog
+    from shopctl.state import ProjectState
+
+    state = ProjectState(app_context(ctx).config.root)
+    state.ensure(state.dir)
+    return SagaLog(state.saga_db)
+
+
+def _parse_items(items: list[str]) -> list[tuple[str, int]]:
+    from shopctl.errors import UsageError
+
+    parsed = []
+    for item in items:
+        sku, _, qty = item.rpartition(":")
+        if not sku or not qty.isdigit() or int(qty) <= 0:
+            raise UsageError(f"--item {item!r}: expected SKU:QTY with QTY > 0",
+                             hint="e.g. --item SKU-MUG-001:2")
+        parsed.append((sku, int(qty)))
+    return parsed
+
+
+def _finish(saga, json: bool, events=None) -> None:
+    from shopctl import console
+    from shopctl.cli import saga_render
+
+    if json:
+        console.print_json({**saga.to_dict(), "events": [e.to_dict() for e in events or []]})
+    else:
+        saga_render.outcome(saga)
+    raise typer.Exit(EXIT_BY_STATUS.get(saga.status, 1))
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The saga in shop.yaml, e.g. order.")],
+    user: Annotated[str, typer.Option("--user", help="The ordering user's id.")],
+    item: Annotated[list[str], typer.Option("--item", help="SKU:QTY, repeatable.")],
+    idempotency_key: Annotated[str | None, typer.Option(
+        "--idempotency-key", help="The same key again returns the first saga.")] = None,
+    fail_at: Annotated[str | None, typer.Option(
+        "--fail-at", help="Chaos: fail this step for good (watch the compensation).")] = None,
+    json: JsonOption = False,
+) -> None:
+    """Run a saga against the running services, with a live step timeline."""
+    from shopctl.cli import saga_render
+    from shopctl.errors import UsageError
+    from shopctl.saga.actions import StepFailure
+    from shopctl.saga.adapters import price_items
+    from shopctl.saga.engine import snapshot
+
+    wanted = _parse_items(item)
+    config = app_context(ctx).config
+    if name not in config.sagas:
+        raise UsageError(f"no saga named {name!r} in {config.source.name}",
+                         hint=f"sagas: {', '.join(config.sagas) or 'none'}")
+    live = None if json else saga_render.LiveTimeline(None)
+    kinds = {n: s.kind for n, s in config.services.items()}
+    definition = snapshot(config.sagas[name], kinds)
+    if fail_at and fail_at not in {s["name"] for s in definition["steps"]}:
+        raise UsageError(f"--fail-at {fail_at!r} names no step of saga {name!r}")
+    _, opened = _engine(ctx, on_event=None)
+    with opened as engine:
+        existing = engine.log.by_key(idempotency_key) if idempotency_key else None
+        if existing is None:
+            try:
+                items = price_items(engine.actions.clients.endpoints.catalog_url, wanted)
+            except StepFailure as exc:
+                raise UsageError(f"cannot price the order: {exc.message}") from None
+            input = {"user_id": user, "items": items}
+        else:
+            input = existing.input
+        if live is not None:
+            live.log = engine.log
+            engine.on_event = live.on_event
+            with live:
+                saga, _ = engine.start(name, definition, input,
+                                       idempotency_key=idempotency_key, fail_at=fail_at)
+        else:
+            saga, _ = engine.start(name, definition, input, idempotency_key=idempotency_key,
+                                   fail_at=fail_at)
+        _finish(saga, json, engine.log.events(saga.id) if json else None)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    json: JsonOption = False,
+) -> None:
+    """Sagas, newest first, with their status and reason."""
+    from shopctl import console
+    from shopctl.cli import saga_render
+    from shopctl.errors import UsageError
+    from shopctl.saga.log import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"--status {status!r}: expected one of {', '.join(STATUSES)}")
+    with _open_log(ctx) as log:
+        sagas = log.list(status, limit)
+    if json:
+        console.print_json([s.to_dict() for s in sagas])
+    else:
+        saga_render.saga_list(sagas)
+
+
+@app.command()
+def show(ctx: typer.Context, saga_id: Annotated[str, typer.Argument(metavar="ID")],
+         json: JsonOption = False) -> None:
+    """One saga's timeline: timestamps, durations, errors, compensation results."""
+    from shopctl import console
+    from shopctl.cli import saga_render
+
+    with _open_log(ctx) as log:
+        saga = _get(log, saga_id)
+        events = log.events(saga.id)
+    if json:
+        console.print_json({**saga.to_dict(), "events": [e.to_dict() for e in events]})
+    else:
+        saga_render.saga_detail(saga, events)
+
+
+def _get(log, saga_id: str):
+    from shopctl.errors import UsageError
+
+    try:
+        return log.get(saga_id)
+    except KeyError:
+        raise UsageError(f"no saga {saga_id!r}", hint="see `shopctl saga list`") from None
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    saga_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every unfinished saga.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Continue unfinished sagas from their log (forward when possible, else compensate)."""
+    from shopctl import console
+    from shopctl.cli import saga_render
+    from shopctl.errors import UsageError
+
+    if bool(saga_id) == all_:
+        raise UsageError("give a saga ID or --all")
+    _, opened = _engine(ctx)
+    with opened as engine:
+        if saga_id:
+            sagas = [engine.resume(_get(engine.log, saga_id).id)]
+        else:
+            sagas = engine.resume_all()
+    if json:
+        console.print_json([s.to_dict() for s in sagas])
+    else:
+        for saga in sagas:
+            saga_render.outcome(saga)
+        if not sagas:
+            console.out().print("no unfinished sagas")
+    raise typer.Exit(max((EXIT_BY_STATUS.get(s.status, 1) for s in sagas), default=0))
+
+
+@app.command()
+def retry(ctx: typer.Context, saga_id: Annotated[str, typer.Argument(metavar="ID")],
+          json: JsonOption = False) -> None:
+    """Pick up a stuck saga again (forward after its pivot, else its compensations)."""
+    _, opened = _engine(ctx)
+    with opened as engine:
+        saga = engine.retry(_get(engine.log, saga_id).id)
+        _finish(saga, json, engine.log.events(saga.id) if json else None)

@@ -1,0 +1,2 @@
+"""Durable sagas over the shop's services: log (SQLite), actions (adapters per service
+kind), engine (forward, pivot, compensation, recovery). Nothing here prints."""

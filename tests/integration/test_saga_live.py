@@ -1,0 +1,304 @@
+"""The order saga against the real services, started as subprocesses on free ports with
+temp data folders, and a real RabbitMQ (a private vhost per session).
+
+Consistency is always checked through the services' own state: get_order over RPC,
+CheckStock over gRPC, GET /charges over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from shopctl.config import load_config
+from shopctl.nameko_rpc import NamekoRpc
+from shopctl.saga import log as L
+from shopctl.saga.actions import load_inventory_stubs
+from shopctl.saga.adapters import price_items
+from shopctl.saga.endpoints import Endpoints
+from shopctl.saga.engine import CRASH_ENV, snapshot
+from shopctl.saga.session import open_engine
+
+pytestmark = pytest.mark.rabbitmq
+
+REPO = Path(__file__).resolve().parents[2]
+BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+CONFIG = load_config(REPO / "shop.yaml")
+KINDS = {name: svc.kind for name, svc in CONFIG.services.items()}
+DEFINITION = snapshot(CONFIG.sagas["order"], KINDS)
+SKU = "SKU-MUG-001"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    try:
+        return subprocess.run(["rabbitmqctl", *args], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="module")
+def amqp_uri():
+    vhost = f"shopctl-test-saga-{uuid.uuid4().hex[:8]}"
+    if not _rabbitmqctl("add_vhost", vhost):
+        pytest.skip("rabbitmqctl cannot create a private vhost")
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        parts = urllib.parse.urlsplit(BROKER)
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + vhost))
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def _wait(check, what: str, proc: subprocess.Popen, log: Path, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        assert proc.poll() is None, f"{what} exited:\n{log.read_text()[-3000:]}"
+        try:
+            if check():
+                return
+        except Exception:  # not listening yet
+            pass
+        assert time.monotonic() < deadline, f"{what} never became ready:\n{log.read_text()}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, amqp_uri):
+    """The four services the saga calls; yields their Endpoints."""
+    tmp = tmp_path_factory.mktemp("shop")
+    ports = {name: free_port() for name in ("catalog", "inventory", "payments", "orders")}
+    procs = {}
+    base = {**os.environ, "SHOP_HOST": "127.0.0.1", "SHOP_AMQP_URI": amqp_uri,
+            "SHOP_JWT_SECRET": "test-secret-" + uuid.uuid4().hex, "SHOP_PROJECT": "shop"}
+    base.pop("CONSUL_HTTP_ADDR", None)
+    for name, port in ports.items():
+        env = {**base, "SHOP_SERVICE": name, "SHOP_PORT": str(port),
+               "SHOP_DATA_DIR": str(tmp / name)}
+        if name == "inventory":
+            env["SHOP_METRICS_PORT"] = str(free_port())
+        log = tmp / f"{name}.log"
+        with open(log, "ab") as out:
+            procs[name] = (subprocess.Popen([sys.executable, "main.py"],
+                                            cwd=REPO / "services" / name, env=env,
+                                            stdout=out, stderr=subprocess.STDOUT), log)
+    endpoints = Endpoints(orders_amqp=amqp_uri, inventory=f"127.0.0.1:{ports['inventory']}",
+                          payments_url=f"http://127.0.0.1:{ports['payments']}",
+                          catalog_url=f"http://127.0.0.1:{ports['catalog']}")
+    try:
+        for name in ("catalog", "payments", "orders"):
+            url = f"http://127.0.0.1:{ports[name]}/health"
+            _wait(lambda url=url: httpx.get(url, timeout=2).status_code == 200, name,
+                  *procs[name])
+        _wait(lambda: stock(endpoints, SKU) is not None, "inventory", *procs["inventory"])
+        yield endpoints
+    finally:
+        for proc, _ in procs.values():
+            proc.kill()
+            proc.wait()
+
+
+# -- the services' own state ---------------------------------------------------------------
+
+def stock(endpoints: Endpoints, sku: str) -> tuple[int, int]:
+    pb2, pb2_grpc = load_inventory_stubs()
+    with grpc.insecure_channel(endpoints.inventory) as channel:
+        reply = pb2_grpc.InventoryStub(channel).CheckStock(
+            pb2.CheckStockRequest(skus=[sku]), timeout=5)
+    (level,) = reply.levels
+    return level.available, level.reserved
+
+
+def order(endpoints: Endpoints, order_id: int) -> dict:
+    with NamekoRpc(endpoints.orders_amqp, timeout=10) as rpc:
+        return rpc.call("orders", "get_order", order_id)
+
+
+def payment(endpoints: Endpoints, order_id) -> dict | None:
+    resp = httpx.get(f"{endpoints.payments_url}/charges/{order_id}", timeout=5)
+    return None if resp.status_code == 404 else resp.json()
+
+
+def order_id_of(log: L.SagaLog, saga_id: str) -> int | None:
+    for event in log.events(saga_id):
+        if event.step == "create_order" and event.state == "succeeded":
+            return event.result["order_id"]
+    return None
+
+
+def net_charged(pay: dict | None) -> int:
+    if not pay or not pay.get("charge") or pay["charge"].get("status") != "SUCCEEDED":
+        return 0
+    refunded = (pay.get("refund") or {}).get("amount_cents") or 0
+    return pay["charge"]["amount_cents"] - refunded
+
+
+# -- running sagas -------------------------------------------------------------------------
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "saga.db"
+
+
+def run_saga(endpoints, db, qty=1, sku=SKU, **options) -> L.SagaRecord:
+    items = price_items(endpoints.catalog_url, [(sku, qty)])
+    with open_engine(db, endpoints, KINDS) as engine:
+        saga, _ = engine.start("order", DEFINITION, {"user_id": "u-test", "items": items},
+                               **options)
+        return saga
+
+
+def test_happy_path(shop, db):
+    before = stock(shop, SKU)
+    saga = run_saga(shop, db, qty=2)
+    assert saga.status == L.COMPLETED, saga.error
+    with L.SagaLog(db) as log:
+        oid = order_id_of(log, saga.id)
+    assert order(shop, oid)["status"] == "SHIPPED"
+    assert stock(shop, SKU) == (before[0] - 2, before[1] + 2)
+    pay = payment(shop, oid)
+    assert pay["charge"]["status"] == "SUCCEEDED" and pay["refund"] is None
+    assert net_charged(pay) == 2 * 1450
+
+
+@pytest.mark.parametrize("fail_at", ["create_order", "reserve_stock", "charge"])
+def test_failure_at_each_step_compensates_the_completed_steps(shop, db, fail_at):
+    before = stock(shop, SKU)
+    saga = run_saga(shop, db, fail_at=fail_at)
+    assert saga.status == L.COMPENSATED
+    with L.SagaLog(db) as log:
+        oid = order_id_of(log, saga.id)
+    assert stock(shop, SKU) == before
+    if fail_at == "create_order":
+        assert oid is None
+        return
+    assert order(shop, oid)["status"] == "CANCELLED"
+    assert net_charged(payment(shop, oid)) == 0
+
+
+def test_failure_after_the_pivot_is_stuck_and_never_refunded(shop, db):
+    saga = run_saga(shop, db, fail_at="ship")
+    assert saga.status == L.STUCK
+    with L.SagaLog(db) as log:
+        oid = order_id_of(log, saga.id)
+    assert order(shop, oid)["status"] == "PENDING"
+    assert net_charged(payment(shop, oid)) == 1450
+
+
+def test_out_of_stock_compensates_without_retries(shop, db):
+    saga = run_saga(shop, db, qty=10_000)
+    assert saga.status == L.COMPENSATED and "FAILED_PRECONDITION" in saga.error
+    with L.SagaLog(db) as log:
+        reserves = [e for e in log.events(saga.id)
+                    if e.step == "reserve_stock" and e.state == "started"]
+        oid = order_id_of(log, saga.id)
+    assert len(reserves) == 1
+    assert order(shop, oid)["status"] == "CANCELLED"
+
+
+def test_open_breaker_fails_fast_and_compensates(shop, db):
+    faults = f"{shop.payments_url}/admin/faults"
+    httpx.put(faults, json={"failure_rate": 1.0}, timeout=5).raise_for_status()
+    try:
+        for _ in range(50):
+            resp = httpx.post(f"{shop.payments_url}/charges", timeout=5,
+                              json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100})
+            if resp.status_code == 503 and resp.json().get("breaker") == "open":
+                break
+        else:
+            pytest.fail("the breaker never opened")
+        before = stock(shop, SKU)
+        started = time.monotonic()
+        saga = run_saga(shop, db)
+        elapsed = time.monotonic() - started
+    finally:
+        httpx.put(faults, json={"failure_rate": 0.0}, timeout=5)
+        _wait_breaker_closed(shop)
+    assert saga.status == L.COMPENSATED and "UNAVAILABLE" in saga.error
+    assert elapsed < 5  # fails fast: no provider timeouts, only short backoffs
+    with L.SagaLog(db) as log:
+        oid = order_id_of(log, saga.id)
+    assert stock(shop, SKU) == before
+    assert order(shop, oid)["status"] == "CANCELLED"
+    assert net_charged(payment(shop, oid)) == 0
+
+
+def _wait_breaker_closed(shop, limit: float = 30.0) -> None:
+    """Let the breaker reset (half-open, then a passing probe closes it) so the next
+    tests see a working payments service."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        resp = httpx.post(f"{shop.payments_url}/charges", timeout=5,
+                          json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100})
+        if resp.status_code in (200, 201):
+            return
+        time.sleep(0.5)
+    pytest.fail("the payments breaker did not close again")
+
+
+def test_same_idempotency_key_twice_makes_one_order(shop, db):
+    key = f"k-{uuid.uuid4().hex}"
+    first = run_saga(shop, db, idempotency_key=key)
+    second = run_saga(shop, db, idempotency_key=key)
+    assert first.id == second.id and second.status == L.COMPLETED
+    with L.SagaLog(db) as log:
+        assert len(log.list()) == 1
+
+
+CRASH_SCRIPT = """
+import json, sys
+from shopctl.saga.endpoints import Endpoints
+from shopctl.saga.session import open_engine
+args = json.loads(sys.argv[1])
+with open_engine(args["db"], Endpoints(**args["endpoints"]), args["kinds"]) as engine:
+    engine.start("order", args["definition"], args["input"])
+"""
+
+
+@pytest.mark.parametrize("boundary", [
+    "create_order:started", "create_order:succeeded", "reserve_stock:started",
+    "reserve_stock:succeeded", "charge:started", "charge:succeeded", "ship:started",
+])
+def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary):
+    before = stock(shop, SKU)
+    items = price_items(shop.catalog_url, [(SKU, 1)])
+    args = {"db": str(db), "endpoints": shop.__dict__, "kinds": KINDS,
+            "definition": DEFINITION, "input": {"user_id": "u-crash", "items": items}}
+    done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
+                          env={**os.environ, CRASH_ENV: boundary}, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    with L.SagaLog(db) as log:
+        (saga,) = log.list()
+        assert saga.status == L.RUNNING
+    with open_engine(db, shop, KINDS) as engine:
+        saga = engine.resume(saga.id)
+    assert saga.status in (L.COMPLETED, L.COMPENSATED), saga.error
+    with L.SagaLog(db) as log:
+        oid = order_id_of(log, saga.id)
+    pay = payment(shop, oid)
+    if saga.status == L.COMPLETED:
+        assert order(shop, oid)["status"] == "SHIPPED"
+        assert stock(shop, SKU) == (before[0] - 1, before[1] + 1)
+        assert net_charged(pay) == 1450
+    else:
+        assert stock(shop, SKU) == before
+        assert oid is None or order(shop, oid)["status"] == "CANCELLED"
+        assert net_charged(pay) == 0

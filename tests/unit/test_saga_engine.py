@@ -1,0 +1,203 @@
+"""The saga engine's logic with fake actions: pivot, compensation, retries, recovery."""
+
+from __future__ import annotations
+
+import pytest
+
+from shopctl.saga import log as L
+from shopctl.saga.actions import StepCall, StepFailure
+from shopctl.saga.engine import Engine
+
+DEFINITION = {
+    "name": "order",
+    "kinds": {"orders": "nameko", "inventory": "grpc", "payments": "fastapi"},
+    "steps": [
+        {"name": "create_order", "call": "orders.create_order",
+         "compensate": "orders.cancel_order", "retries": 2, "backoff": 0.01},
+        {"name": "reserve_stock", "call": "inventory.reserve_stock",
+         "compensate": "inventory.release_stock", "retries": 2, "backoff": 0.01},
+        {"name": "charge", "call": "payments.charge", "compensate": "payments.refund",
+         "pivot": True, "timeout": 5, "retries": 2, "backoff": 0.01},
+        {"name": "ship", "call": "orders.ship_order", "retries": 3, "backoff": 0.01},
+    ],
+}
+INPUT = {"user_id": "u1", "items": [{"sku": "A", "qty": 1, "unit_price_cents": 100}]}
+
+
+class FakeActions:
+    """Records calls; `script[call]` is a list of outcomes (dict result or StepFailure),
+    consumed one per call; the last one repeats."""
+
+    def __init__(self, **script):
+        self.script = {k.replace("__", "."): v for k, v in script.items()}
+        self.calls: list[tuple[str, StepCall]] = []
+
+    def run(self, call: str, step_call: StepCall) -> dict:
+        self.calls.append((call, step_call))
+        outcomes = self.script.get(call, [{"ok": call}])
+        outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        if call == "orders.create_order":
+            return {"order_id": 7, "total_cents": 100}
+        return outcome
+
+    def names(self) -> list[str]:
+        return [c for c, _ in self.calls]
+
+
+@pytest.fixture
+def log(tmp_path):
+    with L.SagaLog(tmp_path / "saga.db") as saga_log:
+        yield saga_log
+
+
+def engine(log, actions, published=None):
+    return Engine(log, actions, sleep=lambda _: None,
+                  publish=(lambda t, p: published.append((t, p))) if published is not None
+                  else None)
+
+
+FORWARD = ["orders.create_order", "inventory.reserve_stock", "payments.charge",
+           "orders.ship_order"]
+
+
+def test_happy_path_completes_and_publishes(log):
+    actions, published = FakeActions(), []
+    saga, created = engine(log, actions, published).start("order", DEFINITION, INPUT)
+    assert created and saga.status == L.COMPLETED
+    assert actions.names() == FORWARD
+    assert published[0][0] == "order_completed"
+    # Later steps see the results of earlier ones, and each call has its own stable key.
+    charge = actions.calls[2][1]
+    assert charge.context["order_id"] == 7 and charge.key == f"saga-{saga.id}-charge"
+
+
+def test_log_records_each_transition(log):
+    saga, _ = engine(log, FakeActions()).start("order", DEFINITION, INPUT)
+    states = [(e.step, e.state) for e in log.events(saga.id)]
+    assert states[:2] == [("create_order", L.STARTED), ("create_order", L.SUCCEEDED)]
+    assert len(states) == 8
+
+
+@pytest.mark.parametrize("fail_at, compensations", [
+    ("create_order", []),
+    ("reserve_stock", ["orders.cancel_order"]),
+    ("charge", ["inventory.release_stock", "orders.cancel_order"]),
+])
+def test_fail_at_compensates_exactly_the_completed_steps(log, fail_at, compensations):
+    actions, published = FakeActions(), []
+    saga, _ = engine(log, actions, published).start("order", DEFINITION, INPUT,
+                                                    fail_at=fail_at)
+    assert saga.status == L.COMPENSATED
+    assert "injected" in saga.error
+    done = FORWARD[:[s["name"] for s in DEFINITION["steps"]].index(fail_at)]
+    assert actions.names() == done + compensations
+    assert published[-1][0] == "order_failed"
+
+
+def test_fail_after_pivot_retries_forward_then_sticks(log):
+    actions = FakeActions(orders__ship_order=[StepFailure("down", retryable=True)])
+    saga, _ = engine(log, actions).start("order", DEFINITION, INPUT)
+    assert saga.status == L.STUCK and "after the pivot" in saga.error
+    assert actions.names().count("orders.ship_order") == 4  # 1 + 3 retries
+    assert "payments.refund" not in actions.names()  # never compensated after the pivot
+
+
+def test_non_retryable_compensates_at_once_without_retries(log):
+    actions = FakeActions(inventory__reserve_stock=[
+        StepFailure("out of stock", retryable=False, code="FAILED_PRECONDITION")])
+    saga, _ = engine(log, actions).start("order", DEFINITION, INPUT)
+    assert saga.status == L.COMPENSATED
+    # The refused reserve applied nothing, so only the order is cancelled.
+    assert actions.names() == ["orders.create_order", "inventory.reserve_stock",
+                               "orders.cancel_order"]
+
+
+def test_retryable_failure_is_retried_then_succeeds(log):
+    actions = FakeActions(payments__charge=[StepFailure("503", retryable=True), {"c": 1}])
+    saga, _ = engine(log, actions).start("order", DEFINITION, INPUT)
+    assert saga.status == L.COMPLETED
+    assert actions.names().count("payments.charge") == 2
+    keys = {c.key for name, c in actions.calls if name == "payments.charge"}
+    assert len(keys) == 1  # a retry repeats the same idempotency key
+
+
+def test_exhausted_retries_before_pivot_compensate_the_uncertain_step(log):
+    actions = FakeActions(payments__charge=[StepFailure("timeout", retryable=True)])
+    saga, _ = engine(log, actions).start("order", DEFINITION, INPUT)
+    assert saga.status == L.COMPENSATED
+    # A timed-out charge may have applied: it is refunded too.
+    assert actions.names()[-3:] == ["payments.refund", "inventory.release_stock",
+                                    "orders.cancel_order"]
+
+
+def test_failing_compensation_makes_the_saga_stuck_and_retry_finishes_it(log):
+    actions = FakeActions(inventory__release_stock=[StepFailure("down", retryable=True)])
+    saga, _ = engine(log, actions).start("order", DEFINITION, INPUT, fail_at="charge")
+    assert saga.status == L.STUCK and "release_stock" in saga.error
+    assert log.list(L.STUCK)[0].id == saga.id
+    actions.script["inventory.release_stock"] = [{"released": True}]
+    saga = engine(log, actions).retry(saga.id)
+    assert saga.status == L.COMPENSATED
+    assert actions.names()[-1] == "orders.cancel_order"
+
+
+def test_same_idempotency_key_returns_the_first_saga(log):
+    actions = FakeActions()
+    first, created1 = engine(log, actions).start("order", DEFINITION, INPUT,
+                                                 idempotency_key="k")
+    second, created2 = engine(log, actions).start("order", DEFINITION, INPUT,
+                                                  idempotency_key="k")
+    assert created1 and not created2 and first.id == second.id
+    assert actions.names() == FORWARD
+
+
+def _interrupted(log, upto: int, state: str):
+    """A saga whose process died after logging `state` of step number `upto`."""
+    saga, _ = log.create("order", INPUT, DEFINITION)
+    for step in DEFINITION["steps"][:upto]:
+        log.record(saga.id, step["name"], L.STARTED, 1)
+        result = {"order_id": 7, "total_cents": 100} if step["name"] == "create_order" else {}
+        log.record(saga.id, step["name"], L.SUCCEEDED, 1, result=result)
+    log.record(saga.id, DEFINITION["steps"][upto]["name"], state, 1,
+               error={"message": "no", "retryable": False} if state == L.FAILED else None)
+    return saga
+
+
+def test_resume_reruns_the_interrupted_step_with_the_same_key(log):
+    saga = _interrupted(log, 2, L.STARTED)
+    actions = FakeActions()
+    done = engine(log, actions).resume(saga.id)
+    assert done.status == L.COMPLETED
+    assert actions.names() == ["payments.charge", "orders.ship_order"]
+    assert actions.calls[0][1].key == f"saga-{saga.id}-charge"
+    assert actions.calls[1][1].context["order_id"] == 7
+
+
+def test_resume_after_a_final_failure_compensates(log):
+    saga = _interrupted(log, 2, L.FAILED)
+    actions = FakeActions()
+    done = engine(log, actions).resume(saga.id)
+    assert done.status == L.COMPENSATED
+    assert actions.names() == ["inventory.release_stock", "orders.cancel_order"]
+
+
+def test_resume_all_skips_finished_sagas(log):
+    finished, _ = engine(log, FakeActions()).start("order", DEFINITION, INPUT)
+    open_saga = _interrupted(log, 1, L.SUCCEEDED)
+    results = engine(log, FakeActions()).resume_all()
+    assert [s.id for s in results] == [open_saga.id]
+    assert log.get(finished.id).status == L.COMPLETED
+
+
+def test_definition_snapshot_is_used_not_the_current_config(log):
+    saga, _ = log.create("order", INPUT, {**DEFINITION, "steps": DEFINITION["steps"][:1]})
+    actions = FakeActions()
+    assert engine(log, actions).run(saga.id).status == L.COMPLETED
+    assert actions.names() == ["orders.create_order"]
+
+
+def test_unknown_fail_at_is_refused(log):
+    with pytest.raises(ValueError):
+        engine(log, FakeActions()).start("order", DEFINITION, INPUT, fail_at="nope")
