@@ -1,0 +1,580 @@
+"""The local runtime: every service, Consul and RabbitMQ as a supervised process on 127.0.0.1.
+
+Each unit (a service by name, or infra as `_consul` / `_rabbitmq`, names no service can
+have) runs under its own detached `shopctl.runtime.supervisor`, which restarts it on
+crashes, timestamps its output into `.shopctl/local/logs/<unit>.log` and keeps
+`.shopctl/local/run/<unit>.json` current. This module decides what to run and reads
+those files back; it never keeps state in memory, so any shopctl process can observe
+or stop what another one started.
+
+Every process we start (supervisor, child and whatever the child starts) carries
+SHOPCTL_STATE_DIR and SHOPCTL_UNIT in its environment: the local equivalent of the
+docker runtime's labels, used to find leftovers after a supervisor was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from shopctl.errors import OperationFailed, RuntimeUnavailable
+from shopctl.ports import is_port_free, port_holder
+from shopctl.runtime.base import (
+    InfraEndpoints,
+    LaunchSpec,
+    LogLine,
+    Progress,
+    ServiceState,
+    no_progress,
+)
+from shopctl.runtime.supervisor import MODULE as SUPERVISOR_MODULE
+from shopctl.runtime.supervisor import LogReader, supervisor_running
+from shopctl.state import ProjectState, write_atomic
+
+if TYPE_CHECKING:
+    from shopctl.config import ShopConfig
+
+HOST = "127.0.0.1"
+UNIT_CONSUL = "_consul"
+UNIT_RABBITMQ = "_rabbitmq"
+INFRA_UNITS = (UNIT_CONSUL, UNIT_RABBITMQ)  # also their stop order: brokers last
+ENV_STATE_DIR = "SHOPCTL_STATE_DIR"
+ENV_UNIT = "SHOPCTL_UNIT"
+# Debian's /usr/sbin/rabbitmq-server re-runs itself through `su rabbitmq` when started as
+# root, which would need the rabbitmq user to own our state dir; the script behind it
+# runs the broker as whoever calls it.
+DEBIAN_RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+# epmd (Erlang's port mapper) is one per machine and shared by every Erlang node on it;
+# it must survive our broker even when our broker started it.
+SHARED_DAEMONS = frozenset({"epmd"})
+# The AMQP 0-9-1 protocol header; a broker answers with Connection.Start, a method frame
+# (type 1) on channel 0.
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+AMQP_CONNECTION_START = b"\x01\x00\x00"
+_POLL = 0.25
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One process to supervise: what the supervisor spec is made from."""
+
+    name: str  # service name, or _consul / _rabbitmq
+    role: str  # "service" | "infra"
+    argv: list[str]
+    cwd: Path
+    env: Mapping[str, str]  # the child's complete environment (markers are added)
+    config_hash: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)  # copied to the run file
+    death_signal: str = "SIGKILL"  # sent to the child if its supervisor dies
+    grace: float | None = None  # SIGTERM -> SIGKILL; None: the runtime's default
+
+
+class LocalRuntime:
+    """Runtime whose instances are local processes (see shopctl.runtime.base.Runtime)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        python: str | None = None,
+        grace: float = 10.0,
+        launch_timeout: float = 15.0,
+        consul_timeout: float = 30.0,
+        rabbitmq_timeout: float = 90.0,
+    ):
+        self.python = python or sys.executable  # the venv shopctl runs from has the deps
+        self.grace = grace
+        self.launch_timeout = launch_timeout
+        self.consul_timeout = consul_timeout
+        self.rabbitmq_timeout = rabbitmq_timeout
+
+    # -- infra ---------------------------------------------------------------------------
+
+    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
+        ps = ProjectState(config.root)
+        if config.infra.consul.enabled:
+            self._ensure_consul(config, ps, progress)
+        if config.infra.rabbitmq.enabled:
+            self._ensure_rabbitmq(config, ps, progress)
+        return endpoints(config)
+
+    def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
+        consul_ok = not config.infra.consul.enabled or consul_ready(config.infra.consul.port)
+        amqp_ok = not config.infra.rabbitmq.enabled or amqp_answers(config.infra.rabbitmq.port)
+        return endpoints(config) if consul_ok and amqp_ok else None
+
+    def observe_infra(self, config: ShopConfig) -> dict[str, ServiceState]:
+        """Infra units this runtime started, keyed "consul" / "rabbitmq" (reused ones absent)."""
+        ps = ProjectState(config.root)
+        states = {}
+        for unit in INFRA_UNITS:
+            record = read_record(ps, unit)
+            if record is not None:
+                states[unit.lstrip("_")] = service_state(record, supervisor_alive(ps, unit, record))
+        return states
+
+    def _ensure_consul(self, config: ShopConfig, ps: ProjectState, progress: Progress) -> None:
+        port = config.infra.consul.port
+        if self._running(ps, UNIT_CONSUL):
+            progress("consul", f"running on :{port}")
+        else:
+            binary = shutil.which("consul")
+            if binary is None:
+                raise RuntimeUnavailable(
+                    "the consul binary is not on PATH",
+                    hint="`make system` installs it (scripts/install-system.sh consul)",
+                )
+            self._stop_units(ps, [UNIT_CONSUL])  # a dead supervisor's leftovers
+            require_free_port(port, "infra.consul.port", "SHOP_CONSUL_PORT")
+            data = ps.ensure(ps.data_dir(UNIT_CONSUL))
+            argv = consul_argv(binary, config.project, port, data, free_port(), free_port())
+            progress("consul", f"starting agent on :{port}")
+            unit = Unit(UNIT_CONSUL, "infra", argv, data, dict(os.environ), meta={"port": port})
+            self._launch(config, ps, unit)
+        self._wait_ready(ps, UNIT_CONSUL, "Consul", lambda: consul_ready(port), self.consul_timeout)
+        progress("consul", "ready")
+
+    def _ensure_rabbitmq(self, config: ShopConfig, ps: ProjectState, progress: Progress) -> None:
+        port = config.infra.rabbitmq.port
+        if self._running(ps, UNIT_RABBITMQ):
+            progress("rabbitmq", f"running on :{port}")
+        elif amqp_answers(port):
+            progress("rabbitmq", f"reusing the broker already answering AMQP on :{port}")
+            return
+        else:
+            binary = rabbitmq_binary()
+            self._stop_units(ps, [UNIT_RABBITMQ])
+            require_free_port(port, "infra.rabbitmq.port", "SHOP_AMQP_PORT")
+            data = ps.ensure(ps.data_dir(UNIT_RABBITMQ))
+            env = {**os.environ, **rabbitmq_env(config.project, port, free_port(), data)}
+            progress("rabbitmq", f"starting broker on :{port} (takes ~10 s)")
+            unit = Unit(
+                UNIT_RABBITMQ, "infra", [binary], data, env, meta={"port": port},
+                # The wrapper script turns SIGTERM into a clean broker stop; SIGKILL would
+                # leave the Erlang VM it forked running without a parent.
+                death_signal="SIGTERM", grace=max(self.grace, 30.0),
+            )
+            self._launch(config, ps, unit)
+        self._wait_ready(
+            ps, UNIT_RABBITMQ, "RabbitMQ", lambda: amqp_answers(port), self.rabbitmq_timeout
+        )
+        progress("rabbitmq", "ready")
+
+    # -- services --------------------------------------------------------------------------
+
+    def observe(self, config: ShopConfig) -> dict[str, ServiceState]:
+        ps = ProjectState(config.root)
+        states = {}
+        for unit, record in all_records(ps).items():
+            if record.get("role") == "service":
+                states[unit] = service_state(record, supervisor_alive(ps, unit, record))
+        return states
+
+    def prepare(
+        self, config: ShopConfig, services: list[str], progress: Progress = no_progress
+    ) -> None:
+        """Nothing to build locally; fail now, by name, if a service cannot be started."""
+        missing = [
+            f"{name}: {config.root / config.services[name].path / 'main.py'}"
+            for name in services
+            if not (config.root / config.services[name].path / "main.py").is_file()
+        ]
+        if missing:
+            raise OperationFailed(
+                "cannot run locally, main.py is missing:\n  " + "\n  ".join(missing),
+                hint="each service starts as `python main.py` in its folder (services.NAME.path)",
+            )
+        if not os.access(self.python, os.X_OK):
+            raise RuntimeUnavailable(f"the Python interpreter {self.python} cannot be run")
+
+    def start_service(
+        self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
+    ) -> ServiceState:
+        ps = ProjectState(config.root)
+        svc = config.services[spec.service]
+        self._stop_units(ps, [spec.service])  # replacing: the old instance goes first
+        require_free_port(svc.port, f"services.{svc.name}.port", None)
+        if svc.metrics_port:
+            require_free_port(svc.metrics_port, f"services.{svc.name}.metrics_port", None)
+        data = ps.ensure(ps.data_dir(spec.service))
+        env = child_env(os.environ, spec.env, {"SHOP_HOST": HOST, "SHOP_DATA_DIR": str(data)})
+        unit = Unit(
+            spec.service, "service", [self.python, "main.py"], config.root / svc.path, env,
+            spec.config_hash, {"port": svc.port, "metrics_port": svc.metrics_port},
+        )
+        record = self._launch(config, ps, unit)
+        progress(spec.service, f"running as pid {record.get('child_pid')}")
+        return service_state(record, alive=True)
+
+    def stop_service(self, config: ShopConfig, service: str) -> None:
+        self._stop_units(ProjectState(config.root), [service])
+
+    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress) -> None:
+        ps = ProjectState(config.root)
+        records = all_records(ps)
+        services = [unit for unit, rec in records.items() if rec.get("role") == "service"]
+        for group in (services, [unit for unit in INFRA_UNITS if unit in records]):
+            for unit in group:
+                progress(unit.lstrip("_"), "stopping")
+            self._stop_units(ps, group)
+            for unit in group:
+                progress(unit.lstrip("_"), "stopped")
+        # Whatever still carries the project's marker (children of a killed supervisor).
+        terminate(marked_pids(ps.dir), grace=5.0)
+        if volumes and ps.data_root.exists():
+            shutil.rmtree(ps.data_root)
+            progress("data", f"removed {ps.data_root}")
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def logs(
+        self, config: ShopConfig, services: list[str], follow: bool, tail: int | None
+    ) -> Iterator[LogLine]:
+        """Lines of the services' log files, interleaved by timestamp; `tail` applies to
+        each service (as docker compose does), then follow polls for new lines."""
+        ps = ProjectState(config.root)
+        readers = [LogReader(name, ps.log_file(name)) for name in services or list(config.services)]
+        history: list[LogLine] = []
+        for reader in readers:
+            history.extend(reader.read_new(tail))
+        yield from sorted(history, key=_log_order)
+        while follow:
+            batch = [line for reader in readers for line in reader.read_new()]
+            yield from sorted(batch, key=_log_order)
+            if not batch:
+                time.sleep(_POLL)
+
+    # -- supervisors -------------------------------------------------------------------------
+
+    def _running(self, ps: ProjectState, unit: str) -> bool:
+        record = read_record(ps, unit)
+        return record is not None and supervisor_alive(ps, unit, record)
+
+    def _launch(self, config: ShopConfig, ps: ProjectState, unit: Unit) -> dict[str, Any]:
+        """Start a supervisor for `unit`; returns its first record once the child runs."""
+        ps.ensure(ps.run_dir)
+        ps.ensure(ps.logs_dir)
+        markers = {ENV_STATE_DIR: str(ps.dir), ENV_UNIT: unit.name}
+        launch_id = uuid.uuid4().hex
+        spec = {
+            "unit": unit.name, "role": unit.role, "project": config.project,
+            "launch_id": launch_id, "argv": unit.argv, "cwd": str(unit.cwd),
+            "env": {**unit.env, **markers}, "log": str(ps.log_file(unit.name)),
+            "state": str(ps.run_file(unit.name)), "config_hash": unit.config_hash,
+            "grace": self.grace if unit.grace is None else unit.grace,
+            "death_signal": unit.death_signal, "meta": dict(unit.meta),
+        }
+        # 0600: the environment holds the project's token secret.
+        write_atomic(ps.spec_file(unit.name), json.dumps(spec, indent=1), mode=0o600)
+        package_parent = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
+        sup_env = {**os.environ, **markers, "PYTHONPATH": path}
+        with open(ps.log_file(unit.name), "ab") as log:  # the supervisor's own errors land there
+            launched = subprocess.run(
+                [self.python, "-m", SUPERVISOR_MODULE, "--detach", str(ps.spec_file(unit.name))],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                env=sup_env, cwd=ps.dir, start_new_session=True, timeout=30, check=False,
+            )
+        if launched.returncode != 0:
+            raise OperationFailed(
+                f"the supervisor of {unit.name} did not start", hint=_log_hint(ps, unit.name)
+            )
+        deadline = time.monotonic() + self.launch_timeout
+        while time.monotonic() < deadline:
+            record = read_record(ps, unit.name)
+            if record and record.get("launch_id") == launch_id and record["state"] != "starting":
+                if record["state"] == "exited":
+                    why = record.get("error") or "it exited"
+                    raise OperationFailed(
+                        f"{unit.name.lstrip('_')} could not start: {why}",
+                        hint=_log_hint(ps, unit.name),
+                    )
+                return record
+            time.sleep(0.05)
+        raise OperationFailed(
+            f"the supervisor of {unit.name} did not report within {self.launch_timeout:.0f}s",
+            hint=_log_hint(ps, unit.name),
+        )
+
+    def _wait_ready(
+        self, ps: ProjectState, unit: str, what: str, ready: Callable[[], bool], timeout: float
+    ) -> None:
+        """Poll `ready` until it holds; fail early when the process we started crashes."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            record = read_record(ps, unit)
+            ours = record is not None and supervisor_alive(ps, unit, record)
+            if record is not None and (not ours or record["state"] in ("restarting", "exited")):
+                raise OperationFailed(f"{what} exited while starting", hint=_log_hint(ps, unit))
+            if time.monotonic() > deadline:
+                raise OperationFailed(
+                    f"{what} did not become ready within {timeout:.0f}s", hint=_log_hint(ps, unit)
+                )
+            time.sleep(_POLL)
+
+    def _stop_units(self, ps: ProjectState, units: list[str]) -> None:
+        """SIGTERM the units' supervisors together (each stops its child), wait, then
+        SIGKILL what is left, including processes of those units without a supervisor."""
+        records = {unit: read_record(ps, unit) for unit in units}
+        live = {
+            unit: rec for unit, rec in records.items()
+            if rec is not None and supervisor_alive(ps, unit, rec)
+        }
+        for rec in live.values():
+            _kill(rec["supervisor_pid"], signal.SIGTERM)
+        grace = max([self.grace, *(_spec_grace(ps, u) for u in live)]) + 5.0
+        deadline = time.monotonic() + grace
+        while live and time.monotonic() < deadline:
+            live = {u: r for u, r in live.items() if supervisor_alive(ps, u, r)}
+            time.sleep(0.05)
+        for rec in live.values():  # did not stop in time: take the whole group down
+            _kill_group(rec["supervisor_pid"], signal.SIGKILL)
+            if rec.get("child_pid"):
+                _kill_group(rec["child_pid"], signal.SIGKILL)
+        for unit in units:
+            terminate(marked_pids(ps.dir, unit), grace=5.0)
+            for path in (ps.run_file(unit), ps.spec_file(unit)):
+                path.unlink(missing_ok=True)
+
+
+# -- what runs -----------------------------------------------------------------------------
+
+
+def endpoints(config: ShopConfig) -> InfraEndpoints:
+    """Host and services share the loopback, so both views are the same addresses."""
+    consul_port, amqp_port = config.infra.consul.port, config.infra.rabbitmq.port
+    amqp = f"amqp://guest:guest@{HOST}:{amqp_port}/"
+    return InfraEndpoints(
+        consul_http=f"http://{HOST}:{consul_port}",
+        amqp_uri=amqp,
+        service_consul_addr=f"{HOST}:{consul_port}",
+        service_amqp_uri=amqp,
+    )
+
+
+def consul_argv(
+    binary: str, project: str, http_port: int, data: Path, serf_port: int, server_port: int
+) -> list[str]:
+    """A single-node dev agent on loopback. Every port but HTTP is private or disabled, so
+    agents of several projects (and test runs) can share a machine."""
+    return [
+        binary, "agent", "-dev", "-client", HOST, "-bind", HOST,
+        "-http-port", str(http_port), "-dns-port", "-1", "-grpc-port", "-1",
+        "-serf-wan-port", "-1", "-serf-lan-port", str(serf_port), "-server-port", str(server_port),
+        "-data-dir", str(data), "-node", f"shopctl-{project}",
+    ]
+
+
+def rabbitmq_binary() -> str:
+    if DEBIAN_RABBITMQ_SERVER.exists():
+        return str(DEBIAN_RABBITMQ_SERVER)
+    found = shutil.which("rabbitmq-server")
+    if found is None:
+        raise RuntimeUnavailable(
+            "rabbitmq-server is not installed",
+            hint="`make system` installs it (scripts/install-system.sh rabbitmq)",
+        )
+    return found
+
+
+def rabbitmq_env(project: str, port: int, dist_port: int, data: Path) -> dict[str, str]:
+    """A broker node of our own: own name, ports, database, cookie and plugin list, so it
+    neither meets the machine's broker nor reads or writes /var/lib/rabbitmq."""
+    for sub in ("mnesia", "log", "home"):
+        (data / sub).mkdir(exist_ok=True)
+    plugins = data / "enabled_plugins"
+    if not plugins.exists():
+        plugins.write_text("[].\n")
+    return {
+        "RABBITMQ_NODENAME": f"shopctl-{project}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": HOST,
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": str(data / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(data / "log"),
+        "RABBITMQ_LOGS": "-",  # to stdout, i.e. into our timestamped log
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+        "RABBITMQ_CONFIG_FILE": str(data / "rabbitmq"),  # absent: built-in defaults
+        "HOME": str(data / "home"),  # where Erlang keeps the node's cookie
+    }
+
+
+def child_env(
+    inherited: Mapping[str, str], contract: Mapping[str, str], runtime: Mapping[str, str]
+) -> dict[str, str]:
+    """The user's environment without any SHOP_* / CONSUL_HTTP_ADDR of their shell (the
+    contract comes from the LaunchSpec alone), then the contract, then the runtime's part."""
+    base = {
+        key: value for key, value in inherited.items()
+        if not key.startswith("SHOP_") and key != "CONSUL_HTTP_ADDR"
+    }
+    return {**base, **contract, **runtime}
+
+
+def require_free_port(port: int, setting: str, env_var: str | None) -> None:
+    if is_port_free(HOST, port):
+        return
+    holder = port_holder(port) or "a process this user cannot see"
+    where = f"change {setting}" + (f" (or set {env_var})" if env_var else "")
+    raise OperationFailed(
+        f"port {port} ({setting}) is in use by {holder}",
+        hint=f"stop that process or {where} in shop.yaml",
+    )
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick), for ports nobody else needs."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def consul_ready(port: int) -> bool:
+    """Consul answers and has elected a leader (before that, KV and catalog writes fail)."""
+    try:
+        response = httpx.get(f"http://{HOST}:{port}/v1/status/leader", timeout=1.0)
+        return response.status_code == 200 and bool(response.json())
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def amqp_answers(port: int, timeout: float = 1.0) -> bool:
+    """Whatever listens on `port` speaks AMQP 0-9-1 (not merely: something listens)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(AMQP_HEADER)
+            return sock.recv(len(AMQP_CONNECTION_START)) == AMQP_CONNECTION_START
+    except OSError:
+        return False
+
+
+# -- run files, processes --------------------------------------------------------------
+
+
+def read_record(ps: ProjectState, unit: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(ps.run_file(unit).read_text())
+    except (FileNotFoundError, ValueError):  # written atomically, so absent or whole
+        return None
+
+
+def all_records(ps: ProjectState) -> dict[str, dict[str, Any]]:
+    if not ps.run_dir.is_dir():
+        return {}
+    records = {}
+    for path in sorted(ps.run_dir.glob("*.json")):
+        unit = path.name.removesuffix(".json")
+        if not unit.endswith(".spec"):
+            record = read_record(ps, unit)
+            if record is not None:
+                records[unit] = record
+    return records
+
+
+def service_state(record: Mapping[str, Any], alive: bool) -> ServiceState:
+    """A run record as the runtime contract's value; a dead supervisor means exited."""
+    meta = record.get("meta") or {}
+    state = record.get("state") if alive else "exited"
+    child = record.get("child_pid") if alive else None
+    return ServiceState(
+        service=record["unit"],
+        state=state if state in ("starting", "running", "restarting") else "exited",
+        instance_id=str(child) if child else None,
+        address=HOST,
+        port=meta.get("port"),
+        host_port=meta.get("port"),
+        started_at=record.get("started_at"),
+        restarts=int(record.get("restarts") or 0),
+        config_hash=record.get("config_hash") or None,
+        exit_code=record.get("last_exit_code"),
+        extra={"supervisor_pid": str(record.get("supervisor_pid")), "log": str(record.get("log"))},
+    )
+
+
+def supervisor_alive(ps: ProjectState, unit: str, record: Mapping[str, Any]) -> bool:
+    pid = record.get("supervisor_pid")
+    return isinstance(pid, int) and supervisor_running(pid, ps.spec_file(unit))
+
+
+def marked_pids(state_dir: Path, unit: str | None = None) -> list[int]:
+    """Pids whose environment carries this project's marker (and unit's, if given)."""
+    wanted = {f"{ENV_STATE_DIR}={state_dir}".encode()}
+    if unit is not None:
+        wanted.add(f"{ENV_UNIT}={unit}".encode())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+            comm = (entry / "comm").read_text().strip()
+        except OSError:  # gone, or not ours to read
+            continue
+        if wanted <= environ and comm not in SHARED_DAEMONS:
+            found.append(int(entry.name))
+    return found
+
+
+def terminate(pids: Iterable[int], grace: float) -> None:
+    """SIGTERM, then SIGKILL what is still there after `grace` seconds."""
+    pids = [pid for pid in pids if _kill(pid, signal.SIGTERM)]
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = [pid for pid in pids if _running(pid)]
+    for pid in pids:
+        _kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has finished running
+
+
+def _kill(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _spec_grace(ps: ProjectState, unit: str) -> float:
+    try:
+        return float(json.loads(ps.spec_file(unit).read_text()).get("grace", 0))
+    except (FileNotFoundError, ValueError):
+        return 0.0
+
+
+def _log_hint(ps: ProjectState, unit: str, lines: int = 12) -> str:
+    reader = LogReader(unit, ps.log_file(unit))
+    tail = [line.text for line in reader.read_new(lines)]
+    shown = "\n    ".join(tail) if tail else "(empty)"
+    return f"last lines of {ps.log_file(unit)}:\n    {shown}"
+
+
+def _log_order(line: LogLine) -> float:
+    return line.timestamp or 0.0
