@@ -26,6 +26,7 @@ def message_of(path: str | Path, env: dict[str, str] | None = None) -> list[str]
     with pytest.raises(ConfigError) as info:
         load_config(path, env or {})
     assert isinstance(info.value, ConfigInvalid)
+    assert info.value.exit_code == 2
     return str(info.value).splitlines()
 
 
@@ -590,6 +591,24 @@ CASES = {
 @pytest.mark.parametrize(("text", "expected"), CASES.values(), ids=CASES.keys())
 def test_broken_config(folder: Path, text: str, expected: list[str]) -> None:
     assert invalid(folder, text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES.values(), ids=CASES.keys())
+def test_broken_config_through_the_cli_exits_2_without_traceback(
+    folder: Path, text: str, expected: list[str], capsys, monkeypatch
+) -> None:
+    from shopctl.cli import main
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "400")
+    (folder / "shop.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["-f", str(folder / "shop.yaml"), "config", "validate"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "Traceback" not in err
+    for line in expected:
+        assert line in err
 
 
 def test_alias_bomb_is_refused(folder: Path) -> None:
