@@ -1,0 +1,365 @@
+"""Order-saga benchmark against live services.
+
+Measures, for the order saga (create_order -> reserve_stock -> charge -> ship):
+  * sagas/s and p50/p99 saga latency at concurrency 1 and 16 (threads, one engine per
+    thread: its own RPC client, gRPC channel, HTTP client and log connection, all on one
+    durable saga log, exactly as `shopctl saga run` drives it);
+  * orchestration overhead at concurrency 1: saga latency minus the sum of the same four
+    step calls made directly through the same adapters (shopctl.saga.adapters, via
+    ServiceActions) with fresh ids, interleaved with the sagas in the same run;
+  * "nothing lost": every saga ends completed, the saga log holds every one, and the
+    inventory's own CheckStock shows exactly one unit reserved per completed saga.
+
+By default it starts catalog, inventory, payments and orders as subprocesses on free
+ports with temp data (as tests/integration/test_saga_live.py does), on a private vhost of
+the RabbitMQ at 127.0.0.1:5672; the inventory is pre-seeded through its own ledger with
+enough stock of the SKU. `--running` uses an already running shop (`shopctl up`),
+endpoints from shop.yaml / Consul; mind its stock then (see --sku).
+
+    .venv/bin/python bench/saga_bench.py [--n1 100] [--n16 800] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from shopctl.config import load_config  # noqa: E402
+from shopctl.saga import log as L  # noqa: E402
+from shopctl.saga.actions import ServiceActions, StepCall, load_inventory_stubs  # noqa: E402
+from shopctl.saga.adapters import price_items  # noqa: E402
+from shopctl.saga.endpoints import Endpoints, discover  # noqa: E402
+from shopctl.saga.engine import snapshot, steps_of  # noqa: E402
+from shopctl.saga.session import open_engine  # noqa: E402
+
+BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+TARGET_RATE = 100.0  # sagas/s at c=16
+TARGET_OVERHEAD = 0.20  # at c=1
+
+
+# -- live services --------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=True)
+
+
+def _seed_inventory(data_dir: Path, sku: str, units: int) -> None:
+    """Create the inventory's database through its own StockLedger with `units` of `sku`
+    (the service seeds only SKUs the table lacks, so it keeps this level)."""
+    inv = REPO / "services" / "inventory"
+    spec = importlib.util.spec_from_file_location("_bench_inventory_stock", inv / "stock.py")
+    stock = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = stock
+    spec.loader.exec_module(stock)
+    products = [p._replace(initial_stock=units) if p.sku == sku else p
+                for p in stock.PRODUCTS]
+    server_src = (inv / "server.py").read_text()
+    db_file = "inventory.db" if 'DB_FILE = "inventory.db"' in server_src else None
+    assert db_file, "inventory's DB_FILE changed; update the bench"
+    stock.StockLedger.open(data_dir / db_file, products).close()
+
+
+@contextmanager
+def started_shop(sku: str, units: int):
+    vhost = f"shopctl-bench-saga-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    amqp = urllib.parse.urlunsplit(urllib.parse.urlsplit(BROKER)._replace(path="/" + vhost))
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
+        tmp = Path(tmp)
+        try:
+            ports = {n: _free_port() for n in ("catalog", "inventory", "payments", "orders")}
+            base = {**os.environ, "SHOP_HOST": "127.0.0.1", "SHOP_AMQP_URI": amqp,
+                    "SHOP_JWT_SECRET": "bench-" + uuid.uuid4().hex, "SHOP_PROJECT": "shop",
+                    "SHOP_LOG_LEVEL": "WARNING"}
+            base.pop("CONSUL_HTTP_ADDR", None)
+            _seed_inventory(tmp / "inventory", sku, units)
+            for name, port in ports.items():
+                env = {**base, "SHOP_SERVICE": name, "SHOP_PORT": str(port),
+                       "SHOP_DATA_DIR": str(tmp / name)}
+                if name == "inventory":
+                    env["SHOP_METRICS_PORT"] = str(_free_port())
+                out = open(tmp / f"{name}.log", "ab")
+                procs.append(subprocess.Popen([sys.executable, "main.py"],
+                                              cwd=REPO / "services" / name, env=env,
+                                              stdout=out, stderr=subprocess.STDOUT))
+            ep = Endpoints(orders_amqp=amqp, inventory=f"127.0.0.1:{ports['inventory']}",
+                           payments_url=f"http://127.0.0.1:{ports['payments']}",
+                           catalog_url=f"http://127.0.0.1:{ports['catalog']}")
+            _wait_ready(ep, sku, procs, tmp)
+            yield ep
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True,
+                           timeout=60)
+
+
+def _wait_ready(ep: Endpoints, sku: str, procs, tmp: Path, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    checks = [lambda u=u: httpx.get(u + "/health", timeout=2).status_code == 200
+              for u in (ep.catalog_url, ep.payments_url)]
+    checks.append(lambda: stock(ep, sku) is not None)
+    checks.append(lambda: _orders_ready(ep))
+    for check in checks:
+        while True:
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                logs = "\n".join(p.read_text()[-2000:] for p in tmp.glob("*.log"))
+                raise SystemExit(f"a service exited during start-up:\n{logs}")
+            try:
+                if check():
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("services never became ready")
+            time.sleep(0.2)
+
+
+def _orders_ready(ep: Endpoints) -> bool:
+    from shopctl.nameko_rpc import NamekoRpc, RemoteError
+
+    with NamekoRpc(ep.orders_amqp, timeout=2) as rpc:
+        try:
+            rpc.call("orders", "get_order", -1)
+        except RemoteError:
+            pass  # OrderNotFound: the service answers
+    return True
+
+
+def stock(ep: Endpoints, sku: str) -> tuple[int, int]:
+    import grpc
+
+    pb2, pb2_grpc = load_inventory_stubs()
+    with grpc.insecure_channel(ep.inventory) as channel:
+        reply = pb2_grpc.InventoryStub(channel).CheckStock(
+            pb2.CheckStockRequest(skus=[sku]), timeout=5)
+    (level,) = reply.levels
+    return level.available, level.reserved
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def raw_steps(actions: ServiceActions, steps, items: list[dict], user: str) -> float:
+    """The saga's forward steps called directly through the same adapters and clients,
+    with a fresh id; returns the sum of the step call durations (seconds)."""
+    fresh = "raw-" + uuid.uuid4().hex
+    context = {"user_id": user, "items": items}
+    total = 0.0
+    for step in steps:
+        call = StepCall(fresh, step.name, "forward", step.timeout, dict(context))
+        t0 = time.perf_counter()
+        result = actions.run(step.call, call)
+        total += time.perf_counter() - t0
+        context.update(result or {})
+    return total
+
+
+def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
+              with_raw: bool) -> dict:
+    """n sagas on `concurrency` threads; with_raw interleaves a direct step run after
+    each saga on the same thread (used at c=1 for the overhead)."""
+    steps = steps_of(definition)
+    latencies: list[float] = []
+    raws: list[float] = []
+    records: list = []
+    errors: list[BaseException] = []
+    counter = iter(range(n))
+    lock = threading.Lock()
+    gate = threading.Barrier(concurrency + 1)
+
+    def worker() -> None:
+        try:
+            with open_engine(db, ep, kinds) as engine:
+                actions = ServiceActions(ep, kinds)
+                try:
+                    for _ in range(2):  # warm the connections of this thread
+                        engine.start("order", definition, {"user_id": "u-warm", "items": items})
+                        if with_raw:
+                            raw_steps(actions, steps, items, "u-warm")
+                    gate.wait()
+                    while True:
+                        with lock:
+                            i = next(counter, None)
+                        if i is None:
+                            return
+                        t0 = time.perf_counter()
+                        saga, _ = engine.start("order", definition,
+                                               {"user_id": f"u-bench-{i}", "items": items})
+                        lat = time.perf_counter() - t0
+                        raw = raw_steps(actions, steps, items, f"u-raw-{i}") if with_raw else None
+                        with lock:
+                            latencies.append(lat)
+                            records.append(saga)
+                            if raw is not None:
+                                raws.append(raw)
+                finally:
+                    actions.close()
+        except BaseException as exc:
+            errors.append(exc)
+            try:
+                gate.abort()
+            except Exception:
+                pass
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    t_start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t_start
+    if errors:
+        raise errors[0]
+    statuses: dict[str, int] = {}
+    for saga in records:
+        statuses[saga.status] = statuses.get(saga.status, 0) + 1
+    out = {"concurrency": concurrency, "sagas": n, "finished": len(records),
+           "statuses": statuses, "wall_s": wall,
+           # with_raw: the wall clock includes the raw runs; the rate is the sagas' own
+           "sagas_per_s": (n / sum(latencies) * concurrency) if with_raw else n / wall,
+           "p50_ms": 1000 * statistics.median(latencies),
+           "p99_ms": 1000 * pct(latencies, 99), "mean_ms": 1000 * statistics.fmean(latencies),
+           "ids": [s.id for s in records]}
+    if with_raw:
+        out["raw_p50_ms"] = 1000 * statistics.median(raws)
+        out["raw_mean_ms"] = 1000 * statistics.fmean(raws)
+        out["overhead_p50"] = statistics.median(latencies) / statistics.median(raws) - 1
+        out["overhead_mean"] = statistics.fmean(latencies) / statistics.fmean(raws) - 1
+        # per-pair differences, for the absolute cost of orchestration
+        out["overhead_abs_p50_ms"] = 1000 * statistics.median(
+            [a - b for a, b in zip(latencies, raws, strict=True)])
+    return out
+
+
+def check_nothing_lost(ep, db: Path, sku: str, before: tuple[int, int], expected_units: int,
+                       level: dict) -> dict:
+    """Every saga completed, logged, with one unit reserved and one charge, seen through
+    the services' own state."""
+    with L.SagaLog(db) as log:
+        logged = {s.id: s.status for s in log.list(None, 1_000_000)}
+    ids = level["ids"]
+    missing = [i for i in ids if i not in logged]
+    not_completed = sum(1 for i in ids if logged.get(i) != L.COMPLETED)
+    after = stock(ep, sku)
+    stock_ok = (after[1] - before[1]) == expected_units and (before[0] - after[0]) == expected_units
+    # charges: read every order's payment record
+    charges_ok = 0
+    with L.SagaLog(db) as log, httpx.Client(timeout=10) as http:
+        for i in ids:
+            oid = next((e.result["order_id"] for e in log.events(i)
+                        if e.step == "create_order" and e.state == L.SUCCEEDED), None)
+            if oid is None:
+                continue
+            resp = http.get(f"{ep.payments_url}/charges/{oid}")
+            body = resp.json() if resp.status_code == 200 else {}
+            charge = body.get("charge") or {}
+            if charge.get("status") == "SUCCEEDED" and body.get("refund") is None:
+                charges_ok += 1
+    lost = bool(missing) or not_completed > 0 or not stock_ok or charges_ok != len(ids)
+    return {"missing_from_log": len(missing), "not_completed": not_completed,
+            "stock_delta_ok": stock_ok, "orders_charged_once": charges_ok, "lost": lost}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n1", type=int, default=100, help="sagas at concurrency 1")
+    ap.add_argument("--n16", type=int, default=800, help="sagas at concurrency 16")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--sku", default="SKU-MUG-001")
+    ap.add_argument("--running", action="store_true",
+                    help="use the running shop (endpoints from shop.yaml/Consul)")
+    ap.add_argument("--config", default=str(REPO / "shop.yaml"))
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args(argv)
+
+    config = load_config(Path(args.config))
+    kinds = {name: svc.kind for name, svc in config.services.items()}
+    definition = snapshot(config.sagas["order"], kinds)
+    warm = 2 * (1 + args.concurrency) * 2  # warm-up sagas and raw runs
+    units = 10 * (2 * args.n1 + args.n16 + warm) + 1000
+
+    @contextmanager
+    def shop():
+        if args.running:
+            yield discover(config)
+        else:
+            with started_shop(args.sku, units) as ep:
+                yield ep
+
+    results = {}
+    with shop() as ep, tempfile.TemporaryDirectory(prefix="saga-bench-log-") as logdir:
+        db = Path(logdir) / "saga.db"
+        items = price_items(ep.catalog_url, [(args.sku, 1)])
+        for c, n, raw in ((1, args.n1, True), (args.concurrency, args.n16, False)):
+            before = stock(ep, args.sku)
+            level = run_level(ep, db, kinds, definition, items, c, n, with_raw=raw)
+            warm_units = 2 * c * (2 if raw else 1)
+            raw_units = n if raw else 0
+            check = check_nothing_lost(ep, db, args.sku, before,
+                                       n + warm_units + raw_units, level)
+            level.pop("ids")
+            results[f"c{c}"] = {**level, **check}
+
+    c1, cN = results["c1"], results[f"c{args.concurrency}"]
+    verdict = {
+        "rate_target": f">= {TARGET_RATE:.0f} sagas/s at c={args.concurrency}, nothing lost",
+        "rate_met": cN["sagas_per_s"] >= TARGET_RATE and not cN["lost"],
+        "overhead_target": f"<= {TARGET_OVERHEAD:.0%} at c=1",
+        "overhead_met": c1["overhead_p50"] <= TARGET_OVERHEAD,
+    }
+    report = {"levels": results, "targets": verdict, "cpus": os.cpu_count()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{'c':>3} {'sagas':>6} {'sagas/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'completed':>9} {'lost':>5}")
+    for r in results.values():
+        print(f"{r['concurrency']:>3} {r['sagas']:>6} {r['sagas_per_s']:>8.1f} "
+              f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+              f"{r['statuses'].get('completed', 0):>9} {str(r['lost']):>5}")
+    print(f"c=1 raw step calls: p50 {c1['raw_p50_ms']:.1f} ms; saga p50 {c1['p50_ms']:.1f} ms; "
+          f"overhead p50 {c1['overhead_p50']:.1%} (mean {c1['overhead_mean']:.1%}, "
+          f"{c1['overhead_abs_p50_ms']:.1f} ms per saga)")
+    print(f"target {verdict['rate_target']}: {'MET' if verdict['rate_met'] else 'NOT MET'}")
+    print(f"target overhead {verdict['overhead_target']}: "
+          f"{'MET' if verdict['overhead_met'] else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
