@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
-from types import ModuleType
 
-import httpx
 import pytest
+from shopkit.testing import load_own_modules, service_starter
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 # Other services have modules with these names too (app.py, store.py, ...), and a
@@ -23,18 +16,7 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 # into sys.modules before each test module of this folder is imported.
 OWN_MODULE_NAMES = ("app", "store", "passwords")
 
-
-def _import_own_modules() -> dict[str, ModuleType]:
-    for name in OWN_MODULE_NAMES:
-        sys.modules.pop(name, None)
-    sys.path.insert(0, str(SERVICE_DIR))
-    try:
-        return {name: importlib.import_module(name) for name in OWN_MODULE_NAMES}
-    finally:
-        sys.path.remove(str(SERVICE_DIR))
-
-
-OWN_MODULES = _import_own_modules()
+OWN_MODULES = load_own_modules(SERVICE_DIR, OWN_MODULE_NAMES)
 
 
 def pytest_pycollect_makemodule(module_path, parent):
@@ -87,76 +69,7 @@ def token(client, registered) -> str:
     return resp.get_json()["access_token"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServiceProcess:
-    """A service's main.py running as a real process on a free local port."""
-
-    def __init__(self, service_dir: Path, workdir: Path, extra_env: dict[str, str]):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"{service_dir.name}-{self.port}.log"
-        # No Consul in tests: the service must run on the environment alone.
-        env = {k: v for k, v in os.environ.items() if k != "CONSUL_HTTP_ADDR"}
-        env.update(SHOP_HOST="127.0.0.1", SHOP_DATA_DIR=str(workdir / service_dir.name))
-        env.update(extra_env, SHOP_PORT=str(self.port))
-        self.data_dir = Path(env["SHOP_DATA_DIR"])
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "main.py"],
-                cwd=service_dir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_healthy(self, timeout: float = 30.0) -> httpx.Response:
-        """Poll GET /health until it answers 200; fail with the logs if it never does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"service exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                resp = httpx.get(f"{self.url}/health", timeout=2.0)
-                if resp.status_code == 200:
-                    return resp
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"service not healthy after {timeout}s:\n{self.logs()}")
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """Send SIGTERM and return the exit code (killing it if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"no exit within {timeout}s of SIGTERM:\n{self.logs()}")
-
-
 @pytest.fixture
 def start_service(tmp_path):
     """Factory: start_service(service_dir, **env) -> a healthy ServiceProcess."""
-    started: list[ServiceProcess] = []
-
-    def start(service_dir: Path = SERVICE_DIR, **env: str) -> ServiceProcess:
-        service = ServiceProcess(service_dir, tmp_path, env)
-        started.append(service)
-        service.wait_healthy()
-        return service
-
-    yield start
-    for service in started:
-        if service.proc.poll() is None:
-            service.proc.kill()
-            service.proc.wait()
+    yield from service_starter(tmp_path, SERVICE_DIR)
