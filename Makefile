@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml services/shopkit/pyproject.toml $(SERVICE_REQS)
 	$(BIN)/python -m pip install -q -e '.[dev]' -e services/shopkit $(addprefix -r ,$(SERVICE_REQS))
 	touch $@
 
-# System parts: Docker engine, debootstrap, RabbitMQ, consul (only those missing).
+# System parts: Docker engine, debootstrap, RabbitMQ, consul, prometheus (only those missing).
 system:
 	bash scripts/install-system.sh
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system parts the shop needs, only where missing: Docker engine,
-# debootstrap (to build base images without a registry), RabbitMQ and a Consul binary.
+# debootstrap (to build base images without a registry), RabbitMQ, a Consul binary and
+# Prometheus (infra.prometheus; Debian's build, also copied into the shopctl/prometheus image).
 # Idempotent: a second run on a prepared machine does no network work and takes ~0.1 s.
 set -euo pipefail
 
@@ -67,7 +68,7 @@ install_consul() {
 
 main() {
     local what=("$@")
-    [ "${#what[@]}" -gt 0 ] || what=(docker debootstrap rabbitmq consul)
+    [ "${#what[@]}" -gt 0 ] || what=(docker debootstrap rabbitmq consul prometheus)
     for part in "${what[@]}"; do
         case "$part" in
             docker) apt_install docker.io ;;

@@ -181,6 +181,10 @@ class PrometheusConfig(_Section):
     enabled: bool = False
     image: str = "shopctl/prometheus:2.42"
     port: Port = 9090
+    # How Prometheus finds the services: "http" (http_sd from shopctl's Consul bridge,
+    # for builds without consul_sd such as Debian's), "consul" (consul_sd_configs), or
+    # "auto": consul for a non-shopctl image in docker, http otherwise.
+    discovery: Literal["auto", "http", "consul"] = "auto"
 
 
 class InfraConfig(_Section):

@@ -31,6 +31,8 @@ from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.images import rootfs
 from shopctl.images.cache import cache_path, file_lock
 from shopctl.images.engine import build_from_context, image_id
+from shopctl.images.prometheus import DOCKERFILE as _PROMETHEUS_DOCKERFILE
+from shopctl.images.prometheus import PROMETHEUS_IMAGE, build_prometheus
 from shopctl.images.tarball import ContextTar
 from shopctl.runtime.base import Progress, no_progress
 
@@ -287,5 +289,8 @@ RECIPES: dict[str, Recipe] = {
     CONSUL_IMAGE: Recipe(build_consul, _inputs(_CONSUL_DOCKERFILE, _PYTHON_RECIPE.inputs)),
     RABBITMQ_IMAGE: Recipe(
         build_rabbitmq, _inputs(_RABBITMQ_PACKAGES, _RABBITMQ_CHANGES, _RABBITMQ_CONF)
+    ),
+    PROMETHEUS_IMAGE: Recipe(
+        build_prometheus, _inputs(_PROMETHEUS_DOCKERFILE, _PYTHON_RECIPE.inputs)
     ),
 }
