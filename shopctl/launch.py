@@ -53,7 +53,8 @@ def launch_spec(
     fingerprint = data_hash({
         "runtime": runtime,
         "service": svc.model_dump(mode="json"),
-        "infra": config.infra.model_dump(mode="json"),
+        # Prometheus only scrapes services; turning it on must not replace them.
+        "infra": config.infra.model_dump(mode="json", exclude={"prometheus"}),
         "env": stable_env,
         "code": code_hash(config, service),
         "base_image": config.infra.base_image if runtime == "docker" else None,

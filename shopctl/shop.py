@@ -91,18 +91,23 @@ class Shop:
         return plan
 
     def up(self, services: list[str] | None = None, progress: Progress = no_progress) -> UpResult:
-        from shopctl.orchestrate import apply_up, plan_up, push_settings
+        from shopctl.orchestrate import InfraStartup, apply_up, plan_up, push_settings
         from shopctl.runtime.select import remember
 
         start = time.monotonic()
         targets = self._targets(services)
         remember(self.state.dir, self.runtime.name)
-        infra = self.runtime.ensure_infra(self.config, progress)
-        registry = self._registry(infra)
-        push_settings(self.config, registry, self.state.jwt_secret(), targets)
-        specs = self._specs(infra, targets)
+        # Infra boots (RabbitMQ takes seconds) while images are checked and services start.
+        infra = InfraStartup(self.config, self.runtime, progress)
+        registry = self._registry(infra.endpoints)
+        specs = self._specs(infra.endpoints, targets)
         plan, observed = plan_up(self.config, self.runtime, specs)
-        apply_up(self.config, self.runtime, registry, plan, specs, observed, progress)
+
+        def settings() -> None:  # once Consul answers, before the services read them
+            push_settings(self.config, registry, self.state.jwt_secret(), targets)
+
+        apply_up(self.config, self.runtime, registry, plan, specs, observed, progress,
+                 infra=infra, before_start=settings)
         rows = [row for row in self.status() if row.name in targets]
         return UpResult(self.runtime.name, plan, time.monotonic() - start, rows)
 

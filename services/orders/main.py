@@ -25,6 +25,7 @@ import sys  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 from providers import DB_PATH_CONFIG_KEY, SERVICE_LABEL_CONFIG_KEY  # noqa: E402
 from service import OrdersService, serving  # noqa: E402
+from shopkit.amqp import wait_for_broker  # noqa: E402
 from shopkit.logs import setup_logging  # noqa: E402
 from shopkit.settings import ServiceEnv  # noqa: E402
 
@@ -41,6 +42,10 @@ def nameko_config(senv: ServiceEnv) -> dict:
 
 
 def run(senv: ServiceEnv, log: logging.Logger) -> int:
+    # The broker may still be booting (shopctl starts both at once); nameko itself
+    # retries a refused connection only after 2, 4, 6... s.
+    if not wait_for_broker(senv.amqp_uri, logger=log):
+        return 0  # asked to stop while waiting
     runner = ServiceRunner(nameko_config(senv))
     runner.add_service(OrdersService)
     signals_seen = 0

@@ -86,7 +86,11 @@ class Runtime(Protocol):
 
     def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
         """Start Consul and RabbitMQ (as configured) if not running; return their endpoints.
-        Idempotent: running infra is reused, never restarted."""
+        Idempotent: running infra is reused, never restarted.
+
+        Optional split, used by `up` when a runtime has it (DockerRuntime does):
+        start_infra(config, progress) -> (endpoints, {part: wait}) starts without
+        waiting; each `wait()` blocks until that part answers (or raises)."""
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
         """The endpoints of infra that is already running, or None (never starts anything)."""

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -56,6 +57,7 @@ CONSUL_PORT = 8500  # inside the container
 AMQP_PORT = 5672
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL, as `docker stop`
 INFRA_READY_TIMEOUT = 120.0
+INFRA_POLL = 0.1  # seconds between readiness checks of consul / rabbitmq
 _LOOPBACK = "127.0.0.1"
 
 _STATES: dict[str, State] = {
@@ -103,22 +105,50 @@ class DockerRuntime:
     # ---- infra ---------------------------------------------------------------------------
 
     def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
+        endpoints, waiters = self.start_infra(config, progress)
+        for wait in waiters.values():
+            wait()
+        return endpoints
+
+    def start_infra(
+        self, config: ShopConfig, progress: Progress = no_progress
+    ) -> tuple[InfraEndpoints, dict[str, Callable[[], None]]]:
+        """ensure_infra without the waiting: start the infra containers that do not run
+        (all at once) and return the endpoints with, per enabled part, a function that
+        blocks until that part answers (OperationFailed if its container stops, or after
+        INFRA_READY_TIMEOUT from now). `up` lets RabbitMQ boot while services start.
+        ensure_infra is exactly this plus calling every waiter."""
         ensure_base_images(config, progress, self.client)
         self._ensure_network(config.project)
-        infra = config.infra
-        if infra.consul.enabled:
-            self._ensure_infra_container(config, "consul", progress)
-        if infra.rabbitmq.enabled:
-            self._ensure_infra_container(config, "rabbitmq", progress)
+        parts = self._enabled_infra(config)
+        with ThreadPoolExecutor(max_workers=max(1, len(parts))) as pool:
+            started = [
+                pool.submit(self._ensure_infra_container, config, part, progress)
+                for part in parts
+            ]
+        for future in started:
+            future.result()  # the first failure, in INFRA order
         endpoints = _endpoints(config)
         deadline = time.monotonic() + INFRA_READY_TIMEOUT
-        if infra.consul.enabled:
-            progress("consul", "waiting for a leader")
-            self._wait_ready(config, "consul", lambda: _consul_has_leader(endpoints), deadline)
-        if infra.rabbitmq.enabled:
-            progress("rabbitmq", "waiting for AMQP")
-            self._wait_ready(config, "rabbitmq", lambda: _amqp_accepts(endpoints), deadline)
-        return endpoints
+        checks = {
+            "consul": ("waiting for a leader", lambda: _consul_has_leader(endpoints)),
+            "rabbitmq": ("waiting for AMQP", lambda: _amqp_accepts(endpoints)),
+        }
+
+        def waiter(part: str) -> Callable[[], None]:
+            doing, ready = checks[part]
+
+            def wait() -> None:
+                progress(part, doing)
+                self._wait_ready(config, part, ready, deadline)
+                progress(part, "ready")
+
+            return wait
+
+        waiters = {part: waiter(part) for part in parts}
+        # Prometheus and its Consul bridge as infra.prometheus says (shopctl.prom.docker).
+        waiters["prometheus"] = lambda: _sync_prometheus(self, config, progress)
+        return endpoints, waiters
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
         for part in self._enabled_infra(config):
@@ -320,7 +350,7 @@ class DockerRuntime:
                     f"{part} did not become ready within {INFRA_READY_TIMEOUT:.0f}s",
                     hint="its last output:\n" + self._tail(name),
                 )
-            time.sleep(0.5)
+            time.sleep(INFRA_POLL)
 
     def _tail(self, name: str, lines: int = 15) -> str:
         found = self._container(name)
@@ -442,6 +472,12 @@ def _endpoints(config: ShopConfig) -> InfraEndpoints:
     )
 
 
+def _sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progress) -> None:
+    from shopctl.prom.docker import sync_prometheus
+
+    sync_prometheus(runtime, config, progress)
+
+
 def _consul_has_leader(endpoints: InfraEndpoints) -> bool:
     try:
         response = httpx.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2.0)
@@ -456,7 +492,10 @@ def _amqp_accepts(endpoints: InfraEndpoints) -> bool:
 
     try:
         with kombu.Connection(endpoints.amqp_uri, connect_timeout=2) as connection:
-            connection.connect()
+            # One attempt: connect() would retry a refused handshake only after 2 s (kombu's
+            # default interval), and the caller polls far more often than that.
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                         timeout=2)
             return bool(connection.connected)
     except Exception:  # noqa: BLE001 - any failure means "not yet"; the caller times out
         return False

@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 UNIT_CONSUL = "_consul"
 UNIT_RABBITMQ = "_rabbitmq"
-INFRA_UNITS = (UNIT_CONSUL, UNIT_RABBITMQ)  # also their stop order: brokers last
+# Also their stop order: Prometheus and its Consul bridge (shopctl.prom.local) first,
+# brokers last.
+INFRA_UNITS = ("_prometheus", "_promsd", UNIT_CONSUL, UNIT_RABBITMQ)
 ENV_STATE_DIR = "SHOPCTL_STATE_DIR"
 ENV_UNIT = "SHOPCTL_UNIT"
 # Debian's /usr/sbin/rabbitmq-server re-runs itself through `su rabbitmq` when started as
@@ -109,6 +111,9 @@ class LocalRuntime:
             self._ensure_consul(config, ps, progress)
         if config.infra.rabbitmq.enabled:
             self._ensure_rabbitmq(config, ps, progress)
+        from shopctl.prom.local import sync_prometheus
+
+        sync_prometheus(self, config, ps, progress)
         return endpoints(config)
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:

@@ -1,0 +1,223 @@
+"""`up`'s scheduler (shopctl.orchestrate.apply_up) against a fake runtime and a fake Consul:
+depends_on order, independent services at once, Consul's word as the result, clear
+failures, and infra that is still booting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from shopctl.config import ShopConfig
+from shopctl.errors import OperationFailed
+from shopctl.orchestrate import POLL_SECONDS, InfraStartup, apply_up
+from shopctl.plan import make_plan
+from shopctl.runtime.base import InfraEndpoints, LaunchSpec, ServiceState
+
+ENDPOINTS = InfraEndpoints("http://127.0.0.1:8500", "amqp://x", "consul:8500", "amqp://y")
+
+
+def shop_config(**health: dict) -> ShopConfig:
+    services = {
+        "users": {"kind": "flask", "path": "services/users", "port": 8001},
+        "catalog": {"kind": "fastapi", "path": "services/catalog", "port": 8002,
+                    "depends_on": ["users"]},
+        "inventory": {"kind": "grpc", "path": "services/inventory", "port": 50051},
+        "payments": {"kind": "fastapi", "path": "services/payments", "port": 8004},
+        "orders": {"kind": "nameko", "path": "services/orders", "port": 8003,
+                   "depends_on": ["inventory", "payments"]},
+    }
+    for name, settings in health.items():
+        services[name]["health"] = settings
+    return ShopConfig.model_validate({"project": "t", "services": services})
+
+
+class Clock:
+    """Fake time: sleeping advances it, and really sleeps a little so that the scheduler's
+    worker threads (starts, probes) get their turn within one poll."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(0.005)
+        self.now += seconds
+
+
+@dataclass
+class Health:
+    status: str
+    checks: tuple = ()
+
+
+class FakeShop:
+    """Runtime and registry in one: a service answers its own check `boot` seconds after
+    it starts, and Consul says so `lag` seconds later (its check schedule)."""
+
+    name = "fake"
+
+    def __init__(self, clock: Clock, boot: dict[str, float] | None = None, lag: float = 1.0):
+        self.clock = clock
+        self.boot = boot or {}
+        self.lag = lag
+        self.started_at: dict[str, float] = {}
+        self.registered: list[str] = []
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+
+    # runtime
+    def prepare(self, config, services, progress) -> None:
+        self.events.append("prepare")
+
+    def start_service(self, config, spec, progress) -> ServiceState:
+        with self.lock:
+            self.started_at[spec.service] = self.clock()
+            self.events.append(f"start {spec.service}")
+        return ServiceState(spec.service, "running", address="10.0.0.2", port=1)
+
+    def logs(self, config, names, follow, tail):
+        return []
+
+    # registry
+    def register(self, service, state, runtime) -> str:
+        with self.lock:
+            self.registered.append(service.name)
+        return service.name
+
+    def _answers_at(self, name: str) -> float | None:
+        if name not in self.started_at or self.boot.get(name) is None:
+            return None
+        return self.started_at[name] + self.boot[name]
+
+    def health(self) -> dict[str, Health]:
+        out = {}
+        for name in list(self.registered):
+            at = self._answers_at(name)
+            ok = at is not None and self.clock() >= at + self.lag
+            out[name] = Health("passing" if ok else "critical")
+        return out
+
+    def probe(self, state, service):
+        at = self._answers_at(service.name)
+        ok = at is not None and self.clock() >= at
+        return Health("passing" if ok else "critical")
+
+
+def run_up(config, shop, clock, **kwargs):
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, {})
+    return apply_up(config, shop, shop, plan, specs, {}, clock=clock, sleep=clock.sleep,
+                    **kwargs)
+
+
+def test_independent_services_start_at_once_and_dependents_after_their_dependencies():
+    config, clock = shop_config(), Clock()
+    boot = {"users": 2.0, "catalog": 2.0, "inventory": 1.0, "payments": 3.0, "orders": 1.0}
+    shop = FakeShop(clock, boot, lag=1.0)
+    health = run_up(config, shop, clock)
+    assert {n: h.status for n, h in health.items()} == dict.fromkeys(config.services, "passing")
+    at = shop.started_at
+    assert at["users"] == at["inventory"] == at["payments"] == 0.0
+    # Not level by level: catalog goes once users answers (to shopctl's probe, before
+    # Consul runs its check), whatever payments does.
+    assert 2.0 <= at["catalog"] < 2.0 + 5 * POLL_SECONDS
+    assert 3.0 <= at["orders"] < 3.0 + 5 * POLL_SECONDS
+    # Done when Consul says orders passes, not when shopctl's own probe does.
+    assert clock() >= at["orders"] + boot["orders"] + shop.lag
+
+
+def test_only_awaited_services_are_probed_and_only_until_consul_passes_them():
+    config, clock = shop_config(), Clock()
+    shop = FakeShop(clock, dict.fromkeys(config.services, 1.0), lag=0.5)
+    probed: list[tuple[str, float]] = []
+    answer = shop.probe
+
+    def probe(state, service):
+        probed.append((service.name, clock()))
+        return answer(state, service)
+
+    shop.probe = probe
+    run_up(config, shop, clock)
+    assert {name for name, _ in probed} == {"users", "inventory", "payments"}
+    # Consul passes them at 1.5; a probe already in flight may still finish after that.
+    assert max(at for _, at in probed) < 1.5 + 3 * POLL_SECONDS
+
+
+def test_a_dependency_that_never_answers_fails_naming_it_and_its_dependents_never_start():
+    config, clock = shop_config(payments={"start_period": 3.0}), Clock()
+    boot = {"users": 1.0, "catalog": 1.0, "inventory": 1.0, "payments": None, "orders": 1.0}
+    shop = FakeShop(clock, boot)
+    with pytest.raises(OperationFailed, match="payments did not become healthy within 3s"):
+        run_up(config, shop, clock, timeout_extra=2.0)
+    assert "orders" not in shop.started_at
+    assert clock() >= 3.0 + 2.0
+
+
+def test_settings_are_written_after_consul_answers_and_before_the_first_start():
+    config, clock = shop_config(), Clock()
+    shop = FakeShop(clock, dict.fromkeys(config.services, 0.5))
+    consul = threading.Event()
+
+    class Runtime(FakeShop):
+        def start_infra(self, config, progress):
+            return ENDPOINTS, {"consul": lambda: consul.wait(5), "rabbitmq": lambda: None}
+
+    runtime = Runtime(clock)
+    infra = InfraStartup(config, runtime)
+    threading.Timer(0.05, lambda: (shop.events.append("consul"), consul.set())).start()
+    run_up(config, shop, clock, infra=infra,
+           before_start=lambda: shop.events.append("settings"))
+    # Images are checked while Consul boots; nothing starts before the settings are in.
+    assert shop.events[:3] == ["prepare", "consul", "settings"]
+    assert all(event.startswith("start ") for event in shop.events[3:])
+
+
+def test_up_returns_only_once_infra_answers_and_raises_its_failure():
+    config, clock = shop_config(), Clock()
+    broker = threading.Event()
+
+    class Runtime(FakeShop):
+        def start_infra(self, config, progress):
+            return ENDPOINTS, {"rabbitmq": lambda: broker.wait(5)}
+
+    shop = Runtime(clock, dict.fromkeys(config.services, 0.1), lag=0.0)
+    infra = InfraStartup(config, shop)
+    assert not infra.ready("rabbitmq") and infra.ready("consul")  # nobody waits for consul
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock() > 20:
+            broker.set()
+
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, {})
+    apply_up(config, shop, shop, plan, specs, {}, infra=infra, clock=clock, sleep=sleep)
+    assert clock() > 20 and infra.all_ready()
+
+    def broken():
+        raise OperationFailed("rabbitmq stopped while starting (exited)")
+
+    class Broken(FakeShop):
+        def start_infra(self, config, progress):
+            return ENDPOINTS, {"rabbitmq": broken}
+
+    failing = InfraStartup(config, Broken(clock))
+    with pytest.raises(OperationFailed, match="rabbitmq stopped"):
+        failing.wait("rabbitmq")
+
+
+def test_a_runtime_without_start_infra_is_ready_at_once():
+    class Runtime:
+        name = "plain"
+
+        def ensure_infra(self, config, progress):
+            return ENDPOINTS
+
+    infra = InfraStartup(shop_config(), Runtime())
+    assert infra.endpoints == ENDPOINTS
+    assert infra.all_ready() and infra.ready("rabbitmq")
