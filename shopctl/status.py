@@ -26,6 +26,7 @@ class ServiceRow:
     uptime_s: float | None
     restarts: int
     image: str | None
+    request_rate: float | None = None  # req/s, filled in by shopctl.metrics when it has any
 
     @property
     def healthy(self) -> bool:

@@ -49,19 +49,25 @@ def status_table(rows, runtime: str):
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} services ({runtime})", title_justify="left")
-    for column in ("service", "kind", "state", "health", "address", "uptime", "restarts", "image"):
-        table.add_column(column, no_wrap=column in ("service", "address"))
+    rates = any(getattr(row, "request_rate", None) is not None for row in rows)
+    columns = ("service", "kind", "state", "health", "address", "uptime", "restarts", "image")
+    for column in columns + (("req/s",) if rates else ()):
+        table.add_column(column, no_wrap=column in ("service", "address"),
+                         justify="right" if column == "req/s" else "left")
     for row in rows:
         health = f"[{HEALTH_STYLE.get(row.health, '')}]{row.health}[/]"
         if row.health != "passing" and row.check_output:
             health += f"\n[dim]{row.check_output[:80]}[/]"
-        table.add_row(
+        cells = [
             row.name, row.kind,
             f"[{STATE_STYLE.get(row.state, '')}]{row.state}[/]",
             health,
             f"{row.address}:{row.port}" if row.address else (f":{row.port}" if row.port else "-"),
             duration(row.uptime_s), str(row.restarts), row.image or "-",
-        )
+        ]
+        if rates:
+            cells.append("-" if row.request_rate is None else f"{row.request_rate:.2f}")
+        table.add_row(*cells)
     return table
 
 
@@ -72,12 +78,17 @@ def status(rows, runtime: str) -> None:
 def watch_status(shop, interval: float = 2.0) -> None:
     from rich.live import Live
 
-    with Live(status_table(shop.status(), shop.runtime.name), console=console.out(),
+    from shopctl.metrics import with_request_rates
+
+    def rows():
+        return with_request_rates(shop.config, shop.status())[1]
+
+    with Live(status_table(rows(), shop.runtime.name), console=console.out(),
               refresh_per_second=2) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(status_table(shop.status(), shop.runtime.name))
+                live.update(status_table(rows(), shop.runtime.name))
         except KeyboardInterrupt:
             pass
 

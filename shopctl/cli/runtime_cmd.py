@@ -95,9 +95,12 @@ def status(
     if watch and not json:
         render.watch_status(shop)
         return
-    rows = shop.status()
+    from shopctl.metrics import with_request_rates
+
+    rates_from, rows = with_request_rates(shop.config, shop.status())
     if json:
-        console.print_json({"runtime": shop.runtime.name, "services": [r.to_dict() for r in rows]})
+        console.print_json({"runtime": shop.runtime.name, "request_rate_from": rates_from,
+                            "services": [r.to_dict() for r in rows]})
     else:
         render.status(rows, shop.runtime.name)
     if not all(r.healthy for r in rows):
