@@ -189,7 +189,7 @@ def raw_steps(actions: ServiceActions, steps, items: list[dict], user: str) -> f
 
 
 def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
-              with_raw: bool) -> dict:
+              with_raw: bool, synchronous: str | None = None) -> dict:
     """n sagas on `concurrency` threads; with_raw interleaves a direct step run after
     each saga on the same thread (used at c=1 for the overhead)."""
     steps = steps_of(definition)
@@ -203,7 +203,7 @@ def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
 
     def worker() -> None:
         try:
-            with open_engine(db, ep, kinds) as engine:
+            with open_engine(db, ep, kinds, synchronous=synchronous) as engine:
                 actions = ServiceActions(ep, kinds)
                 try:
                     for _ in range(2):  # warm the connections of this thread
@@ -305,7 +305,11 @@ def main(argv=None) -> int:
                     help="use the running shop (endpoints from shop.yaml/Consul)")
     ap.add_argument("--config", default=str(REPO / "shop.yaml"))
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--synchronous", choices=L.SYNC_MODES, type=str.upper,
+                    help=f"the saga log's SQLite synchronous setting (default: "
+                         f"${L.SYNC_ENV} or FULL)")
     args = ap.parse_args(argv)
+    synchronous = args.synchronous or os.environ.get(L.SYNC_ENV, "FULL").upper()
 
     config = load_config(Path(args.config))
     kinds = {name: svc.kind for name, svc in config.services.items()}
@@ -327,7 +331,8 @@ def main(argv=None) -> int:
         items = price_items(ep.catalog_url, [(args.sku, 1)])
         for c, n, raw in ((1, args.n1, True), (args.concurrency, args.n16, False)):
             before = stock(ep, args.sku)
-            level = run_level(ep, db, kinds, definition, items, c, n, with_raw=raw)
+            level = run_level(ep, db, kinds, definition, items, c, n, with_raw=raw,
+                              synchronous=synchronous)
             warm_units = 2 * c * (2 if raw else 1)
             raw_units = n if raw else 0
             check = check_nothing_lost(ep, db, args.sku, before,
@@ -342,10 +347,12 @@ def main(argv=None) -> int:
         "overhead_target": f"<= {TARGET_OVERHEAD:.0%} at c=1",
         "overhead_met": c1["overhead_p50"] <= TARGET_OVERHEAD,
     }
-    report = {"levels": results, "targets": verdict, "cpus": os.cpu_count()}
+    report = {"levels": results, "targets": verdict, "cpus": os.cpu_count(),
+              "synchronous": synchronous}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(f"saga log: synchronous={synchronous}")
     print(f"{'c':>3} {'sagas':>6} {'sagas/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'completed':>9} {'lost':>5}")
     for r in results.values():

@@ -21,14 +21,18 @@ them, so an event is neither lost when the broker blips nor sent for a repeat. (
 between the broker's confirm and the delete sends that one event again on restart:
 delivery is at least once, and consumers should key on order id + event type.)
 
-Concurrency: one SQLite connection per call; writes also take the store's lock (there is
-one store per process) so that writers wait for each other in Python (a green lock under
-eventlet) instead of in SQLite's blocking busy handler, which would stall the eventlet hub.
+Concurrency: one SQLite connection per call, taken from a small pool of idle ones (opening
+one and loading the schema cost more than most calls, and closing the last open one
+checkpoints and deletes the WAL, which the next commit recreates and syncs, all with the
+eventlet hub blocked); writes also take the store's lock (there is one store per process)
+so that writers wait for each other in Python (a green lock under eventlet) instead of in
+SQLite's blocking busy handler, which would stall the eventlet hub.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -58,6 +62,7 @@ MAX_QTY = 10_000
 MAX_UNIT_PRICE_CENTS = 100_000_000
 MAX_TEXT = 200
 MAX_LIST_LIMIT = 500
+IDLE_CONNECTIONS = 4  # kept open for reuse
 ITEM_KEYS = frozenset({"sku", "qty", "unit_price_cents"})
 
 _SCHEMA = """
@@ -120,6 +125,8 @@ class OrderStore:
         self.path = Path(path).resolve()
         self._uri = self.path.as_uri()  # percent-encoded, so any folder name is safe
         self._write_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._idle: list[tuple[sqlite3.Connection, int]] = []  # (connection, file's inode)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path)) as conn:
             # WAL is a property of the file: set once, every later connection uses it.
@@ -131,22 +138,61 @@ class OrderStore:
     def _connect(self) -> sqlite3.Connection:
         # mode=rw: a vanished database is an error (health turns 503), never a silent
         # new empty file. Autocommit mode; transactions are explicit in _write().
+        # check_same_thread=False: a pooled connection serves one thread at a time, but
+        # not always the one that opened it.
         conn = sqlite3.connect(
-            f"{self._uri}?mode=rw", uri=True, timeout=5.0, isolation_level=None
+            f"{self._uri}?mode=rw", uri=True, timeout=5.0, isolation_level=None,
+            check_same_thread=False,
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL, and faster
         return conn
 
     @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """An idle connection to the file as it is now, or a new one; back to the pool
+        afterwards unless SQLite failed. A pooled connection whose file was replaced or
+        deleted is dropped, so the new connection fails as before (mode=rw)."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError:
+            inode = None
+        conn = None
+        with self._pool_lock:
+            while self._idle and conn is None:
+                candidate, candidate_inode = self._idle.pop()
+                if candidate_inode == inode:
+                    conn = candidate
+                else:
+                    candidate.close()
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except BaseException as exc:
+            if not isinstance(exc, OrderError) or conn.in_transaction:
+                conn.close()
+                raise
+            self._release(conn, inode)
+            raise
+        self._release(conn, inode)
+
+    def _release(self, conn: sqlite3.Connection, inode: int | None) -> None:
+        with self._pool_lock:
+            if inode is not None and len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append((conn, inode))
+                return
+        conn.close()
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as conn:
+        with self._connection() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: committed on success, rolled back on any error."""
-        with self._write_lock, closing(self._connect()) as conn:
+        with self._write_lock, self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -156,8 +202,9 @@ class OrderStore:
             conn.execute("COMMIT")
 
     def ping(self) -> None:
-        """Raise sqlite3.Error unless the database opens and has its tables."""
-        with self._read() as conn:
+        """Raise sqlite3.Error unless the database opens and has its tables (on a new
+        connection, so a database gone from disk is noticed)."""
+        with closing(self._connect()) as conn:
             conn.execute("SELECT 1 FROM orders LIMIT 1").fetchall()
 
     # -- orders ----------------------------------------------------------------------

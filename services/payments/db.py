@@ -8,12 +8,21 @@ every operation runs in exactly one transaction.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 5000
+
+# Per database file, for the process's lifetime: an idle connection that keeps the file
+# open (so closing a short-lived connection never checkpoints and deletes the WAL, and
+# the next commit never has to start a new WAL), and a lock that queues this process's
+# writers in Python instead of in SQLite's busy handler, which sleeps in growing steps.
+_keepalive: dict[Path, sqlite3.Connection] = {}
+_write_locks: dict[Path, threading.Lock] = {}
+_registry_lock = threading.Lock()
 
 
 def init_schema(path: Path, schema: str) -> None:
@@ -25,6 +34,13 @@ def init_schema(path: Path, schema: str) -> None:
         conn.executescript(schema)
     finally:
         conn.close()
+    key = Path(path)
+    with _registry_lock:
+        _write_locks.setdefault(key, threading.Lock())
+        if key not in _keepalive:
+            keep = _connect(path, check_same_thread=False)
+            keep.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            _keepalive[key] = keep
 
 
 @contextmanager
@@ -34,17 +50,24 @@ def transaction(path: Path, write: bool = False) -> Iterator[sqlite3.Connection]
     Writers take the database lock up front (BEGIN IMMEDIATE) so a read-then-write
     sequence cannot be interleaved with another writer's.
     """
-    conn = _connect(path)
+    lock = _write_locks.get(path) if write else None
+    if lock is not None:
+        lock.acquire()
     try:
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        conn = _connect(path)
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        if lock is not None:
+            lock.release()
 
 
 def now() -> str:
@@ -52,10 +75,11 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, check_same_thread: bool = True) -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module must not open transactions on its own,
     # `transaction` does that explicitly.
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                           check_same_thread=check_same_thread)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn

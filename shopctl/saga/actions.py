@@ -132,11 +132,12 @@ class Clients:
             return self._rpcs[timeout]
 
     def http(self):
-        import httpx
+        """An httpcore connection pool (keep-alive), used by the HTTP adapters."""
+        import httpcore
 
         with self._lock:
             if self._http is None:
-                self._http = httpx.Client()
+                self._http = httpcore.ConnectionPool()
             return self._http
 
     def inventory(self) -> tuple[ModuleType, Any]:

@@ -18,6 +18,14 @@ Durability: every transition is committed to the SagaLog before the next action,
 idempotency key (all services honour it), or compensated when the saga was already
 compensating. A reply that arrives after its step timed out is dropped by the client,
 and whatever the late call did is covered by idempotency and the compensation.
+
+A step's success is committed together with the transition that follows it (the next
+step's start, or the saga's final status), in one transaction: both are on disk before
+the next action, and a crash before that commit leaves the step `started`, which resume
+runs again with the same key, exactly as after a crash during the call. A new saga is
+committed with its first step's start. So a saga of four steps takes five commits, not
+ten. Failures are committed at once (a backoff may follow them), and so is a transition
+named by the crash hook, which therefore still kills right after that transition.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -92,6 +101,8 @@ class Engine:
         self.on_event = on_event
         self.sleep = sleep
         self.crash_at = os.environ.get(CRASH_ENV)
+        # saga id -> successes not committed yet; they go with the saga's next commit.
+        self._deferred: dict[str, list[L.Transition]] = {}
 
     # -- entry points ------------------------------------------------------------------
 
@@ -100,22 +111,39 @@ class Engine:
               fail_at: str | None = None) -> tuple[L.SagaRecord, bool]:
         """Record a new saga (or find the one with this key) and run it to an end state.
         Returns (saga, created)."""
-        if fail_at is not None and fail_at not in {s.name for s in steps_of(definition)}:
+        steps = steps_of(definition)
+        if fail_at is not None and fail_at not in {s.name for s in steps}:
             raise ValueError(f"--fail-at {fail_at!r} names no step of saga {name!r}")
-        saga, created = self.log.create(name, input, definition,
-                                        idempotency_key=idempotency_key, fail_at=fail_at)
-        return self.run(saga.id), created
+        # A new saga is committed with its first step's start: one commit, not two.
+        opening = [L.Transition(steps[0].name, L.STARTED, 1)] if steps else []
+        saga, created, events = self.log.create_with(
+            name, input, definition, opening, idempotency_key=idempotency_key,
+            fail_at=fail_at)
+        if not created:
+            return self._drive(saga), False
+        self._announce(events)
+        return self._drive(saga, opened=events), True
 
     def run(self, saga_id: str) -> L.SagaRecord:
         """Drive the saga from whatever its log says to completed, compensated or stuck.
         Finished and stuck sagas are returned unchanged."""
-        saga = self.log.get(saga_id)
-        if saga.status == L.RUNNING:
-            self._forward(saga)
-        saga = self.log.get(saga.id)
-        if saga.status == L.COMPENSATING:
-            self._compensate(saga)
-        return self.log.get(saga.id)
+        return self._drive(self.log.get(saga_id))
+
+    def _drive(self, saga: L.SagaRecord,
+               opened: list[L.StepEvent] | None = None) -> L.SagaRecord:
+        """`opened`: the events start() committed with a new saga (its whole log)."""
+        try:
+            if saga.status == L.RUNNING:
+                self._forward(saga, opened)
+                saga = self.log.get(saga.id)
+            if saga.status == L.COMPENSATING:
+                self._compensate(saga)
+                saga = self.log.get(saga.id)
+            return saga
+        finally:
+            # Every path ends with a commit that takes them; after an exception they
+            # are dropped, as a crash would drop them (the step is rerun on resume).
+            self._deferred.pop(saga.id, None)
 
     resume = run  # an unfinished saga continues exactly where its log stops
 
@@ -133,10 +161,12 @@ class Engine:
 
     # -- forward -----------------------------------------------------------------------
 
-    def _forward(self, saga: L.SagaRecord) -> None:
+    def _forward(self, saga: L.SagaRecord, opened: list[L.StepEvent] | None = None) -> None:
         steps = steps_of(saga.definition)
-        last = _last_forward(self.log.events(saga.id))
-        context = self._context(saga)
+        events = self.log.events(saga.id) if opened is None else opened
+        last = _last_forward(events)
+        context = self._context(saga, events)
+        begun = Counter(e.step for e in events if e.state == L.STARTED)
         pivot_passed = False
         for step in steps:
             event = last.get(step.name)
@@ -148,7 +178,13 @@ class Engine:
                 # Crashed after a final refusal was logged: forward is impossible.
                 self._begin_compensation(saga, step, event.error["message"])
                 return
-            failure = self._attempts(saga, step, context, phase="forward")
+            if opened and event is opened[-1] and event.state == L.STARTED:
+                # start() logged this attempt's start with the saga: run it now.
+                failure = self._attempts(saga, step, context, "forward", event.attempt,
+                                         begun=True)
+            else:
+                failure = self._attempts(saga, step, context, "forward",
+                                         begun[step.name] + 1)
             if failure is None:
                 pivot_passed = pivot_passed or step.pivot
                 continue
@@ -159,11 +195,11 @@ class Engine:
             else:
                 self._begin_compensation(saga, step, reason)
             return
-        self.log.set_status(saga.id, L.COMPLETED)
+        self._set_status(saga, L.COMPLETED)
         self._publish("order_completed", saga, {"context": context})
 
     def _begin_compensation(self, saga: L.SagaRecord, step: StepDef, reason: str) -> None:
-        self.log.set_status(saga.id, L.COMPENSATING, error=reason)
+        self._set_status(saga, L.COMPENSATING, error=reason)
 
     # -- compensation ------------------------------------------------------------------
 
@@ -171,7 +207,8 @@ class Engine:
         events = self.log.events(saga.id)
         last_fwd = _last_forward(events)
         last_comp = _last_compensation(events)
-        context = self._context(saga)
+        context = self._context(saga, events)
+        begun = Counter(e.step for e in events if e.state == L.COMPENSATING_STEP)
         for step in reversed(steps_of(saga.definition)):
             fwd = last_fwd.get(step.name)
             if step.compensate is None or fwd is None:
@@ -180,29 +217,30 @@ class Engine:
                 continue  # refused for good: the step applied nothing
             if last_comp.get(step.name) == L.COMPENSATED_STEP:
                 continue
-            failure = self._attempts(saga, step, context, phase="compensate")
+            failure = self._attempts(saga, step, context, "compensate", begun[step.name] + 1)
             if failure is not None:
                 self._stuck(saga, f"compensation {step.compensate} of {step.name} failed: "
                                   f"{failure.message} (saga failed because: {saga.error})")
                 return
-        self.log.set_status(saga.id, L.COMPENSATED)
+        self._set_status(saga, L.COMPENSATED)
         self._publish("order_failed", saga, {"reason": saga.error, "context": context})
 
     # -- one step, with retries ----------------------------------------------------------
 
     def _attempts(self, saga: L.SagaRecord, step: StepDef, context: dict[str, Any],
-                  phase: str) -> StepFailure | None:
+                  phase: str, first: int, begun: bool = False) -> StepFailure | None:
         """Run one step (or its compensation) until it succeeds, fails for good or runs
-        out of attempts. Merges a forward result into `context`; None on success."""
+        out of attempts, numbering attempts from `first` (1 + the attempts already
+        logged; with `begun`, attempt `first` is logged as started already). Merges a
+        forward result into `context`; None on success."""
         forward = phase == "forward"
         begin, done, failed = ((L.STARTED, L.SUCCEEDED, L.FAILED) if forward else
                                (L.COMPENSATING_STEP, L.COMPENSATED_STEP, L.COMPENSATION_FAILED))
         call_name = step.call if forward else step.compensate
-        first = 1 + sum(1 for e in self.log.events(saga.id)
-                        if e.step == step.name and e.state == begin)
         failure: StepFailure | None = None
         for attempt in range(first, first + step.retries + 1):
-            self._record(saga, step.name, begin, attempt)
+            if not (begun and attempt == first):
+                self._record(saga, step.name, begin, attempt)
             started = time.monotonic()
             try:
                 if forward and saga.fail_at == step.name:
@@ -218,7 +256,7 @@ class Engine:
                 failure = StepFailure(f"{type(exc).__name__}: {exc}", retryable=False,
                                       code="INTERNAL")
             else:
-                self._record(saga, step.name, done, attempt,
+                self._record(saga, step.name, done, attempt, defer=True,
                              duration=time.monotonic() - started, result=result)
                 if forward:
                     context.update(result or {})
@@ -233,18 +271,38 @@ class Engine:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _record(self, saga: L.SagaRecord, step: str, state: str, attempt: int,
-                **fields: Any) -> None:
-        event = self.log.record(saga.id, step, state, attempt, **fields)
-        if self.on_event is not None:
-            self.on_event(event)
-        if self.crash_at == f"{step}:{state}":
-            os.kill(os.getpid(), signal.SIGKILL)
+    def _record(self, saga: L.SagaRecord, step: str, state: str, attempt: int, *,
+                defer: bool = False, **fields: Any) -> None:
+        """Log a transition. With `defer` it is committed with the saga's next commit
+        (which always comes before the next action); else now, with any deferred."""
+        transition = L.Transition(step, state, attempt, **fields)
+        if defer and self.crash_at != f"{step}:{state}":
+            self._deferred.setdefault(saga.id, []).append(transition)
+        else:
+            self._commit(saga, [transition])
 
-    def _context(self, saga: L.SagaRecord) -> dict[str, Any]:
+    def _set_status(self, saga: L.SagaRecord, status: str, error: str | None = None) -> None:
+        self._commit(saga, [], status=status, error=error)
+
+    def _commit(self, saga: L.SagaRecord, transitions: list[L.Transition], *,
+                status: str | None = None, error: str | None = None) -> None:
+        pending = self._deferred.pop(saga.id, [])
+        self._announce(self.log.commit(saga.id, pending + transitions, status=status,
+                                       error=error))
+
+    def _announce(self, events: list[L.StepEvent]) -> None:
+        """What follows each committed transition: the live view, and the crash hook."""
+        for event in events:
+            if self.on_event is not None:
+                self.on_event(event)
+            if self.crash_at == f"{event.step}:{event.state}":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def _context(self, saga: L.SagaRecord,
+                 events: list[L.StepEvent] | None = None) -> dict[str, Any]:
         """The input plus every forward result logged so far, in log order."""
         context = dict(saga.input)
-        for event in self.log.events(saga.id):
+        for event in self.log.events(saga.id) if events is None else events:
             if event.state == L.SUCCEEDED and isinstance(event.result, dict):
                 context.update(event.result)
         return context
@@ -255,7 +313,7 @@ class Engine:
                    for s in steps_of(saga.definition))
 
     def _stuck(self, saga: L.SagaRecord, reason: str) -> None:
-        self.log.set_status(saga.id, L.STUCK, error=reason)
+        self._set_status(saga, L.STUCK, error=reason)
         self._publish("saga_stuck", saga, {"reason": reason})
 
     def _publish(self, event_type: str, saga: L.SagaRecord, extra: dict[str, Any]) -> None:

@@ -18,11 +18,13 @@ EVENT_SOURCE = "saga"  # events go to the "saga.events" exchange
 @contextmanager
 def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
                 on_event: Callable[[StepEvent], None] | None = None,
-                publish_timeout: float = 5.0) -> Iterator[Engine]:
-    """An Engine on the log at `db_path` calling the live services at `endpoints`."""
+                publish_timeout: float = 5.0,
+                synchronous: str | None = None) -> Iterator[Engine]:
+    """An Engine on the log at `db_path` calling the live services at `endpoints`.
+    `synchronous` is the log's SQLite setting (FULL unless set; see shopctl.saga.log)."""
     from shopctl.nameko_rpc import NamekoRpc
 
-    log = SagaLog(db_path)
+    log = SagaLog(db_path, synchronous=synchronous)
     actions = ServiceActions(endpoints, kinds)
     events = NamekoRpc(endpoints.orders_amqp, timeout=publish_timeout,
                        client_name="shopctl-saga-events")

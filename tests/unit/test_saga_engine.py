@@ -201,3 +201,38 @@ def test_definition_snapshot_is_used_not_the_current_config(log):
 def test_unknown_fail_at_is_refused(log):
     with pytest.raises(ValueError):
         engine(log, FakeActions()).start("order", DEFINITION, INPUT, fail_at="nope")
+
+
+def test_a_success_is_committed_with_the_next_transition(log):
+    commits, seen = [], []
+    original = log.commit
+
+    def counting_commit(saga_id, transitions, **kw):
+        commits.append([(t.step, t.state) for t in transitions] + [kw.get("status")])
+        return original(saga_id, transitions, **kw)
+
+    log.commit = counting_commit
+    eng = Engine(log, FakeActions(), sleep=lambda _: None, on_event=seen.append)
+    saga, _ = eng.start("order", DEFINITION, INPUT)
+    assert saga.status == L.COMPLETED
+    # create + first start in one commit, then one commit per step boundary
+    assert commits == [
+        [("create_order", L.SUCCEEDED), ("reserve_stock", L.STARTED), None],
+        [("reserve_stock", L.SUCCEEDED), ("charge", L.STARTED), None],
+        [("charge", L.SUCCEEDED), ("ship", L.STARTED), None],
+        [("ship", L.SUCCEEDED), L.COMPLETED],
+    ]
+    # the live view still sees every transition, in log order
+    assert [(e.seq, e.step, e.state) for e in seen] == [
+        (e.seq, e.step, e.state) for e in log.events(saga.id)]
+    assert len(seen) == 8
+
+
+def test_a_failure_is_committed_at_once(log):
+    commits = []
+    original = log.commit
+    log.commit = lambda saga_id, transitions, **kw: (
+        commits.append([t.state for t in transitions]) or original(saga_id, transitions, **kw))
+    actions = FakeActions(payments__charge=[StepFailure("503", retryable=True), {"c": 1}])
+    engine(log, actions).start("order", DEFINITION, INPUT)
+    assert [L.FAILED] in commits  # alone, before the backoff and the retry
