@@ -31,7 +31,10 @@ def with_prometheus(tmp_path: Path) -> tuple[Path, dict]:
 def targets(data: dict) -> dict[str, str]:
     """{service: health} of the project's active targets, from Prometheus' own API."""
     url = f"http://127.0.0.1:{data['infra']['prometheus']['port']}/api/v1/targets"
-    active = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
+    resp = httpx.get(url, timeout=5)
+    if resp.status_code != 200:  # still starting: 503 with a plain-text body
+        return {}
+    active = resp.json()["data"]["activeTargets"]
     return {t["labels"]["service"]: t["health"] for t in active
             if t["labels"].get("project") == data["project"]}
 

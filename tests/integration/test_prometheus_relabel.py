@@ -19,7 +19,7 @@ from shopctl.prom.promconfig import consul_relabels
 
 
 def consul_target(service: str, project: str, metrics_port: str, path: str = "/metrics") -> dict:
-    return {"targets": ["10.0.0.1:8300"], "labels": {
+    return {"targets": ["127.0.0.1:8300"], "labels": {
         "__meta_consul_service": service,
         "__meta_consul_service_address": "127.0.0.1",
         "__meta_consul_service_metadata_project": project,
@@ -56,10 +56,13 @@ def test_relabelling_turns_consul_meta_into_scrape_targets(tmp_path):
         deadline = time.monotonic() + 30
         while True:
             try:
-                data = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2).json()
-                active = data["data"]["activeTargets"]
-                if active:
-                    break
+                resp = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2)
+                # While it starts, Prometheus answers 503 with a plain-text body.
+                if resp.status_code == 200:
+                    data = resp.json()
+                    active = data["data"]["activeTargets"]
+                    if active:
+                        break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "Prometheus showed no target within 30 s"
