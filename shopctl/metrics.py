@@ -283,9 +283,17 @@ def prometheus_url(config: ShopConfig) -> str | None:
     return url if ready else None
 
 
-def query(url: str, expr: str, timeout: float = 5.0) -> dict[str, float | None]:
+def query(
+    url: str, expr: str, timeout: float = 5.0, at: float | None = None
+) -> dict[str, float | None]:
+    """One instant query; `at` (unix time) pins the evaluation time, so several queries
+    that make up one report see the same data (an error rate never above its request
+    rate because a scrape landed between the two queries)."""
+    params = {"query": expr}
+    if at is not None:
+        params["time"] = f"{at:.3f}"
     try:
-        response = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=timeout,
+        response = httpx.get(f"{url}/api/v1/query", params=params, timeout=timeout,
                              trust_env=False)
         payload = response.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -344,7 +352,9 @@ def collect(
     if url is not None:
         if not re.fullmatch(r"[0-9]+[smhd]", window):
             raise UsageError(f"window {window!r} is not a Prometheus duration like 30s or 1m")
-        results = {key: query(url, expr) for key, expr in promql(config.project, window).items()}
+        at = time.time()
+        results = {key: query(url, expr, at=at)
+                   for key, expr in promql(config.project, window).items()}
         return MetricsReport("prometheus", window, from_prometheus_results(names, results), url)
     if interval <= 0:
         raise UsageError("the scrape interval must be positive")
@@ -377,8 +387,9 @@ def request_rates(
     try:
         url = prometheus_url(config)
         if url is not None:
-            rates = query(url, promql(config.project, "1m")["request_rate"], timeout=2.0)
-            up = query(url, promql(config.project, "1m")["up"], timeout=2.0)
+            at = time.time()
+            rates = query(url, promql(config.project, "1m")["request_rate"], timeout=2.0, at=at)
+            up = query(url, promql(config.project, "1m")["up"], timeout=2.0, at=at)
             return "prometheus", {
                 n: rates.get(n) or 0.0 for n in names if (up.get(n) or 0) >= 1
             }
