@@ -7,8 +7,10 @@ Measures, for the order saga (create_order -> reserve_stock -> charge -> ship):
   * orchestration overhead at concurrency 1: saga latency minus the sum of the same four
     step calls made directly through the same adapters (shopctl.saga.adapters, via
     ServiceActions) with fresh ids, interleaved with the sagas in the same run;
-  * "nothing lost": every saga ends completed, the saga log holds every one, and the
-    inventory's own CheckStock shows exactly one unit reserved per completed saga.
+  * "nothing lost": every saga ends completed, the saga log holds every one, the
+    inventory's own CheckStock shows exactly one unit reserved per completed saga,
+    payments shows one charge per order, and each saga's order_completed event was
+    published to RabbitMQ (through the log's outbox).
 
 By default it starts catalog, inventory, payments and orders as subprocesses on free
 ports with temp data (as tests/integration/test_saga_live.py does), on a private vhost of
@@ -290,9 +292,17 @@ def check_nothing_lost(ep, db: Path, sku: str, before: tuple[int, int], expected
             charge = body.get("charge") or {}
             if charge.get("status") == "SUCCEEDED" and body.get("refund") is None:
                 charges_ok += 1
-    lost = bool(missing) or not_completed > 0 or not stock_ok or charges_ok != len(ids)
+    # Outcome events: each saga's order_completed is in the outbox and was published
+    # (the sessions flushed their publishers when they closed).
+    with L.SagaLog(db) as log:
+        announced = sum(1 for i in ids
+                        if [(e.event_type, e.published_at is not None) for e in log.outbox(i)]
+                        == [("order_completed", True)])
+    lost = (bool(missing) or not_completed > 0 or not stock_ok or charges_ok != len(ids)
+            or announced != len(ids))
     return {"missing_from_log": len(missing), "not_completed": not_completed,
-            "stock_delta_ok": stock_ok, "orders_charged_once": charges_ok, "lost": lost}
+            "stock_delta_ok": stock_ok, "orders_charged_once": charges_ok,
+            "events_published": announced, "lost": lost}
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,9 @@ app = typer.Typer(help="Run and inspect sagas (the order saga and others in shop
                   no_args_is_help=True, rich_markup_mode=None)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="Take a saga over even when another process seems to drive it; only "
+                    "for a driver known to be gone (e.g. one on another host).")]
 EXIT_BY_STATUS = {"completed": 0, "compensated": 1, "stuck": 3}
 
 
@@ -28,7 +31,17 @@ def _engine(ctx: typer.Context, on_event=None):
     state = ProjectState(config.root)
     state.ensure(state.dir)
     kinds = {name: svc.kind for name, svc in config.services.items()}
-    return config, open_engine(state.saga_db, discover(config), kinds, on_event=on_event)
+    return config, open_engine(state.saga_db, discover(config), kinds, on_event=on_event,
+                               on_unpublished=_warn_unpublished)
+
+
+def _warn_unpublished(count: int, error: str | None) -> None:
+    from shopctl import console
+
+    console.notice(f"{count} saga event(s) not yet published to RabbitMQ"
+                   + (f" ({error})" if error else "")
+                   + "; they are kept in the saga log and sent by the next `shopctl saga` "
+                     "run, resume or retry")
 
 
 def _open_log(ctx: typer.Context):
@@ -149,10 +162,12 @@ def show(ctx: typer.Context, saga_id: Annotated[str, typer.Argument(metavar="ID"
     with _open_log(ctx) as log:
         saga = _get(log, saga_id)
         events = log.events(saga.id)
+        outbox = log.outbox(saga.id)
     if json:
-        console.print_json({**saga.to_dict(), "events": [e.to_dict() for e in events]})
+        console.print_json({**saga.to_dict(), "events": [e.to_dict() for e in events],
+                            "outcome_events": [e.to_dict() for e in outbox]})
     else:
-        saga_render.saga_detail(saga, events)
+        saga_render.saga_detail(saga, events, outbox)
 
 
 def _get(log, saga_id: str):
@@ -169,9 +184,11 @@ def resume(
     ctx: typer.Context,
     saga_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every unfinished saga.")] = False,
+    force: ForceOption = False,
     json: JsonOption = False,
 ) -> None:
-    """Continue unfinished sagas from their log (forward when possible, else compensate)."""
+    """Continue unfinished sagas from their log (forward when possible, else compensate).
+    A saga another live process is running is left to it (with --all) or refused."""
     from shopctl import console
     from shopctl.cli import saga_render
     from shopctl.errors import UsageError
@@ -181,24 +198,26 @@ def resume(
     _, opened = _engine(ctx)
     with opened as engine:
         if saga_id:
-            sagas = [engine.resume(_get(engine.log, saga_id).id)]
+            sagas, busy = [engine.resume(_get(engine.log, saga_id).id, force=force)], []
         else:
-            sagas = engine.resume_all()
+            sagas, busy = engine.resume_all(force=force)
     if json:
         console.print_json([s.to_dict() for s in sagas])
     else:
         for saga in sagas:
             saga_render.outcome(saga)
-        if not sagas:
+        for refused in busy:
+            console.notice(f"{refused.message}: left to it")
+        if not sagas and not busy:
             console.out().print("no unfinished sagas")
     raise typer.Exit(max((EXIT_BY_STATUS.get(s.status, 1) for s in sagas), default=0))
 
 
 @app.command()
 def retry(ctx: typer.Context, saga_id: Annotated[str, typer.Argument(metavar="ID")],
-          json: JsonOption = False) -> None:
+          force: ForceOption = False, json: JsonOption = False) -> None:
     """Pick up a stuck saga again (forward after its pivot, else its compensations)."""
     _, opened = _engine(ctx)
     with opened as engine:
-        saga = engine.retry(_get(engine.log, saga_id).id)
+        saga = engine.retry(_get(engine.log, saga_id).id, force=force)
         _finish(saga, json, engine.log.events(saga.id) if json else None)

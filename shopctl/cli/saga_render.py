@@ -101,7 +101,7 @@ def saga_list(sagas) -> None:
     console.out().print(table)
 
 
-def saga_detail(saga, events) -> None:
+def saga_detail(saga, events, outbox=()) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -118,3 +118,10 @@ def saga_detail(saga, events) -> None:
                       f"[{STEP_STYLE.get(e.state, '')}]{e.state}[/]", str(e.attempt),
                       seconds(e.duration), escape(detail[:90]))
     console.out().print(table)
+    for event in outbox:
+        if event.published_at is not None:
+            state = f"[green]published[/] {clock(event.published_at)}"
+        else:
+            state = f"[yellow]not yet published[/] ({event.attempts} attempts" + (
+                f", last error: {escape(event.last_error)}" if event.last_error else "") + ")"
+        console.out().print(f"  event {event.event_type} ({event.event_id}): {state}")

@@ -30,6 +30,7 @@ named by the crash hook, which therefore still kills right after that transition
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -85,19 +86,24 @@ def steps_of(definition: dict[str, Any]) -> list[StepDef]:
 class Engine:
     """Runs sagas recorded in `log` with `actions`.
 
-    `publish(event_type, payload)` receives the outcome events (order_completed,
-    order_failed, saga_stuck); a failure to publish is logged and never changes the
-    saga. `on_event(StepEvent)` sees each transition after it is committed (the CLI's
-    live timeline). `sleep` is injectable so tests do not wait for backoffs.
+    Outcome events (order_completed, order_failed, saga_stuck) go to the log's outbox in
+    the same transaction as the status they announce; `on_outbox()` is called after such
+    a commit (the publisher's wake-up, see shopctl.saga.outbox), so publishing never
+    delays a saga and an event is never lost with a crash or a broker outage.
+    `on_event(StepEvent)` sees each transition after it is committed (the CLI's live
+    timeline). `sleep` is injectable so tests do not wait for backoffs.
+
+    One process drives a saga at a time: a saga that another live process drives is
+    refused with SagaBusy (see SagaLog.claim), a crashed driver's sagas are taken over.
     """
 
     def __init__(self, log: L.SagaLog, actions: Actions, *,
-                 publish: Callable[[str, dict], None] | None = None,
+                 on_outbox: Callable[[], None] | None = None,
                  on_event: Callable[[L.StepEvent], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.log = log
         self.actions = actions
-        self.publish = publish
+        self.on_outbox = on_outbox
         self.on_event = on_event
         self.sleep = sleep
         self.crash_at = os.environ.get(CRASH_ENV)
@@ -120,48 +126,72 @@ class Engine:
             name, input, definition, opening, idempotency_key=idempotency_key,
             fail_at=fail_at)
         if not created:
-            return self._drive(saga), False
+            return self.run(saga.id), False
         self._announce(events)
         return self._drive(saga, opened=events), True
 
-    def run(self, saga_id: str) -> L.SagaRecord:
+    def run(self, saga_id: str, *, force: bool = False) -> L.SagaRecord:
         """Drive the saga from whatever its log says to completed, compensated or stuck.
-        Finished and stuck sagas are returned unchanged."""
-        return self._drive(self.log.get(saga_id))
+        Finished and stuck sagas are returned unchanged. SagaBusy when another live
+        process drives it (`force`: take it over anyway)."""
+        saga = self.log.get(saga_id)
+        if saga.status not in L.UNFINISHED:
+            return saga
+        return self._drive(self.log.claim(saga.id, force=force))
 
     def _drive(self, saga: L.SagaRecord,
                opened: list[L.StepEvent] | None = None) -> L.SagaRecord:
-        """`opened`: the events start() committed with a new saga (its whole log)."""
+        """Run a saga this process has claimed (or created) to its next end state.
+        `opened`: the events start() committed with a new saga (its whole log)."""
         try:
             if saga.status == L.RUNNING:
-                self._forward(saga, opened)
-                saga = self.log.get(saga.id)
+                saga = self._forward(saga, opened)
             if saga.status == L.COMPENSATING:
-                self._compensate(saga)
-                saga = self.log.get(saga.id)
+                saga = self._compensate(saga)
             return saga
         finally:
             # Every path ends with a commit that takes them; after an exception they
             # are dropped, as a crash would drop them (the step is rerun on resume).
             self._deferred.pop(saga.id, None)
+            try:  # a no-op unless an error left the saga unfinished
+                self.log.release(saga.id)
+            except Exception:
+                logger.exception("could not let go of saga %s", saga.id)
 
     resume = run  # an unfinished saga continues exactly where its log stops
 
-    def resume_all(self) -> list[L.SagaRecord]:
-        return [self.run(s.id) for status in L.UNFINISHED for s in self.log.list(status, 10_000)]
+    def resume_all(self, *, force: bool = False
+                   ) -> tuple[list[L.SagaRecord], list[L.SagaBusy]]:
+        """Every unfinished saga, continued: (the sagas driven, the ones another live
+        process drives and were left to it)."""
+        done: list[L.SagaRecord] = []
+        busy: list[L.SagaBusy] = []
+        for status in L.UNFINISHED:
+            for saga in self.log.list(status, 10_000):
+                try:
+                    done.append(self.run(saga.id, force=force))
+                except L.SagaBusy as exc:
+                    busy.append(exc)
+        return done, busy
 
-    def retry(self, saga_id: str) -> L.SagaRecord:
+    def retry(self, saga_id: str, *, force: bool = False) -> L.SagaRecord:
         """Pick up a stuck saga: forward when its pivot succeeded, else compensate."""
         saga = self.log.get(saga_id)
         if saga.status != L.STUCK:
-            return self.run(saga.id)
-        pivot_done = self._pivot_done(saga)
-        self.log.set_status(saga.id, L.RUNNING if pivot_done else L.COMPENSATING)
-        return self.run(saga.id)
+            return self.run(saga.id, force=force)
+        saga = self.log.claim(saga.id, force=force)
+        try:
+            status = L.RUNNING if self._pivot_done(saga) else L.COMPENSATING
+            saga = self._set_status(saga, status)
+        except BaseException:
+            self.log.release(saga.id)
+            raise
+        return self._drive(saga)
 
     # -- forward -----------------------------------------------------------------------
 
-    def _forward(self, saga: L.SagaRecord, opened: list[L.StepEvent] | None = None) -> None:
+    def _forward(self, saga: L.SagaRecord,
+                 opened: list[L.StepEvent] | None = None) -> L.SagaRecord:
         steps = steps_of(saga.definition)
         events = self.log.events(saga.id) if opened is None else opened
         last = _last_forward(events)
@@ -176,8 +206,7 @@ class Engine:
             if event is not None and event.state == L.FAILED and not event.error.get(
                     "retryable", True) and not pivot_passed:
                 # Crashed after a final refusal was logged: forward is impossible.
-                self._begin_compensation(saga, step, event.error["message"])
-                return
+                return self._set_status(saga, L.COMPENSATING, error=event.error["message"])
             if opened and event is opened[-1] and event.state == L.STARTED:
                 # start() logged this attempt's start with the saga: run it now.
                 failure = self._attempts(saga, step, context, "forward", event.attempt,
@@ -190,20 +219,15 @@ class Engine:
                 continue
             reason = f"{step.name} failed: {failure.message}"
             if pivot_passed:
-                self._stuck(saga, f"{reason} (after the pivot; retry forward with "
-                                  f"`shopctl saga retry {saga.id}`)")
-            else:
-                self._begin_compensation(saga, step, reason)
-            return
-        self._set_status(saga, L.COMPLETED)
-        self._publish("order_completed", saga, {"context": context})
-
-    def _begin_compensation(self, saga: L.SagaRecord, step: StepDef, reason: str) -> None:
-        self._set_status(saga, L.COMPENSATING, error=reason)
+                return self._stuck(saga, f"{reason} (after the pivot; retry forward with "
+                                         f"`shopctl saga retry {saga.id}`)")
+            return self._set_status(saga, L.COMPENSATING, error=reason)
+        return self._set_status(saga, L.COMPLETED,
+                                event=("order_completed", {"context": context}))
 
     # -- compensation ------------------------------------------------------------------
 
-    def _compensate(self, saga: L.SagaRecord) -> None:
+    def _compensate(self, saga: L.SagaRecord) -> L.SagaRecord:
         events = self.log.events(saga.id)
         last_fwd = _last_forward(events)
         last_comp = _last_compensation(events)
@@ -219,11 +243,12 @@ class Engine:
                 continue
             failure = self._attempts(saga, step, context, "compensate", begun[step.name] + 1)
             if failure is not None:
-                self._stuck(saga, f"compensation {step.compensate} of {step.name} failed: "
-                                  f"{failure.message} (saga failed because: {saga.error})")
-                return
-        self._set_status(saga, L.COMPENSATED)
-        self._publish("order_failed", saga, {"reason": saga.error, "context": context})
+                return self._stuck(saga, f"compensation {step.compensate} of {step.name} "
+                                         f"failed: {failure.message} (saga failed because: "
+                                         f"{saga.error})")
+        return self._set_status(saga, L.COMPENSATED,
+                                event=("order_failed", {"reason": saga.error,
+                                                        "context": context}))
 
     # -- one step, with retries ----------------------------------------------------------
 
@@ -281,14 +306,24 @@ class Engine:
         else:
             self._commit(saga, [transition])
 
-    def _set_status(self, saga: L.SagaRecord, status: str, error: str | None = None) -> None:
-        self._commit(saga, [], status=status, error=error)
+    def _set_status(self, saga: L.SagaRecord, status: str, error: str | None = None,
+                    event: tuple[str, dict[str, Any]] | None = None) -> L.SagaRecord:
+        """Commit a saga status (with the transitions deferred so far and, when given,
+        the outcome event it announces, payload completed with the saga's id and name);
+        returns the saga as the log now holds it."""
+        now = time.time()
+        outbox = () if event is None else (
+            (event[0], {"saga_id": saga.id, "saga": saga.name, **event[1]}),)
+        self._commit(saga, [], status=status, error=error, outbox=outbox, at=now)
+        if outbox and self.on_outbox is not None:
+            self.on_outbox()
+        return dataclasses.replace(saga, status=status, updated_at=now,
+                                   error=saga.error if error is None else error)
 
-    def _commit(self, saga: L.SagaRecord, transitions: list[L.Transition], *,
-                status: str | None = None, error: str | None = None) -> None:
+    def _commit(self, saga: L.SagaRecord, transitions: list[L.Transition],
+                **commit: Any) -> None:
         pending = self._deferred.pop(saga.id, [])
-        self._announce(self.log.commit(saga.id, pending + transitions, status=status,
-                                       error=error))
+        self._announce(self.log.commit(saga.id, pending + transitions, **commit))
 
     def _announce(self, events: list[L.StepEvent]) -> None:
         """What follows each committed transition: the live view, and the crash hook."""
@@ -312,18 +347,9 @@ class Engine:
         return any(s.pivot and getattr(last.get(s.name), "state", None) == L.SUCCEEDED
                    for s in steps_of(saga.definition))
 
-    def _stuck(self, saga: L.SagaRecord, reason: str) -> None:
-        self._set_status(saga, L.STUCK, error=reason)
-        self._publish("saga_stuck", saga, {"reason": reason})
-
-    def _publish(self, event_type: str, saga: L.SagaRecord, extra: dict[str, Any]) -> None:
-        if self.publish is None:
-            return
-        payload = {"saga_id": saga.id, "saga": saga.name, **extra}
-        try:
-            self.publish(event_type, payload)
-        except Exception as exc:  # the log holds the outcome; events are best effort
-            logger.warning("could not publish %s for saga %s: %s", event_type, saga.id, exc)
+    def _stuck(self, saga: L.SagaRecord, reason: str) -> L.SagaRecord:
+        return self._set_status(saga, L.STUCK, error=reason,
+                                event=("saga_stuck", {"reason": reason}))
 
 
 def _last_forward(events: list[L.StepEvent]) -> dict[str, L.StepEvent]:

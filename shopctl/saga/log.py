@@ -2,8 +2,10 @@
 
 Tables
     sagas(id, name, status, idempotency_key UNIQUE, input, definition, fail_at,
-          created_at, updated_at, error)
-    step_events(saga_id, seq, step, phase, state, attempt, at, duration, result, error)
+          created_at, updated_at, error, owner)
+    step_events(saga_id, seq, step, state, attempt, at, duration, result, error)
+    outbox(id, saga_id, event_type, payload, created_at, attempts, next_try_at,
+           last_error, published_at, origin)
 
 Contract: every write is committed (and, with synchronous=FULL, on disk) before the
 method returns, so the engine may act on the world only after the log says what it is
@@ -30,6 +32,15 @@ so the saga still ends consistent. What NORMAL must not lose is the saga itself:
 row would leave its effects orphaned and let the same --idempotency-key start a second
 saga, hence the fsync of the creation.
 
+Outbox: an outcome event is inserted with the status it announces (commit(outbox=)),
+so the event exists if and only if the outcome does; shopctl.saga.outbox publishes it.
+Publishing bookkeeping (claims, marks, failures) is committed without an fsync even
+under FULL: losing it costs a redelivery, never an event.
+
+Owner: the process driving a saga is recorded in its row (claim(), create), and a
+final status clears it. Another process may take an unfinished saga only once that
+process is gone (shopctl.saga.owner), so `resume --all` never races a live `saga run`.
+
 Several processes may open the same file (a `saga run` next to a `saga resume`);
 WAL lets readers go on while one writer commits, and busy_timeout makes writers queue.
 """
@@ -47,6 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shopctl.errors import OperationFailed
+from shopctl.saga import owner as _owner
+
 T = TypeVar("T")
 
 SYNC_ENV = "SHOPCTL_SAGA_SYNCHRONOUS"
@@ -60,6 +74,8 @@ COMPENSATED = "compensated"
 STUCK = "stuck"
 STATUSES = (RUNNING, COMPENSATING, COMPLETED, COMPENSATED, STUCK)
 UNFINISHED = (RUNNING, COMPENSATING)
+FINAL = (COMPLETED, COMPENSATED, STUCK)  # nobody drives the saga any more
+CLAIMABLE = (RUNNING, COMPENSATING, STUCK)
 
 # Step event states.
 STARTED = "started"
@@ -82,7 +98,8 @@ CREATE TABLE IF NOT EXISTS sagas (
     fail_at         TEXT,
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
-    error           TEXT
+    error           TEXT,
+    owner           TEXT
 );
 CREATE INDEX IF NOT EXISTS sagas_by_status ON sagas (status, created_at);
 CREATE TABLE IF NOT EXISTS step_events (
@@ -96,8 +113,28 @@ CREATE TABLE IF NOT EXISTS step_events (
     result   TEXT,
     error    TEXT,
     PRIMARY KEY (saga_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    saga_id      TEXT NOT NULL REFERENCES sagas (id),
+    event_type   TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_try_at  REAL NOT NULL,
+    last_error   TEXT,
+    published_at REAL,
+    origin       TEXT
 );
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_try_at) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_by_saga ON outbox (saga_id);
 """
+# Columns added after the first release, for logs created before them.
+_MIGRATIONS = {"sagas": {"owner": "ALTER TABLE sagas ADD COLUMN owner TEXT"},
+               "outbox": {"origin": "ALTER TABLE outbox ADD COLUMN origin TEXT"}}
+# How long a new event is left to the publisher of the process that wrote it before
+# another process's publisher may send it (after a crash, say).
+OUTBOX_LEASE = 30.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +171,44 @@ class StepEvent:
 
 
 @dataclass(frozen=True)
+class OutboxEvent:
+    """A saga outcome event, written with the status it announces (transactional outbox)
+    and published to the broker afterwards, at least once."""
+
+    id: int
+    saga_id: str
+    event_type: str
+    payload: dict[str, Any]
+    created_at: float
+    attempts: int
+    last_error: str | None
+    published_at: float | None
+
+    @property
+    def event_id(self) -> str:
+        """Stable across redeliveries: consumers drop an event_id they have seen."""
+        return f"{self.saga_id}-{self.id}"
+
+    def message(self) -> dict[str, Any]:
+        return {**self.payload, "event_id": self.event_id}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "event_id": self.event_id}
+
+
+class SagaBusy(OperationFailed):
+    """Another live process drives this saga."""
+
+    def __init__(self, saga_id: str, owner: str):
+        super().__init__(
+            f"saga {saga_id} is being run by {_owner.describe(owner)}",
+            hint="wait for it to finish (`shopctl saga show " + saga_id + "`); a saga is "
+                 "taken over only once the process driving it is gone")
+        self.saga_id = saga_id
+        self.owner = owner
+
+
+@dataclass(frozen=True)
 class Transition:
     """A step event to append (see SagaLog.commit)."""
 
@@ -156,6 +231,9 @@ class SagaLog:
         if sync not in SYNC_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNC_MODES)}, got {sync!r}")
         self._writer = _Writer.acquire(self.path, sync)
+        self._file = self._writer.key[0]
+        # Names the events this log writes, so its own publisher finds them (fresh_events).
+        self.origin = f"{_owner.token()}/{uuid.uuid4().hex[:8]}"
         self._conn = self._writer.conn  # the write connection (its pragmas are the log's)
         self._read = _open(self.path)
         self._lock = threading.Lock()  # guards self._read
@@ -199,16 +277,18 @@ class SagaLog:
         now = time.time()
         input_json, definition_json = json.dumps(input), json.dumps(definition)
         rows = _event_rows(saga_id, 1, now, transitions)
+        me = _owner.token()
 
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row = conn.execute("SELECT * FROM sagas WHERE idempotency_key = ?",
+            row = conn.execute(_SELECT_SAGA + " WHERE idempotency_key = ?",
                                (key,)).fetchone()
             if row is None:
                 conn.execute(
                     "INSERT INTO sagas (id, name, status, idempotency_key, input, definition,"
-                    " fail_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " fail_at, created_at, updated_at, owner)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (saga_id, name, RUNNING, key, input_json, definition_json, fail_at,
-                     now, now),
+                     now, now, me),
                 )
                 if rows:
                     conn.executemany(_INSERT_EVENT, rows)
@@ -217,6 +297,8 @@ class SagaLog:
         existing = self._writer.run(work, fsync=True)
         if existing is not None:
             return _saga(existing), False, []
+        with _driving_lock:  # the creator drives its saga
+            _driving.add((self._file, saga_id))
         # What get() and events() would read back, without reading it back.
         saga = SagaRecord(id=saga_id, name=name, status=RUNNING, idempotency_key=key,
                           input=json.loads(input_json),
@@ -227,13 +309,13 @@ class SagaLog:
     def get(self, saga_id: str) -> SagaRecord:
         """The saga; KeyError when unknown. A unique prefix of an id is accepted."""
         with self._lock:
-            rows = self._read.execute("SELECT * FROM sagas WHERE id = ?",
+            rows = self._read.execute(_SELECT_SAGA + " WHERE id = ?",
                                       (saga_id,)).fetchall()
             if not rows and saga_id:
                 # A range on the primary key, so the prefix look-up uses the index.
                 prefix = saga_id.lower()  # ids are lowercase hex
                 rows = self._read.execute(
-                    "SELECT * FROM sagas WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+                    _SELECT_SAGA + " WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
                     (prefix, prefix + "\U0010ffff")).fetchall()
         if len(rows) == 1:
             return _saga(rows[0])
@@ -241,13 +323,13 @@ class SagaLog:
 
     def by_key(self, idempotency_key: str) -> SagaRecord | None:
         with self._lock:
-            row = self._read.execute("SELECT * FROM sagas WHERE idempotency_key = ?",
+            row = self._read.execute(_SELECT_SAGA + " WHERE idempotency_key = ?",
                                      (idempotency_key,)).fetchone()
         return None if row is None else _saga(row)
 
     def list(self, status: str | None = None, limit: int = 100) -> list[SagaRecord]:
         """Newest first."""
-        query, args = "SELECT * FROM sagas", []
+        query, args = _SELECT_SAGA, []
         if status:
             query += " WHERE status = ?"
             args.append(status)
@@ -271,15 +353,25 @@ class SagaLog:
         return event
 
     def commit(self, saga_id: str, transitions: Sequence[Transition], *,
-               status: str | None = None, error: str | None = None) -> list[StepEvent]:
+               status: str | None = None, error: str | None = None,
+               outbox: Sequence[tuple[str, dict[str, Any]]] = (),
+               at: float | None = None) -> list[StepEvent]:
         """Append `transitions` in order and, when `status` is given, set the saga's
-        status (and its reason, when `error` is given), all in one transaction,
-        committed before returning. Returns the appended events."""
+        status (and its reason, when `error` is given), and queue the `outbox` events
+        (event_type, payload) for publishing, all in one transaction, committed before
+        returning. A final status also lets go of the saga. `at`: the time to record (now
+        by default). Returns the appended events."""
         assert status is None or status in STATUSES, status
         for t in transitions:
             assert t.state in STEP_STATES, t.state
-        now = time.time()
+        now = time.time() if at is None else at
         rows = _event_rows(saga_id, 0, now, transitions)  # seq = the offset from `first`
+        final = status in FINAL
+        sets = ", status = ?, updated_at = ?" + (", error = ?" if error is not None else "") + (
+            ", owner = NULL" if final else "")
+        values = (status, now, *((error,) if error is not None else ()))
+        queued = [(saga_id, kind, json.dumps(payload), now, now + OUTBOX_LEASE, self.origin)
+                  for kind, payload in outbox]
 
         def work(conn: sqlite3.Connection) -> int:
             (first,) = conn.execute(
@@ -287,18 +379,133 @@ class SagaLog:
                 (saga_id,)).fetchone()
             if rows:
                 conn.executemany(_INSERT_EVENT, [(r[0], first + r[1], *r[2:]) for r in rows])
-            if status is None:
-                conn.execute("UPDATE sagas SET updated_at = ? WHERE id = ?", (now, saga_id))
-            elif error is None:
-                conn.execute("UPDATE sagas SET status = ?, updated_at = ? WHERE id = ?",
-                             (status, now, saga_id))
-            else:
-                conn.execute(
-                    "UPDATE sagas SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                    (status, error, now, saga_id))
+            # Without a status the saga's row is left alone: one page less to write, and
+            # its updated_at is read as max(its own, its last event's).
+            if status is not None:
+                conn.execute(f"UPDATE sagas SET {sets[2:]} WHERE id = ?", (*values, saga_id))
+            if queued:
+                conn.executemany(_INSERT_OUTBOX, queued)
             return first
 
-        return _events(saga_id, self._writer.run(work), now, transitions)
+        first = self._writer.run(work)
+        if final:
+            _driving_discard(self._file, saga_id)
+        return _events(saga_id, first, now, transitions)
+
+    # -- who drives a saga ---------------------------------------------------------------
+
+    def claim(self, saga_id: str, *, force: bool = False) -> SagaRecord:
+        """Take an unfinished or stuck saga for this process to drive, and return it.
+        SagaBusy when a live process (this one included, through another engine) drives
+        it; `force` takes it anyway (for a driver on another host that is known gone).
+        A finished saga is returned as it is. KeyError when unknown."""
+        me = _owner.token()
+        file = self._file
+
+        def work(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, str | None]:
+            row = conn.execute(_SELECT_SAGA + " WHERE id = ?", (saga_id,)).fetchone()
+            if row is None or row["status"] not in CLAIMABLE:
+                return row, None
+            current = row["owner"]
+            with _driving_lock:
+                if current and not force:
+                    if current == me:
+                        busy = (file, saga_id) in _driving
+                    else:
+                        busy = _owner.alive(current) is not False
+                    if busy:
+                        return row, current
+                _driving.add((file, saga_id))
+            try:
+                conn.execute("UPDATE sagas SET owner = ? WHERE id = ?", (me, saga_id))
+            except BaseException:
+                _driving_discard(file, saga_id)
+                raise
+            return row, None
+
+        try:
+            row, busy_with = self._writer.run(work, durable=False)
+        except BaseException:
+            _driving_discard(file, saga_id)
+            raise
+        if row is None:
+            raise KeyError(saga_id)
+        if busy_with is not None:
+            raise SagaBusy(saga_id, busy_with)
+        return _saga(row)
+
+    def release(self, saga_id: str) -> None:
+        """Let go of a saga this process took and left unfinished (an error stopped its
+        engine), so another process may resume it while this one still runs."""
+        if not _driving_discard(self._file, saga_id):
+            return
+        self._writer.run(lambda conn: conn.execute(
+            "UPDATE sagas SET owner = NULL WHERE id = ? AND owner = ?",
+            (saga_id, _owner.token())), durable=False)
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def fresh_events(self, limit: int = 100) -> list[OutboxEvent]:
+        """Events this SagaLog wrote and nobody tried to send yet, oldest first. They are
+        its own for OUTBOX_LEASE seconds after they were written, so reading them takes
+        no write: the cheap path for a process publishing what it just did."""
+        with self._lock:
+            rows = self._read.execute(
+                "SELECT * FROM outbox WHERE published_at IS NULL AND origin = ?"
+                " AND attempts = 0 AND next_try_at > ? ORDER BY id LIMIT ?",
+                (self.origin, time.time() + 1.0, limit)).fetchall()
+        return [_outbox_event(r) for r in rows]
+
+    def claim_events(self, limit: int = 100, lease: float = OUTBOX_LEASE) -> list[OutboxEvent]:
+        """Unpublished events that are due (failed ones after their backoff, and those
+        a process left), oldest first, hidden from other publishers for `lease` seconds
+        (a publisher that dies lets them come back after it)."""
+        with self._lock:  # the usual answer is "none": find it out without a write
+            due = self._read.execute(
+                "SELECT 1 FROM outbox WHERE published_at IS NULL AND next_try_at <= ?"
+                " LIMIT 1", (time.time(),)).fetchone()
+        if due is None:
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            now = time.time()
+            rows = conn.execute(
+                "SELECT * FROM outbox WHERE published_at IS NULL AND next_try_at <= ?"
+                " ORDER BY id LIMIT ?", (now, limit)).fetchall()
+            if rows:
+                conn.executemany("UPDATE outbox SET next_try_at = ? WHERE id = ?",
+                                 [(now + lease, r["id"]) for r in rows])
+            return rows
+
+        return [_outbox_event(r) for r in self._writer.run(work, durable=False)]
+
+    def events_published(self, ids: Sequence[int]) -> None:
+        """Mark events published. Not fsynced: losing this costs a redelivery only."""
+        now = time.time()
+        self._writer.run(lambda conn: conn.executemany(
+            "UPDATE outbox SET published_at = ?, attempts = attempts + 1 WHERE id = ?",
+            [(now, i) for i in ids]), durable=False)
+
+    def event_failed(self, ids: Sequence[int], error: str, retry_in: float) -> None:
+        """Count a failed attempt of each event; they are due again in `retry_in` s."""
+        due = time.time() + retry_in
+        self._writer.run(lambda conn: conn.executemany(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_try_at = ?"
+            " WHERE id = ?", [(error, due, i) for i in ids]), durable=False)
+
+    def outbox(self, saga_id: str) -> list[OutboxEvent]:
+        """The saga's outcome events, published or not, oldest first."""
+        with self._lock:
+            rows = self._read.execute("SELECT * FROM outbox WHERE saga_id = ? ORDER BY id",
+                                      (saga_id,)).fetchall()
+        return [_outbox_event(r) for r in rows]
+
+    def unpublished(self) -> int:
+        """How many events still wait for the broker."""
+        with self._lock:
+            (count,) = self._read.execute(
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetchone()
+        return count
 
     def events(self, saga_id: str) -> list[StepEvent]:
         """Every step transition of the saga, in the order they were written."""
@@ -307,6 +514,27 @@ class SagaLog:
                 "SELECT * FROM step_events WHERE saga_id = ? ORDER BY seq", (saga_id,)
             ).fetchall()
         return [_event(r) for r in rows]
+
+
+# A transition does not touch its saga's row (one page less to write per commit), so a
+# saga's updated_at is read as the later of its row's and its last event's time.
+_SELECT_SAGA = ("SELECT s.*, max(s.updated_at, COALESCE((SELECT MAX(e.at) FROM step_events e"
+                " WHERE e.saga_id = s.id), 0)) AS last_at FROM sagas s")
+
+_INSERT_OUTBOX = ("INSERT INTO outbox (saga_id, event_type, payload, created_at, next_try_at,"
+                  " origin) VALUES (?, ?, ?, ?, ?, ?)")
+
+# (log file, saga id) of the sagas an engine of this process drives now.
+_driving: set[tuple[str, str]] = set()
+_driving_lock = threading.Lock()
+
+
+def _driving_discard(file: str, saga_id: str) -> bool:
+    with _driving_lock:
+        if (file, saga_id) in _driving:
+            _driving.discard((file, saga_id))
+            return True
+        return False
 
 
 _INSERT_EVENT = ("INSERT INTO step_events (saga_id, seq, step, state, attempt, at, duration,"
@@ -337,11 +565,12 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 class _Job:
-    __slots__ = ("work", "fsync", "done", "result", "error")
+    __slots__ = ("work", "fsync", "durable", "done", "result", "error")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any], fsync: bool):
+    def __init__(self, work: Callable[[sqlite3.Connection], Any], fsync: bool, durable: bool):
         self.work = work
         self.fsync = fsync
+        self.durable = durable
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -376,6 +605,7 @@ class _Writer:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
             self.conn.executescript(_SCHEMA)
+            _migrate(self.conn)
         except BaseException:
             self.conn.close()
             raise
@@ -402,8 +632,9 @@ class _Writer:
             del self._registry[self.key]
         self.conn.close()
 
-    def run(self, work: Callable[[sqlite3.Connection], T], fsync: bool = False) -> T:
-        job = _Job(work, fsync)
+    def run(self, work: Callable[[sqlite3.Connection], T], fsync: bool = False,
+            durable: bool = True) -> T:
+        job = _Job(work, fsync, durable)
         with self._cond:
             self._queue.append(job)
             while self._leading and not job.done:
@@ -424,10 +655,12 @@ class _Writer:
 
     def _commit(self, batch: list[_Job]) -> None:
         conn = self.conn
-        upgrade = self.synchronous != "FULL" and any(job.fsync for job in batch)
+        full = self.synchronous == "FULL"
+        sync = "FULL" if any(job.fsync or (full and job.durable) for job in batch) else "NORMAL"
+        switch = sync != self.synchronous
         try:
-            if upgrade:
-                conn.execute("PRAGMA synchronous=FULL")
+            if switch:
+                conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:
                 batch[0].result = batch[0].work(conn)
@@ -450,12 +683,28 @@ class _Writer:
             for job in batch:  # nothing of the batch was committed
                 job.result, job.error = None, job.error or exc
         finally:
-            if upgrade:
+            if switch:
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, columns in _MIGRATIONS.items():
+        have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column, statement in columns.items():
+            if column not in have:
+                conn.execute(statement)
 
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _outbox_event(row: sqlite3.Row) -> OutboxEvent:
+    return OutboxEvent(
+        id=row["id"], saga_id=row["saga_id"], event_type=row["event_type"],
+        payload=json.loads(row["payload"]), created_at=row["created_at"],
+        attempts=row["attempts"], last_error=row["last_error"],
+        published_at=row["published_at"])
 
 
 def _saga(row: sqlite3.Row) -> SagaRecord:
@@ -463,7 +712,7 @@ def _saga(row: sqlite3.Row) -> SagaRecord:
         id=row["id"], name=row["name"], status=row["status"],
         idempotency_key=row["idempotency_key"], input=json.loads(row["input"]),
         definition=json.loads(row["definition"]), fail_at=row["fail_at"],
-        created_at=row["created_at"], updated_at=row["updated_at"], error=row["error"],
+        created_at=row["created_at"], updated_at=row["last_at"], error=row["error"],
     )
 
 

@@ -1,4 +1,4 @@
-"""Wiring for callers (the CLI, tests, benchmarks): a log, live actions and an event
+"""Wiring for callers (the CLI, tests, benchmarks): a log, live actions and an outbox
 publisher for one project, opened and closed together."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from shopctl.saga.actions import ServiceActions
 from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.engine import Engine
 from shopctl.saga.log import SagaLog, StepEvent
+from shopctl.saga.outbox import OutboxPublisher
 
 EVENT_SOURCE = "saga"  # events go to the "saga.events" exchange
 
@@ -18,9 +19,13 @@ EVENT_SOURCE = "saga"  # events go to the "saga.events" exchange
 @contextmanager
 def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
                 on_event: Callable[[StepEvent], None] | None = None,
+                on_unpublished: Callable[[int, str | None], None] | None = None,
                 publish_timeout: float = 5.0,
                 synchronous: str | None = None) -> Iterator[Engine]:
-    """An Engine on the log at `db_path` calling the live services at `endpoints`.
+    """An Engine on the log at `db_path` calling the live services at `endpoints`, with
+    a publisher sending the log's outbox to RabbitMQ (also what earlier runs left).
+    On exit the outbox is flushed for up to `publish_timeout` seconds; events still
+    unsent then stay in the log, and `on_unpublished(count, last_error)` hears of them.
     `synchronous` is the log's SQLite setting (FULL unless set; see shopctl.saga.log)."""
     from shopctl.nameko_rpc import NamekoRpc
 
@@ -29,12 +34,16 @@ def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
     events = NamekoRpc(endpoints.orders_amqp, timeout=publish_timeout,
                        client_name="shopctl-saga-events")
 
-    def publish(event_type: str, payload: dict[str, Any]) -> None:
-        events.publish_event(EVENT_SOURCE, event_type, payload)
+    def send(event_type: str, message: dict[str, Any]) -> None:
+        events.publish_event(EVENT_SOURCE, event_type, message)
 
+    publisher = OutboxPublisher(log, send).start()
     try:
-        yield Engine(log, actions, publish=publish, on_event=on_event)
+        yield Engine(log, actions, on_outbox=publisher.notify, on_event=on_event)
     finally:
+        left = publisher.close(publish_timeout)
+        if left and on_unpublished is not None:
+            on_unpublished(left, publisher.last_error)
         events.close()
         actions.close()
         log.close()

@@ -302,3 +302,83 @@ def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary
         assert stock(shop, SKU) == before
         assert oid is None or order(shop, oid)["status"] == "CANCELLED"
         assert net_charged(pay) == 0
+
+
+# -- outcome events on the real broker -------------------------------------------------------
+
+class SagaEvents:
+    """A queue of our own bound to every event on saga.events."""
+
+    def __init__(self, amqp_uri: str):
+        import kombu
+
+        self.conn = kombu.Connection(amqp_uri)
+        exchange = kombu.Exchange("saga.events", type="topic", durable=True)
+        queue = kombu.Queue(f"test-saga-events-{uuid.uuid4().hex}", exchange=exchange,
+                            routing_key="#", exclusive=True)
+        self.seen: list[tuple[str, dict]] = []
+        self.consumer = kombu.Consumer(self.conn.channel(), queues=[queue], accept=["json"],
+                                       no_ack=True, callbacks=[self._on_message])
+        self.consumer.consume()
+
+    def _on_message(self, body, message) -> None:
+        self.seen.append((message.delivery_info["routing_key"], body))
+
+    def wait_for(self, saga_id: str, limit: float = 15.0) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + limit
+        while not any(body.get("saga_id") == saga_id for _, body in self.seen):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no event of saga {saga_id} arrived; got {self.seen}"
+            try:
+                self.conn.drain_events(timeout=min(remaining, 1.0))
+            except TimeoutError:
+                pass
+        return [(kind, body) for kind, body in self.seen if body.get("saga_id") == saga_id]
+
+
+@pytest.fixture
+def saga_events(shop):
+    tap = SagaEvents(shop.orders_amqp)
+    yield tap
+    tap.conn.release()
+
+
+def test_outcome_events_reach_the_broker_with_a_stable_event_id(shop, db, saga_events):
+    completed = run_saga(shop, db)
+    failed = run_saga(shop, db, fail_at="reserve_stock")
+    ((kind, body),) = saga_events.wait_for(completed.id)
+    assert kind == "order_completed" and body["context"]["order_id"]
+    ((kind_failed, body_failed),) = saga_events.wait_for(failed.id)
+    assert kind_failed == "order_failed" and "injected" in body_failed["reason"]
+    with L.SagaLog(db) as log:
+        (event,) = log.outbox(completed.id)
+        assert event.published_at is not None and body["event_id"] == event.event_id
+        assert log.unpublished() == 0
+
+
+def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_events):
+    from shopctl.saga.actions import ServiceActions
+    from shopctl.saga.engine import Engine
+    from shopctl.saga.outbox import OutboxPublisher
+
+    nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # no broker listens there
+    items = price_items(shop.catalog_url, [(SKU, 1)])
+    dead = NamekoRpc(nobody, timeout=2)  # connects on first use, and fails then
+    with L.SagaLog(db) as log:
+        publisher = OutboxPublisher(
+            log, lambda kind, message: dead.publish_event("saga", kind, message)).start()
+        actions = ServiceActions(shop, KINDS)
+        try:
+            saga, _ = Engine(log, actions, on_outbox=publisher.notify).start(
+                "order", DEFINITION, {"user_id": "u-outage", "items": items})
+        finally:
+            actions.close()
+        assert saga.status == L.COMPLETED  # the outage never touches the saga itself
+        assert publisher.close(timeout=5) == 1 and publisher.last_error
+    assert saga_events.seen == []
+    with open_engine(db, shop, KINDS):  # any later saga command publishes what is left
+        ((kind, body),) = saga_events.wait_for(saga.id)
+    assert kind == "order_completed"
+    with L.SagaLog(db) as log:
+        (event,) = log.outbox(saga.id)
+        assert event.published_at is not None and event.attempts == 2

@@ -52,22 +52,29 @@ def log(tmp_path):
         yield saga_log
 
 
-def engine(log, actions, published=None):
+def engine(log, actions, wakeups=None):
     return Engine(log, actions, sleep=lambda _: None,
-                  publish=(lambda t, p: published.append((t, p))) if published is not None
-                  else None)
+                  on_outbox=(lambda: wakeups.append(1)) if wakeups is not None else None)
+
+
+def outcome_events(log, saga) -> list[tuple[str, dict]]:
+    return [(e.event_type, e.payload) for e in log.outbox(saga.id)]
 
 
 FORWARD = ["orders.create_order", "inventory.reserve_stock", "payments.charge",
            "orders.ship_order"]
 
 
-def test_happy_path_completes_and_publishes(log):
-    actions, published = FakeActions(), []
-    saga, created = engine(log, actions, published).start("order", DEFINITION, INPUT)
+def test_happy_path_completes_and_queues_its_event_with_the_status(log):
+    actions, wakeups = FakeActions(), []
+    saga, created = engine(log, actions, wakeups).start("order", DEFINITION, INPUT)
     assert created and saga.status == L.COMPLETED
+    assert log.get(saga.id).status == L.COMPLETED and saga.updated_at >= saga.created_at
     assert actions.names() == FORWARD
-    assert published[0][0] == "order_completed"
+    ((kind, payload),) = outcome_events(log, saga)
+    assert kind == "order_completed" and payload["saga_id"] == saga.id
+    assert payload["context"]["order_id"] == 7
+    assert wakeups == [1]  # the publisher was woken once, after the commit
     # Later steps see the results of earlier ones, and each call has its own stable key.
     charge = actions.calls[2][1]
     assert charge.context["order_id"] == 7 and charge.key == f"saga-{saga.id}-charge"
@@ -86,14 +93,14 @@ def test_log_records_each_transition(log):
     ("charge", ["inventory.release_stock", "orders.cancel_order"]),
 ])
 def test_fail_at_compensates_exactly_the_completed_steps(log, fail_at, compensations):
-    actions, published = FakeActions(), []
-    saga, _ = engine(log, actions, published).start("order", DEFINITION, INPUT,
-                                                    fail_at=fail_at)
+    actions = FakeActions()
+    saga, _ = engine(log, actions).start("order", DEFINITION, INPUT, fail_at=fail_at)
     assert saga.status == L.COMPENSATED
     assert "injected" in saga.error
     done = FORWARD[:[s["name"] for s in DEFINITION["steps"]].index(fail_at)]
     assert actions.names() == done + compensations
-    assert published[-1][0] == "order_failed"
+    ((kind, payload),) = outcome_events(log, saga)
+    assert kind == "order_failed" and "injected" in payload["reason"]
 
 
 def test_fail_after_pivot_retries_forward_then_sticks(log):
@@ -137,10 +144,13 @@ def test_failing_compensation_makes_the_saga_stuck_and_retry_finishes_it(log):
     saga, _ = engine(log, actions).start("order", DEFINITION, INPUT, fail_at="charge")
     assert saga.status == L.STUCK and "release_stock" in saga.error
     assert log.list(L.STUCK)[0].id == saga.id
+    assert [kind for kind, _ in outcome_events(log, saga)] == ["saga_stuck"]
     actions.script["inventory.release_stock"] = [{"released": True}]
     saga = engine(log, actions).retry(saga.id)
-    assert saga.status == L.COMPENSATED
+    assert saga.status == L.COMPENSATED and log.get(saga.id).status == L.COMPENSATED
     assert actions.names()[-1] == "orders.cancel_order"
+    # Stuck, then compensated: both outcomes are announced, in that order.
+    assert [kind for kind, _ in outcome_events(log, saga)] == ["saga_stuck", "order_failed"]
 
 
 def test_same_idempotency_key_returns_the_first_saga(log):
@@ -162,6 +172,7 @@ def _interrupted(log, upto: int, state: str):
         log.record(saga.id, step["name"], L.SUCCEEDED, 1, result=result)
     log.record(saga.id, DEFINITION["steps"][upto]["name"], state, 1,
                error={"message": "no", "retryable": False} if state == L.FAILED else None)
+    log.release(saga.id)  # its driver is gone
     return saga
 
 
@@ -186,13 +197,14 @@ def test_resume_after_a_final_failure_compensates(log):
 def test_resume_all_skips_finished_sagas(log):
     finished, _ = engine(log, FakeActions()).start("order", DEFINITION, INPUT)
     open_saga = _interrupted(log, 1, L.SUCCEEDED)
-    results = engine(log, FakeActions()).resume_all()
-    assert [s.id for s in results] == [open_saga.id]
+    results, busy = engine(log, FakeActions()).resume_all()
+    assert [s.id for s in results] == [open_saga.id] and busy == []
     assert log.get(finished.id).status == L.COMPLETED
 
 
 def test_definition_snapshot_is_used_not_the_current_config(log):
     saga, _ = log.create("order", INPUT, {**DEFINITION, "steps": DEFINITION["steps"][:1]})
+    log.release(saga.id)
     actions = FakeActions()
     assert engine(log, actions).run(saga.id).status == L.COMPLETED
     assert actions.names() == ["orders.create_order"]

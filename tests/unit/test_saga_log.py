@@ -137,3 +137,91 @@ def test_a_failing_write_in_a_group_commit_leaves_the_others_committed(tmp_path)
             t.join(5)
         assert isinstance(results["bad"], ValueError)
         assert [(e.seq, e.step) for e in log.events(saga.id)] == [(1, "b")]
+
+
+def test_a_transition_moves_updated_at_without_rewriting_the_saga_row(tmp_path):
+    with L.SagaLog(tmp_path / "saga.db") as log:
+        saga, _ = log.create("order", {}, {"steps": []})
+        time.sleep(0.01)
+        event = log.record(saga.id, "s", L.STARTED, 1)
+        assert log.get(saga.id).updated_at == event.at > saga.created_at
+        assert log.list()[0].updated_at == event.at
+
+
+def test_the_creator_drives_its_saga_until_a_final_status_lets_it_go(tmp_path):
+    with L.SagaLog(tmp_path / "saga.db") as log, L.SagaLog(tmp_path / "saga.db") as other:
+        saga, _ = log.create("order", {}, {"steps": []})
+        with pytest.raises(L.SagaBusy, match=saga.id):
+            other.claim(saga.id)  # another engine of this process, same file
+        assert other.claim(saga.id, force=True).id == saga.id
+        log.commit(saga.id, [], status=L.COMPLETED)
+        row = log._conn.execute("SELECT owner FROM sagas WHERE id = ?", (saga.id,)).fetchone()
+        assert row["owner"] is None
+        assert other.claim(saga.id).status == L.COMPLETED  # finished: returned as it is
+
+
+def test_a_released_saga_can_be_claimed_and_an_unknown_one_is_a_key_error(tmp_path):
+    with L.SagaLog(tmp_path / "saga.db") as log:
+        saga, _ = log.create("order", {}, {"steps": []})
+        log.release(saga.id)
+        assert log.claim(saga.id).id == saga.id
+        with pytest.raises(L.SagaBusy):
+            log.claim(saga.id)
+        with pytest.raises(KeyError):
+            log.claim("nosuchsaga")
+
+
+def test_a_log_from_before_the_owner_column_is_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "saga.db"
+    old = sqlite3.connect(path)
+    old.executescript(L._SCHEMA.replace("    error           TEXT,\n    owner           TEXT\n",
+                                        "    error           TEXT\n"))
+    old.execute("INSERT INTO sagas VALUES ('a1', 'order', 'running', 'k', '{}',"
+                " '{\"steps\": []}', NULL, 1.0, 1.0, NULL)")
+    old.commit()
+    old.close()
+    with L.SagaLog(path) as log:
+        assert log.claim("a1").status == L.RUNNING
+
+
+def test_outbox_events_commit_with_the_status_and_are_leased_then_marked(tmp_path,
+                                                                        monkeypatch):
+    with L.SagaLog(tmp_path / "saga.db") as log:
+        saga, _ = log.create("order", {}, {"steps": []})
+        log.commit(saga.id, [], status=L.COMPLETED,
+                   outbox=[("order_completed", {"saga_id": saga.id})])
+        (fresh,) = log.fresh_events()  # the writer's own publisher sees it at once
+        with L.SagaLog(tmp_path / "saga.db") as other:
+            assert other.fresh_events() == [] and other.claim_events() == []  # leased
+    monkeypatch.setattr(time, "time", lambda real=time.time: real() + L.OUTBOX_LEASE)
+    with L.SagaLog(tmp_path / "saga.db") as log:  # it survives; the writer is gone
+        assert log.unpublished() == 1
+        (event,) = log.claim_events(lease=30)
+        assert event.id == fresh.id
+        assert event.message() == {"saga_id": saga.id, "event_id": f"{saga.id}-{event.id}"}
+        assert log.claim_events() == []  # leased to the first publisher
+        log.event_failed([event.id], "broker down", retry_in=0)
+        (again,) = log.claim_events()
+        assert again.attempts == 1 and again.last_error == "broker down"
+        log.events_published([again.id])
+        assert log.unpublished() == 0 and log.claim_events() == []
+        (done,) = log.outbox(saga.id)
+        assert done.published_at is not None and done.attempts == 2
+
+
+def test_owner_tokens_tell_a_live_process_from_a_dead_or_unknown_one():
+    import subprocess
+    import sys
+
+    from shopctl.saga import owner
+
+    assert owner.alive(owner.token()) is True
+    gone = subprocess.run([sys.executable, "-c", "from shopctl.saga import owner;"
+                           "print(owner.token())"], capture_output=True, text=True, check=True)
+    assert owner.alive(gone.stdout.strip()) is False
+    host, pid, start = owner.token().split("/")
+    assert owner.alive(f"{host}/{pid}/{int(start) + 1}") is False  # a recycled pid
+    assert owner.alive(f"elsewhere.example/{pid}/{start}") is None
+    assert owner.describe(f"far.example/{pid}/1") == f"process {pid} on host far.example"

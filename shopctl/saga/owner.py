@@ -1,0 +1,66 @@
+"""Who drives a saga: a token naming this process, and whether a token's process lives.
+
+A saga is driven by one process at a time (`saga run` in one terminal, `saga resume
+--all` in another must not both act on it). The saga log records the driver's token
+when it takes a saga; another process may take it over only once that process is gone.
+The log is a local file, so the driver is a local process: its pid plus its start time
+(so a recycled pid does not look like the old driver) say whether it still runs. A
+token of another host cannot be checked from here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+_HOST = socket.gethostname()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    fields = data.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None  # field 22, starttime
+
+
+_token: tuple[int, str] | None = None
+
+
+def token() -> str:
+    """This process, as `host/pid/start`."""
+    global _token
+    pid = os.getpid()
+    if _token is None or _token[0] != pid:  # computed once per process (and per fork)
+        _token = (pid, f"{_HOST}/{pid}/{_start_time(pid) or '-'}")
+    return _token[1]
+
+
+def describe(owner: str) -> str:
+    host, _, rest = owner.partition("/")
+    pid = rest.partition("/")[0]
+    return f"process {pid}" if host == _HOST else f"process {pid} on host {host}"
+
+
+def alive(owner: str) -> bool | None:
+    """Whether the process named by `owner` still runs; None when it cannot be told
+    (another host, or a token this version cannot read)."""
+    host, _, rest = owner.partition("/")
+    pid_text, _, start = rest.partition("/")
+    if host != _HOST or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, and belongs to someone else
+    if start and start != "-":
+        now = _start_time(pid)
+        return now is None or now == start
+    return True

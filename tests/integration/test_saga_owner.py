@@ -1,0 +1,83 @@
+"""One driver per saga, across real processes: a saga a live `saga run` drives is left
+to it by `resume` in another process, and taken over once that process is SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shopctl.saga import log as L
+from shopctl.saga.engine import Engine
+from tests.unit.test_saga_engine import DEFINITION, INPUT, FakeActions
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A driver whose first step hangs (a slow service): it holds the saga until killed.
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+from shopctl.saga.engine import Engine
+from shopctl.saga.log import SagaLog
+args = json.loads(sys.argv[1])
+
+class Hanging:
+    def run(self, call, step_call):
+        Path(args["marker"]).write_text(step_call.saga_id)
+        time.sleep(120)
+
+with SagaLog(args["db"]) as log:
+    Engine(log, Hanging()).start("order", args["definition"], args["input"])
+"""
+
+
+@pytest.fixture
+def driver(tmp_path):
+    marker = tmp_path / "driving"
+    args = {"db": str(tmp_path / "saga.db"), "marker": str(marker),
+            "definition": DEFINITION, "input": INPUT}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(args)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert proc.poll() is None, "the driver exited"
+        assert time.monotonic() < deadline, "the driver never reached its first step"
+        time.sleep(0.05)
+    yield proc, marker.read_text()
+    proc.kill()
+    proc.wait()
+
+
+def test_a_live_driver_keeps_its_saga_and_a_killed_one_lets_it_be_resumed(tmp_path, driver):
+    proc, saga_id = driver
+    actions = FakeActions()
+    with L.SagaLog(tmp_path / "saga.db") as log:
+        engine = Engine(log, actions, sleep=lambda _: None)
+        done, busy = engine.resume_all()
+        assert done == [] and [b.saga_id for b in busy] == [saga_id]
+        assert f"process {proc.pid}" in busy[0].message
+        with pytest.raises(L.SagaBusy):
+            engine.resume(saga_id)
+        assert actions.calls == []  # nothing was done behind the driver's back
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done, busy = engine.resume_all()
+    assert busy == [] and [s.id for s in done] == [saga_id]
+    assert done[0].status == L.COMPLETED
+    # The step the dead driver had started runs again under its own idempotency key.
+    first_call, first = actions.calls[0]
+    assert first_call == "orders.create_order" and first.key == f"saga-{saga_id}-create_order"
+
+
+def test_force_takes_a_saga_over_whatever_its_driver(tmp_path, driver):
+    _, saga_id = driver
+    with L.SagaLog(tmp_path / "saga.db") as log:
+        engine = Engine(log, FakeActions(), sleep=lambda _: None)
+        assert engine.resume(saga_id, force=True).status == L.COMPLETED
