@@ -29,22 +29,20 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = ["users", "catalog", "inventory", "payments", "orders"]
-IGNORE = shutil.ignore_patterns(
-    "__pycache__", "data", "generated", ".pytest_cache", "*.egg-info", "tests"
-)
+sys.path.insert(0, str(REPO))
+
+from shopctl.testing import SERVICES, copy_demo_shop  # noqa: E402
+
 LABEL_PROJECT = "io.shopctl.project"
 TARGET = 0.7
 POLL = 0.5  # seconds between health polls, as shopctl's own wait loop
@@ -54,41 +52,6 @@ SHOPCTL_TIMEOUT = 900.0
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---- the project copy --------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-        ports.append(sock.getsockname()[1])
-    for sock in socks:
-        sock.close()
-    return ports
-
-
-def make_project(root: Path) -> dict:
-    """Copy services/ and protos/ and write a shop.yaml with a unique project name,
-    free host ports and 1s health intervals (same approach as the acceptance tests)."""
-    for folder in ("services", "protos"):
-        shutil.copytree(REPO / folder, root / folder, ignore=IGNORE)
-    data = yaml.safe_load((REPO / "shop.yaml").read_text())
-    data["project"] = f"b{uuid.uuid4().hex[:8]}"
-    ports = free_ports(3 + len(SERVICES))
-    data["infra"]["base_image"] = "shopctl/python:3.11"
-    data["infra"]["consul"]["port"] = ports[0]
-    data["infra"]["rabbitmq"]["port"] = ports[1]
-    for svc, port in zip(SERVICES, ports[2:], strict=False):
-        data["services"][svc]["port"] = port
-    data["services"]["inventory"]["metrics_port"] = ports[-1]
-    for svc in data["services"].values():
-        svc.setdefault("health", {})["interval"] = "1s"
-    (root / "shop.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return data
 
 
 # ---- subprocess helpers --------------------------------------------------------------------
@@ -390,7 +353,8 @@ def main() -> int:
     project_dir.mkdir()
     compose_dir = tmp / "compose"
     compose_dir.mkdir()
-    data = make_project(project_dir)
+    # Unique project name, free host ports, 1s health intervals (as the acceptance tests).
+    data = copy_demo_shop(REPO, project_dir, prefix="b")
     name = data["project"]
     compose_project = f"{name}c"
     log(f"project {name} in {project_dir}; compose project {compose_project}")

@@ -6,18 +6,13 @@ SHOP_HOST:SHOP_PORT; SIGTERM or SIGINT stops it gracefully with exit status 0.
 
 from __future__ import annotations
 
-import signal
-
 import uvicorn
 from app import SERVICE, create_app
 from shopkit.logs import setup_logging
 from shopkit.settings import ServiceEnv, jwt_secret
+from shopkit.signals import exit_on_stop_signals
 
 DEFAULT_PORT = 8002
-
-
-def _stop(signum, frame):
-    raise SystemExit(0)
 
 
 def main() -> None:
@@ -26,8 +21,7 @@ def main() -> None:
     # uvicorn swaps in its own handlers while serving, then re-raises the signal it
     # caught once shut down; with the default handler that would end the process
     # with -SIGTERM instead of 0.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    exit_on_stop_signals()
     app = create_app(senv.data_dir, jwt_secret(senv))
     # log_config=None: keep shopkit's JSON handler instead of uvicorn's text format.
     config = uvicorn.Config(

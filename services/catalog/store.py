@@ -7,12 +7,11 @@ is safe to call from FastAPI's worker threads.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterable
 
 from models import Product
 from shopkit.seed import SeedProduct
+from shopkit.sqlite import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
@@ -34,24 +33,8 @@ def _product(row: sqlite3.Row) -> Product:
     return Product.model_validate(dict(row))
 
 
-class CatalogStore:
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as conn:
-            # WAL is a property of the database file: set once, kept across restarts.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(SCHEMA)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=5.0)
-        conn.row_factory = sqlite3.Row
-        try:
-            with conn:  # commit on success, roll back on error
-                yield conn
-        finally:
-            conn.close()
+class CatalogStore(SqliteStore):
+    schema = SCHEMA
 
     def seed(self, products: Iterable[SeedProduct], currency: str = "EUR") -> int:
         """Insert the products whose SKU is not stored yet; the number inserted.

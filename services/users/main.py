@@ -7,27 +7,21 @@ SIGINT after the in-flight requests finish.
 
 from __future__ import annotations
 
-import signal
-
 from app import SERVICE, Settings, create_app
 from shopkit.logs import setup_logging
 from shopkit.settings import ServiceEnv
+from shopkit.signals import exit_on_stop_signals
 from waitress import create_server
 
 DEFAULT_PORT = 8001
 
 
-def _stop(signum, frame):
-    # waitress' main loop catches SystemExit and drains its worker threads before
-    # returning, which is exactly a graceful shutdown.
-    raise SystemExit(0)
-
-
 def main() -> None:
     log = setup_logging(SERVICE)
     senv = ServiceEnv.from_environ(SERVICE, DEFAULT_PORT)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    # waitress' main loop catches the SystemExit and drains its worker threads before
+    # returning, which is exactly a graceful shutdown.
+    exit_on_stop_signals()
     app = create_app(Settings.from_service_env(senv))
     server = create_server(app, host=senv.host, port=senv.port)
     log.info("listening", extra={"host": senv.host, "port": senv.port})

@@ -8,10 +8,9 @@ between the WSGI server's worker threads.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+
+from shopkit.sqlite import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -46,24 +45,8 @@ def _user(row: sqlite3.Row | None) -> User | None:
     return User(row["id"], row["email"], row["name"], row["password_hash"])
 
 
-class UserStore:
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as conn:
-            # WAL is a property of the database file: set once, kept across restarts.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(SCHEMA)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=5.0)
-        conn.row_factory = sqlite3.Row
-        try:
-            with conn:  # commit on success, roll back on error
-                yield conn
-        finally:
-            conn.close()
+class UserStore(SqliteStore):
+    schema = SCHEMA
 
     def add(self, email: str, name: str | None, password_hash: str) -> User:
         """Create an account; EmailTaken if the (normalised) email is in use."""

@@ -15,8 +15,10 @@ import httpx
 import pytest
 import yaml
 
+from shopctl import testing
+from shopctl.testing import SERVICES, free_ports
 from tests.acceptance.conftest import REPO
-from tests.acceptance.test_shop_roundtrip import SERVICES, free_ports, make_project, shopctl_in
+from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
 
 
 def with_prometheus(tmp_path: Path) -> tuple[Path, dict]:
@@ -40,14 +42,8 @@ def targets(data: dict) -> dict[str, str]:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} not within {timeout:.0f}s; last: {last!r}")
+    """shopctl.testing.wait_for, polling Prometheus and the CLI less often."""
+    return testing.wait_for(predicate, timeout, what, interval)
 
 
 def all_up(data: dict, names: list[str]):

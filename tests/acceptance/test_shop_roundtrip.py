@@ -11,52 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from shopctl.testing import SERVICES, copy_demo_shop
 from tests.acceptance.conftest import REPO, run_shopctl
-
-SERVICES = ["users", "catalog", "inventory", "payments", "orders"]
-IGNORE = shutil.ignore_patterns("__pycache__", "data", "generated", ".pytest_cache", "*.egg-info", "tests")
-
-
-def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-        ports.append(sock.getsockname()[1])
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def make_project(tmp_path: Path) -> tuple[Path, dict]:
     """A copy of the demo shop with a unique project name and free host ports."""
-    for folder in ("services", "protos"):
-        shutil.copytree(REPO / folder, tmp_path / folder, ignore=IGNORE)
-    data = yaml.safe_load((REPO / "shop.yaml").read_text())
-    data["project"] = f"t{uuid.uuid4().hex[:8]}"
-    ports = free_ports(3 + len(SERVICES))
-    data["infra"]["base_image"] = "shopctl/python:3.11"
-    data["infra"]["consul"]["port"] = ports[0]
-    data["infra"]["rabbitmq"]["port"] = ports[1]
-    for svc, port in zip(SERVICES, ports[2:], strict=False):
-        data["services"][svc]["port"] = port
-    data["services"]["inventory"]["metrics_port"] = ports[-1]
-    for svc in data["services"].values():
-        svc.setdefault("health", {})["interval"] = "1s"
-    (tmp_path / "shop.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return tmp_path, data
+    return tmp_path, copy_demo_shop(REPO, tmp_path, prefix="t")
 
 
 def shopctl_in(project: Path, *args: str, timeout: float = 600):
@@ -111,11 +79,12 @@ def test_round_trip(project):
 
     up = shopctl_in(root, "up", "--runtime", runtime)
     assert up.returncode == 0, up.stderr[-3000:]
-    assert consul_services(data["infra"]["consul"]["port"], name) == dict.fromkeys(SERVICES, "passing")
+    all_passing = dict.fromkeys(SERVICES, "passing")
+    assert consul_services(data["infra"]["consul"]["port"], name) == all_passing
 
     code, status = status_json(root)
     assert code == 0
-    assert {row["name"]: row["health"] for row in status["services"]} == dict.fromkeys(SERVICES, "passing")
+    assert {row["name"]: row["health"] for row in status["services"]} == all_passing
     assert all(row["state"] == "running" for row in status["services"])
 
     # A second up plans nothing and touches no instance.
@@ -154,8 +123,8 @@ def instances(runtime: str, root: Path, data: dict) -> dict[str, tuple]:
             out[svc] = (c.id, c.attrs["State"]["StartedAt"])
         return out
     runs = root / ".shopctl" / "local" / "run"
-    return {svc: (lambda r: (r["child_pid"], r["started_at"]))(json.loads((runs / f"{svc}.json").read_text()))
-            for svc in SERVICES}
+    records = {svc: json.loads((runs / f"{svc}.json").read_text()) for svc in SERVICES}
+    return {svc: (r["child_pid"], r["started_at"]) for svc, r in records.items()}
 
 
 def stop_service(runtime: str, root: Path, data: dict, service: str) -> None:

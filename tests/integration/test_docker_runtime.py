@@ -19,6 +19,7 @@ import docker
 import httpx
 import pytest
 
+from shopctl import testing
 from shopctl.config import ShopConfig, load_config
 from shopctl.docker_client import connect
 from shopctl.errors import OperationFailed, RuntimeUnavailable, UsageError
@@ -38,13 +39,8 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s")
+    """shopctl.testing.wait_for with more patience: containers start slower than processes."""
+    return testing.wait_for(condition, timeout, what, interval=0.2)
 
 
 def with_ports(base: ShopConfig, project: str, users_port: int) -> ShopConfig:

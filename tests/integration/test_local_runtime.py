@@ -12,9 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,6 +34,7 @@ from shopctl.runtime.local import (
     marked_pids,
 )
 from shopctl.state import ProjectState
+from shopctl.testing import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 USERS = REPO / "services" / "users"
@@ -43,16 +43,6 @@ pytestmark = [
     pytest.mark.consul,
     pytest.mark.skipif(shutil.which("consul") is None, reason="consul binary not installed"),
 ]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 def running(pid: int | str | None) -> bool:

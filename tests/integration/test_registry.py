@@ -1,17 +1,15 @@
 """The registry against a real Consul agent, with real HTTP and gRPC services behind the checks.
 
-The agent is started here on free ports (every other port disabled or private), so
-these tests can run next to a shop's own Consul and to each other.
+The agent (the consul_http fixture of conftest.py) runs on free ports, every other port
+disabled or private, so these tests can run next to a shop's own Consul and to each other.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -21,43 +19,12 @@ import pytest
 from shopctl.config import ServiceConfig
 from shopctl.registry import Registry
 from shopctl.runtime.base import ServiceState
-from shopctl.runtime.local import consul_argv, consul_ready, free_port
+from shopctl.runtime.local import free_port
+from shopctl.testing import wait_for
 
 pytestmark = pytest.mark.consul
 
 FAST_CHECKS = {"interval": "300ms", "timeout": "500ms"}
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s")
-
-
-@pytest.fixture(scope="module")
-def consul_http(tmp_path_factory) -> Iterator[str]:
-    binary = shutil.which("consul")
-    if binary is None:
-        pytest.skip("consul binary not installed (make system)")
-    data = tmp_path_factory.mktemp("consul")
-    port = free_port()
-    argv = consul_argv(binary, f"test-{port}", port, data, free_port(), free_port())
-    with open(data / "agent.log", "wb") as log:
-        agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: consul_ready(port), 30, "consul leader")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        agent.terminate()
-        try:
-            agent.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import shutil
 import httpx
 import pytest
 
+from shopctl.testing import free_ports
 from tests.acceptance.conftest import REPO
-from tests.acceptance.test_shop_roundtrip import free_ports, make_project, shopctl_in
+from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
 
 KINDS = ["flask", "fastapi", "nameko", "grpc"]
 
