@@ -55,6 +55,10 @@ class Actions(Protocol):
     def run(self, call: str, step_call: StepCall) -> dict[str, Any]: ...
 
 
+class Publisher(Protocol):
+    def notify(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class StepDef:
     name: str
@@ -87,8 +91,8 @@ class Engine:
     """Runs sagas recorded in `log` with `actions`.
 
     Outcome events (order_completed, order_failed, saga_stuck) go to the log's outbox in
-    the same transaction as the status they announce; `on_outbox()` is called after such
-    a commit (the publisher's wake-up, see shopctl.saga.outbox), so publishing never
+    the same transaction as the status they announce; `publisher.notify()` is called
+    after such a commit (an OutboxPublisher, see shopctl.saga.outbox), so publishing never
     delays a saga and an event is never lost with a crash or a broker outage.
     `on_event(StepEvent)` sees each transition after it is committed (the CLI's live
     timeline). `sleep` is injectable so tests do not wait for backoffs.
@@ -98,12 +102,12 @@ class Engine:
     """
 
     def __init__(self, log: L.SagaLog, actions: Actions, *,
-                 on_outbox: Callable[[], None] | None = None,
+                 publisher: Publisher | None = None,
                  on_event: Callable[[L.StepEvent], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.log = log
         self.actions = actions
-        self.on_outbox = on_outbox
+        self.publisher = publisher
         self.on_event = on_event
         self.sleep = sleep
         self.crash_at = os.environ.get(CRASH_ENV)
@@ -315,8 +319,8 @@ class Engine:
         outbox = () if event is None else (
             (event[0], {"saga_id": saga.id, "saga": saga.name, **event[1]}),)
         self._commit(saga, [], status=status, error=error, outbox=outbox, at=now)
-        if outbox and self.on_outbox is not None:
-            self.on_outbox()
+        if outbox and self.publisher is not None:
+            self.publisher.notify()
         return dataclasses.replace(saga, status=status, updated_at=now,
                                    error=saga.error if error is None else error)
 

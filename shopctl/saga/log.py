@@ -25,12 +25,15 @@ NORMAL (`synchronous=`, or the environment variable SHOPCTL_SAGA_SYNCHRONOUS) fs
 the commit that creates a saga (its row and idempotency key); a transition's commit is
 atomic and survives a crash of the process (SIGKILL included: it is in the OS's page
 cache), but a power loss or OS crash may take the last transitions before it. The log is
-then behind the world, never ahead: resume redoes the steps after the last surviving
-transition with the same idempotency keys, and the services answer a redo with what
-they did the first time (and refuse a late charge or reserve after a refund or release),
-so the saga still ends consistent. What NORMAL must not lose is the saga itself: a lost
-row would leave its effects orphaned and let the same --idempotency-key start a second
-saga, hence the fsync of the creation.
+then behind the world, never ahead. Going forward that is harmless: resume redoes the
+steps after the last surviving transition with the same idempotency keys, and the
+services answer a redo with what they did the first time. Compensating is not: if a
+redo then fails and the saga compensates, it undoes only the steps its log knows, and a
+step whose start was lost (say a charge made after the lost record of reserve_stock's
+success) stays applied. So NORMAL is for measuring what the fsyncs cost (bench/), not
+for a shop whose machine may lose power. What even NORMAL must not lose is the saga
+itself (a lost row would let the same --idempotency-key start a second saga), hence
+the fsync of the creation.
 
 Outbox: an outcome event is inserted with the status it announces (commit(outbox=)),
 so the event exists if and only if the outcome does; shopctl.saga.outbox publishes it.
@@ -234,6 +237,10 @@ class SagaLog:
         self._file = self._writer.key[0]
         # Names the events this log writes, so its own publisher finds them (fresh_events).
         self.origin = f"{_owner.token()}/{uuid.uuid4().hex[:8]}"
+        # The next event number of each saga this log drives: only its driver appends
+        # to a saga, so no need to ask the file (a second writer would hit the primary
+        # key, never interleave silently).
+        self._next_seq: dict[str, int] = {}
         self._conn = self._writer.conn  # the write connection (its pragmas are the log's)
         self._read = _open(self.path)
         self._lock = threading.Lock()  # guards self._read
@@ -280,25 +287,27 @@ class SagaLog:
         me = _owner.token()
 
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row = conn.execute(_SELECT_SAGA + " WHERE idempotency_key = ?",
-                               (key,)).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO sagas (id, name, status, idempotency_key, input, definition,"
-                    " fail_at, created_at, updated_at, owner)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (saga_id, name, RUNNING, key, input_json, definition_json, fail_at,
-                     now, now, me),
-                )
-                if rows:
-                    conn.executemany(_INSERT_EVENT, rows)
-            return row
+            inserted = conn.execute(
+                "INSERT INTO sagas (id, name, status, idempotency_key, input, definition,"
+                " fail_at, created_at, updated_at, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (idempotency_key) DO NOTHING",
+                (saga_id, name, RUNNING, key, input_json, definition_json, fail_at,
+                 now, now, me),
+            ).rowcount
+            if not inserted:  # a known key: the first saga
+                return conn.execute(_SELECT_SAGA + " WHERE idempotency_key = ?",
+                                    (key,)).fetchone()
+            if rows:
+                conn.executemany(_INSERT_EVENT, rows)
+            return None
 
         existing = self._writer.run(work, fsync=True)
         if existing is not None:
             return _saga(existing), False, []
         with _driving_lock:  # the creator drives its saga
             _driving.add((self._file, saga_id))
+        self._next_seq[saga_id] = 1 + len(rows)
         # What get() and events() would read back, without reading it back.
         saga = SagaRecord(id=saga_id, name=name, status=RUNNING, idempotency_key=key,
                           input=json.loads(input_json),
@@ -372,11 +381,14 @@ class SagaLog:
         values = (status, now, *((error,) if error is not None else ()))
         queued = [(saga_id, kind, json.dumps(payload), now, now + OUTBOX_LEASE, self.origin)
                   for kind, payload in outbox]
+        known = self._next_seq.get(saga_id)
 
         def work(conn: sqlite3.Connection) -> int:
-            (first,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM step_events WHERE saga_id = ?",
-                (saga_id,)).fetchone()
+            first = known
+            if first is None:
+                (first,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM step_events WHERE saga_id = ?",
+                    (saga_id,)).fetchone()
             if rows:
                 conn.executemany(_INSERT_EVENT, [(r[0], first + r[1], *r[2:]) for r in rows])
             # Without a status the saga's row is left alone: one page less to write, and
@@ -390,6 +402,9 @@ class SagaLog:
         first = self._writer.run(work)
         if final:
             _driving_discard(self._file, saga_id)
+            self._next_seq.pop(saga_id, None)
+        elif _driving_has(self._file, saga_id):
+            self._next_seq[saga_id] = first + len(rows)
         return _events(saga_id, first, now, transitions)
 
     # -- who drives a saga ---------------------------------------------------------------
@@ -437,6 +452,7 @@ class SagaLog:
     def release(self, saga_id: str) -> None:
         """Let go of a saga this process took and left unfinished (an error stopped its
         engine), so another process may resume it while this one still runs."""
+        self._next_seq.pop(saga_id, None)
         if not _driving_discard(self._file, saga_id):
             return
         self._writer.run(lambda conn: conn.execute(
@@ -527,6 +543,10 @@ _INSERT_OUTBOX = ("INSERT INTO outbox (saga_id, event_type, payload, created_at,
 # (log file, saga id) of the sagas an engine of this process drives now.
 _driving: set[tuple[str, str]] = set()
 _driving_lock = threading.Lock()
+
+
+def _driving_has(file: str, saga_id: str) -> bool:
+    return (file, saga_id) in _driving
 
 
 def _driving_discard(file: str, saga_id: str) -> bool:

@@ -23,7 +23,8 @@ def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
                 publish_timeout: float = 5.0,
                 synchronous: str | None = None) -> Iterator[Engine]:
     """An Engine on the log at `db_path` calling the live services at `endpoints`, with
-    a publisher sending the log's outbox to RabbitMQ (also what earlier runs left).
+    a publisher (engine.publisher) sending the log's outbox to RabbitMQ (also what
+    earlier runs left).
     On exit the outbox is flushed for up to `publish_timeout` seconds; events still
     unsent then stay in the log, and `on_unpublished(count, last_error)` hears of them.
     `synchronous` is the log's SQLite setting (FULL unless set; see shopctl.saga.log)."""
@@ -39,7 +40,7 @@ def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
 
     publisher = OutboxPublisher(log, send).start()
     try:
-        yield Engine(log, actions, on_outbox=publisher.notify, on_event=on_event)
+        yield Engine(log, actions, publisher=publisher, on_event=on_event)
     finally:
         left = publisher.close(publish_timeout)
         if left and on_unpublished is not None:

@@ -369,7 +369,7 @@ def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_e
             log, lambda kind, message: dead.publish_event("saga", kind, message)).start()
         actions = ServiceActions(shop, KINDS)
         try:
-            saga, _ = Engine(log, actions, on_outbox=publisher.notify).start(
+            saga, _ = Engine(log, actions, publisher=publisher).start(
                 "order", DEFINITION, {"user_id": "u-outage", "items": items})
         finally:
             actions.close()

@@ -52,9 +52,16 @@ def log(tmp_path):
         yield saga_log
 
 
-def engine(log, actions, wakeups=None):
-    return Engine(log, actions, sleep=lambda _: None,
-                  on_outbox=(lambda: wakeups.append(1)) if wakeups is not None else None)
+class CountingPublisher:
+    def __init__(self):
+        self.wakeups = 0
+
+    def notify(self) -> None:
+        self.wakeups += 1
+
+
+def engine(log, actions, publisher=None):
+    return Engine(log, actions, sleep=lambda _: None, publisher=publisher)
 
 
 def outcome_events(log, saga) -> list[tuple[str, dict]]:
@@ -66,15 +73,15 @@ FORWARD = ["orders.create_order", "inventory.reserve_stock", "payments.charge",
 
 
 def test_happy_path_completes_and_queues_its_event_with_the_status(log):
-    actions, wakeups = FakeActions(), []
-    saga, created = engine(log, actions, wakeups).start("order", DEFINITION, INPUT)
+    actions, publisher = FakeActions(), CountingPublisher()
+    saga, created = engine(log, actions, publisher).start("order", DEFINITION, INPUT)
     assert created and saga.status == L.COMPLETED
     assert log.get(saga.id).status == L.COMPLETED and saga.updated_at >= saga.created_at
     assert actions.names() == FORWARD
     ((kind, payload),) = outcome_events(log, saga)
     assert kind == "order_completed" and payload["saga_id"] == saga.id
     assert payload["context"]["order_id"] == 7
-    assert wakeups == [1]  # the publisher was woken once, after the commit
+    assert publisher.wakeups == 1  # woken once, after the commit
     # Later steps see the results of earlier ones, and each call has its own stable key.
     charge = actions.calls[2][1]
     assert charge.context["order_id"] == 7 and charge.key == f"saga-{saga.id}-charge"
