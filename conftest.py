@@ -17,7 +17,11 @@ import pytest
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and not hasattr(report, "wasxfail") and not os.environ.get("SHOPCTL_ALLOW_SKIPS"):
+    if (
+        report.skipped
+        and not hasattr(report, "wasxfail")
+        and not os.environ.get("SHOPCTL_ALLOW_SKIPS")
+    ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped test counts as a failure (a real part is missing?): {reason}"

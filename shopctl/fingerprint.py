@@ -15,7 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SKIP_DIRS = frozenset({"__pycache__", ".pytest_cache", ".ruff_cache", "data", "generated", ".shopctl", ".venv", "node_modules"})
+SKIP_DIRS = frozenset({
+    "__pycache__", ".pytest_cache", ".ruff_cache", "data", "generated", ".shopctl", ".venv",
+    "node_modules",
+})
 SKIP_SUFFIXES = (".pyc", ".pyo", ".db", ".db-wal", ".db-shm", ".log")
 
 

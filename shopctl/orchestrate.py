@@ -240,7 +240,9 @@ def _apply_step(config, runtime, registry, action, spec, current, progress) -> S
     return state
 
 
-def unhealthy_error(config: ShopConfig, runtime: Runtime, health, names: list[str]) -> OperationFailed:
+def unhealthy_error(
+    config: ShopConfig, runtime: Runtime, health, names: list[str]
+) -> OperationFailed:
     parts = []
     for name in names:
         entry = health.get(name)

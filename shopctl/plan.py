@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from shopctl.runtime.base import ServiceState
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATE = "create"  # nothing runs: start it
     RECREATE = "recreate"  # runs with another config or code: replace it
     START = "start"  # exists with the same config but is not running: start it again
@@ -41,7 +41,10 @@ class Plan:
         return [step for step in self.steps if step.action is not Action.NOOP]
 
     def to_dict(self) -> list[dict[str, str]]:
-        return [{"service": s.service, "action": s.action.value, "reason": s.reason} for s in self.steps]
+        return [
+            {"service": s.service, "action": s.action.value, "reason": s.reason}
+            for s in self.steps
+        ]
 
 
 def decide(desired_hash: str, observed: ServiceState | None) -> tuple[Action, str]:

@@ -145,7 +145,8 @@ class Shop:
         def one(name: str) -> ProbeRow:
             state = observed.get(name)
             if state is None or state.state != "running":
-                return ProbeRow(name, "critical", None, f"not running ({state.state if state else 'missing'})")
+                current = state.state if state else "missing"
+                return ProbeRow(name, "critical", None, f"not running ({current})")
             result = probe(state, self.config.services[name])
             return ProbeRow(name, result.status, result.latency_ms, result.output)
 

@@ -43,12 +43,19 @@ def root(
     ctx: typer.Context,
     file: Annotated[
         str | None,
-        typer.Option("-f", "--file", help="Path to shop.yaml [default: ./shop.yaml or $SHOPCTL_FILE]."),
+        typer.Option(
+            "-f", "--file", help="Path to shop.yaml [default: ./shop.yaml or $SHOPCTL_FILE]."
+        ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more about what happens.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Say more about what happens."),
+    ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     ctx.obj = AppContext(file=resolve_file(file), verbose=verbose)

@@ -25,7 +25,9 @@ class LiveView:
         if self.console.is_terminal:
             from rich.live import Live
 
-            self.live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+            self.live = Live(
+                self._render(), console=self.console, refresh_per_second=8, transient=False
+            )
             self.live.__enter__()
         return self
 
@@ -55,5 +57,6 @@ class LiveView:
             style = STYLES.get(message, "")
             done = style in ("green", "dim", "red")
             mark = ("✓" if style != "red" else "✗") if done else Spinner("dots")
-            table.add_row(mark, subject, f"[{style}]{message}[/]" if style else message, f"{at:5.1f}s")
+            text = f"[{style}]{message}[/]" if style else message
+            table.add_row(mark, subject, text, f"{at:5.1f}s")
         return table

@@ -38,9 +38,15 @@ def _shop(ctx: typer.Context, runtime: str):
 
 def up(
     ctx: typer.Context,
-    services: Annotated[list[str] | None, typer.Argument(help="Services to bring up (with their dependencies); default all.")] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(help="Services to bring up (with their dependencies); default all."),
+    ] = None,
     runtime: RuntimeOption = "auto",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan and change nothing."),
+    ] = False,
     json: JsonOption = False,
 ) -> None:
     """Build, start and register the services, and wait until every check passes."""
@@ -66,7 +72,10 @@ def up(
 
 def down(
     ctx: typer.Context,
-    volumes: Annotated[bool, typer.Option("--volumes", help="Also delete the services' data.")] = False,
+    volumes: Annotated[
+        bool,
+        typer.Option("--volumes", help="Also delete the services' data."),
+    ] = False,
     runtime: RuntimeOption = "auto",
 ) -> None:
     """Stop and remove the project's services, infra and network; deregister from Consul."""
@@ -84,7 +93,10 @@ def status(
     ctx: typer.Context,
     runtime: RuntimeOption = "auto",
     json: JsonOption = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C."),
+    ] = False,
 ) -> None:
     """One row a service: state, Consul health, address, uptime, restarts, image.
     Exits 0 only when every service is healthy."""
@@ -109,7 +121,10 @@ def status(
 
 def health(
     ctx: typer.Context,
-    services: Annotated[list[str] | None, typer.Argument(help="Services to check; default all.")] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(help="Services to check; default all."),
+    ] = None,
     runtime: RuntimeOption = "auto",
     json: JsonOption = False,
 ) -> None:
@@ -129,9 +144,18 @@ def health(
 
 def logs(
     ctx: typer.Context,
-    services: Annotated[list[str] | None, typer.Argument(help="Services to show; default all.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Lines per service to start with.")] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Argument(help="Services to show; default all."),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing new lines."),
+    ] = False,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", "-n", help="Lines per service to start with."),
+    ] = None,
     runtime: RuntimeOption = "auto",
     json: JsonOption = False,
 ) -> None:
@@ -139,7 +163,9 @@ def logs(
     from shopctl.cli import render
 
     shop = _shop(ctx, runtime)
-    render.log_lines(shop.logs(services, follow=follow, tail=tail), list(shop.config.services), json)
+    render.log_lines(
+        shop.logs(services, follow=follow, tail=tail), list(shop.config.services), json
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -99,18 +99,24 @@ class Runtime(Protocol):
         """The current state of every service of this project that exists in this runtime
         (keyed by service name); services that do not exist are absent."""
 
-    def prepare(self, config: ShopConfig, services: list[str], progress: Progress = no_progress) -> None:
+    def prepare(
+        self, config: ShopConfig, services: list[str], progress: Progress = no_progress
+    ) -> None:
         """Build whatever starting needs (images for docker; nothing much for local).
         Raises OperationFailed naming the failing step."""
 
-    def start_service(self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress) -> ServiceState:
+    def start_service(
+        self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
+    ) -> ServiceState:
         """Start (or replace) one service instance from spec; returns once the process runs
         (not necessarily healthy). Replacing stops the old instance first."""
 
     def stop_service(self, config: ShopConfig, service: str) -> None:
         """Stop and remove one service instance; a missing one is not an error."""
 
-    def logs(self, config: ShopConfig, services: list[str], follow: bool, tail: int | None) -> Iterator[LogLine]:
+    def logs(
+        self, config: ShopConfig, services: list[str], follow: bool, tail: int | None
+    ) -> Iterator[LogLine]:
         """Log lines of the given services, oldest first, interleaved by time; with follow,
         keeps yielding until the caller stops iterating."""
 

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_shopctl(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("SHOPCTL_FILE", "NO_COLOR", "FORCE_COLOR")}
+    dropped = ("SHOPCTL_FILE", "NO_COLOR", "FORCE_COLOR")
+    full_env = {k: v for k, v in os.environ.items() if k not in dropped}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "shopctl", *args],

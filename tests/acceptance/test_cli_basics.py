@@ -14,7 +14,8 @@ BROKEN = {
     ),
     "bad_kind": (
         "project: shop\nservices:\n  users: {kind: django, port: 8001, path: .}\n",
-        "shop.yaml:3:11: services.users.kind: expected one of flask, fastapi, nameko, grpc, found 'django'",
+        "shop.yaml:3:11: services.users.kind: "
+        "expected one of flask, fastapi, nameko, grpc, found 'django'",
     ),
     "yaml_syntax": (
         "project: shop\nservices:\n  users: {kind: flask\n",
