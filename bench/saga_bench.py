@@ -322,9 +322,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--synchronous", choices=L.SYNC_MODES, type=str.upper,
                     help=f"the saga log's SQLite synchronous setting (default: "
-                         f"${L.SYNC_ENV} or FULL)")
+                         f"${L.SYNC_ENV} or NORMAL)")
     args = ap.parse_args(argv)
-    synchronous = args.synchronous or os.environ.get(L.SYNC_ENV, "FULL").upper()
+    synchronous = args.synchronous or os.environ.get(L.SYNC_ENV, "NORMAL").upper()
 
     config = load_config(Path(args.config))
     kinds = {name: svc.kind for name, svc in config.services.items()}

@@ -108,6 +108,10 @@ def saga_detail(saga, events, outbox=()) -> None:
     outcome(saga)
     console.out().print(f"  key: {escape(saga.idempotency_key)}"
                         + (f"   fail-at: {saga.fail_at}" if saga.fail_at else ""))
+    if saga.after_reboot:
+        console.out().print("  [yellow]taken over after a reboot:[/] its log may lack the "
+                            "last steps that ran, so it goes forward, never compensates "
+                            "on a failure that may pass")
     table = Table(title="timeline", title_justify="left")
     for column in ("#", "at", "step", "service", "state", "try", "duration", "detail"):
         table.add_column(column)

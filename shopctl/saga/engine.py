@@ -185,7 +185,8 @@ class Engine:
             return self.run(saga.id, force=force)
         saga = self.log.claim(saga.id, force=force)
         try:
-            status = L.RUNNING if self._pivot_done(saga) else L.COMPENSATING
+            forward = self._pivot_done(saga) or (saga.after_reboot and not self._refused(saga))
+            status = L.RUNNING if forward else L.COMPENSATING
             saga = self._set_status(saga, status)
         except BaseException:
             self.log.release(saga.id)
@@ -224,6 +225,14 @@ class Engine:
             reason = f"{step.name} failed: {failure.message}"
             if pivot_passed:
                 return self._stuck(saga, f"{reason} (after the pivot; retry forward with "
+                                         f"`shopctl saga retry {saga.id}`)")
+            if saga.after_reboot and failure.retryable:
+                # The machine went down under this saga and its log may have lost its last
+                # records: steps after this one may have applied unrecorded, and undoing
+                # only the recorded ones would leave those. Forward is safe, so wait for it.
+                return self._stuck(saga, f"{reason} (the saga was interrupted by a reboot "
+                                         f"and its log may lack steps that ran, so it is not "
+                                         f"compensated; retry forward with "
                                          f"`shopctl saga retry {saga.id}`)")
             return self._set_status(saga, L.COMPENSATING, error=reason)
         return self._set_status(saga, L.COMPLETED,
@@ -327,7 +336,11 @@ class Engine:
     def _commit(self, saga: L.SagaRecord, transitions: list[L.Transition],
                 **commit: Any) -> None:
         pending = self._deferred.pop(saga.id, [])
-        self._announce(self.log.commit(saga.id, pending + transitions, **commit))
+        both = pending + transitions
+        # The pivot's success decides that the saga only goes forward: it is on disk
+        # before any step after it runs (statuses are, by the log's own rule).
+        durable = any(t.state == L.SUCCEEDED and t.step in _pivots(saga) for t in both)
+        self._announce(self.log.commit(saga.id, both, durable=durable, **commit))
 
     def _announce(self, events: list[L.StepEvent]) -> None:
         """What follows each committed transition: the live view, and the crash hook."""
@@ -346,6 +359,11 @@ class Engine:
                 context.update(event.result)
         return context
 
+    def _refused(self, saga: L.SagaRecord) -> bool:
+        """Whether a step before the pivot was refused for good (it applied nothing)."""
+        return any(e.state == L.FAILED and not e.error.get("retryable", True)
+                   for e in _last_forward(self.log.events(saga.id)).values())
+
     def _pivot_done(self, saga: L.SagaRecord) -> bool:
         last = _last_forward(self.log.events(saga.id))
         return any(s.pivot and getattr(last.get(s.name), "state", None) == L.SUCCEEDED
@@ -354,6 +372,10 @@ class Engine:
     def _stuck(self, saga: L.SagaRecord, reason: str) -> L.SagaRecord:
         return self._set_status(saga, L.STUCK, error=reason,
                                 event=("saga_stuck", {"reason": reason}))
+
+
+def _pivots(saga: L.SagaRecord) -> set[str]:
+    return {s["name"] for s in saga.definition["steps"] if s.get("pivot")}
 
 
 def _last_forward(events: list[L.StepEvent]) -> dict[str, L.StepEvent]:

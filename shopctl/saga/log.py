@@ -1,13 +1,13 @@
-"""The durable saga log: one SQLite database (WAL, synchronous=FULL) per project.
+"""The durable saga log: one SQLite database (WAL) per project.
 
 Tables
     sagas(id, name, status, idempotency_key UNIQUE, input, definition, fail_at,
-          created_at, updated_at, error, owner)
+          created_at, updated_at, error, owner, after_reboot)
     step_events(saga_id, seq, step, state, attempt, at, duration, result, error)
     outbox(id, saga_id, event_type, payload, created_at, attempts, next_try_at,
            last_error, published_at, origin)
 
-Contract: every write is committed (and, with synchronous=FULL, on disk) before the
+Contract: every write is committed (and, when it is a decision, on disk) before the
 method returns, so the engine may act on the world only after the log says what it is
 about to do. The log is the single source of truth for recovery: `saga resume` reads
 nothing else. `input` and `definition` are JSON snapshots taken when the saga started,
@@ -20,20 +20,27 @@ N concurrent sagas pay one fsync instead of N. Each caller still returns only on
 own write is committed: the contract above holds for every write. Reads go through a
 connection of each SagaLog's own, so they only ever see committed data.
 
-synchronous: FULL by default: every commit is fsynced, so it survives power loss too.
-NORMAL (`synchronous=`, or the environment variable SHOPCTL_SAGA_SYNCHRONOUS) fsyncs only
-the commit that creates a saga (its row and idempotency key); a transition's commit is
-atomic and survives a crash of the process (SIGKILL included: it is in the OS's page
-cache), but a power loss or OS crash may take the last transitions before it. The log is
-then behind the world, never ahead. Going forward that is harmless: resume redoes the
-steps after the last surviving transition with the same idempotency keys, and the
-services answer a redo with what they did the first time. Compensating is not: if a
-redo then fails and the saga compensates, it undoes only the steps its log knows, and a
-step whose start was lost (say a charge made after the lost record of reserve_stock's
-success) stays applied. So NORMAL is for measuring what the fsyncs cost (bench/), not
-for a shop whose machine may lose power. What even NORMAL must not lose is the saga
-itself (a lost row would let the same --idempotency-key start a second saga), hence
-the fsync of the creation.
+Durability (`synchronous=`, or the environment variable SHOPCTL_SAGA_SYNCHRONOUS).
+Every write is committed before the method returns, so every transition survives a
+crash of the process (SIGKILL included) at once. What differs is which commits wait for
+the disk, which only matters when the machine itself goes down:
+  NORMAL (the default) fsyncs the decisions: a saga's creation (its row and idempotency
+    key), the pivot's success (after it the saga only goes forward), every status
+    (compensating, completed, compensated, stuck: what decides the direction and what
+    the user is told) and every change of driver. Other transitions ride on the next
+    fsync; a power loss may take those written since the last one.
+  FULL fsyncs every commit.
+Why NORMAL is safe: a WAL fsync makes every earlier commit durable too, so a lost tail
+only ever follows the last decision, and the log is behind the world, never ahead.
+Going forward from a short log is harmless: each step is redone with the same
+idempotency key and the service answers with what it did the first time. Compensating
+from a short log is not (a step that ran after the lost records would not be undone),
+so a saga taken over from a driver of an earlier boot (after_reboot, see
+shopctl.saga.owner) is never compensated on a failure that may be temporary: it is
+marked stuck, and `saga retry` goes forward again. A refusal (out of stock, declined)
+still compensates: a refused step applied nothing, so no later step ran either.
+Measured on these machines (bench/README_saga.md): the two fsyncs saved per saga are
+most of the orchestration overhead.
 
 Outbox: an outcome event is inserted with the status it announces (commit(outbox=)),
 so the event exists if and only if the outcome does; shopctl.saga.outbox publishes it.
@@ -102,7 +109,8 @@ CREATE TABLE IF NOT EXISTS sagas (
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
     error           TEXT,
-    owner           TEXT
+    owner           TEXT,
+    after_reboot    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sagas_by_status ON sagas (status, created_at);
 CREATE TABLE IF NOT EXISTS step_events (
@@ -133,7 +141,9 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (next_try_at) WHERE publishe
 CREATE INDEX IF NOT EXISTS outbox_by_saga ON outbox (saga_id);
 """
 # Columns added after the first release, for logs created before them.
-_MIGRATIONS = {"sagas": {"owner": "ALTER TABLE sagas ADD COLUMN owner TEXT"},
+_MIGRATIONS = {"sagas": {"owner": "ALTER TABLE sagas ADD COLUMN owner TEXT",
+                         "after_reboot": "ALTER TABLE sagas ADD COLUMN after_reboot"
+                                         " INTEGER NOT NULL DEFAULT 0"},
                "outbox": {"origin": "ALTER TABLE outbox ADD COLUMN origin TEXT"}}
 # How long a new event is left to the publisher of the process that wrote it before
 # another process's publisher may send it (after a crash, say).
@@ -152,6 +162,8 @@ class SagaRecord:
     created_at: float
     updated_at: float
     error: str | None
+    # Taken over from a driver of an earlier boot: its last records may be lost.
+    after_reboot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -230,7 +242,7 @@ class SagaLog:
     def __init__(self, path: Path | str, *, synchronous: str | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        sync = (synchronous or os.environ.get(SYNC_ENV) or "FULL").upper()
+        sync = (synchronous or os.environ.get(SYNC_ENV) or "NORMAL").upper()
         if sync not in SYNC_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNC_MODES)}, got {sync!r}")
         self._writer = _Writer.acquire(self.path, sync)
@@ -364,12 +376,13 @@ class SagaLog:
     def commit(self, saga_id: str, transitions: Sequence[Transition], *,
                status: str | None = None, error: str | None = None,
                outbox: Sequence[tuple[str, dict[str, Any]]] = (),
-               at: float | None = None) -> list[StepEvent]:
+               at: float | None = None, durable: bool = False) -> list[StepEvent]:
         """Append `transitions` in order and, when `status` is given, set the saga's
         status (and its reason, when `error` is given), and queue the `outbox` events
         (event_type, payload) for publishing, all in one transaction, committed before
         returning. A final status also lets go of the saga. `at`: the time to record (now
-        by default). Returns the appended events."""
+        by default). A commit with a status, or `durable`, is fsynced whatever the
+        synchronous setting. Returns the appended events."""
         assert status is None or status in STATUSES, status
         for t in transitions:
             assert t.state in STEP_STATES, t.state
@@ -399,7 +412,7 @@ class SagaLog:
                 conn.executemany(_INSERT_OUTBOX, queued)
             return first
 
-        first = self._writer.run(work)
+        first = self._writer.run(work, fsync=durable or status is not None)
         if final:
             _driving_discard(self._file, saga_id)
             self._next_seq.pop(saga_id, None)
@@ -422,6 +435,7 @@ class SagaLog:
             if row is None or row["status"] not in CLAIMABLE:
                 return row, None
             current = row["owner"]
+            reboot = bool(current) and _owner.earlier_boot(current)
             with _driving_lock:
                 if current and not force:
                     if current == me:
@@ -432,14 +446,17 @@ class SagaLog:
                         return row, current
                 _driving.add((file, saga_id))
             try:
-                conn.execute("UPDATE sagas SET owner = ? WHERE id = ?", (me, saga_id))
+                conn.execute("UPDATE sagas SET owner = ?, after_reboot = after_reboot OR ?"
+                             " WHERE id = ?", (me, reboot, saga_id))
+                if reboot:
+                    row = conn.execute(_SELECT_SAGA + " WHERE id = ?", (saga_id,)).fetchone()
             except BaseException:
                 _driving_discard(file, saga_id)
                 raise
             return row, None
 
         try:
-            row, busy_with = self._writer.run(work, durable=False)
+            row, busy_with = self._writer.run(work, fsync=True)
         except BaseException:
             _driving_discard(file, saga_id)
             raise
@@ -455,9 +472,10 @@ class SagaLog:
         self._next_seq.pop(saga_id, None)
         if not _driving_discard(self._file, saga_id):
             return
+        # Synced: a saga nobody drives has all its records on disk (see claim()).
         self._writer.run(lambda conn: conn.execute(
             "UPDATE sagas SET owner = NULL WHERE id = ? AND owner = ?",
-            (saga_id, _owner.token())), durable=False)
+            (saga_id, _owner.token())), fsync=True)
 
     # -- outbox --------------------------------------------------------------------------
 
@@ -733,6 +751,7 @@ def _saga(row: sqlite3.Row) -> SagaRecord:
         idempotency_key=row["idempotency_key"], input=json.loads(row["input"]),
         definition=json.loads(row["definition"]), fail_at=row["fail_at"],
         created_at=row["created_at"], updated_at=row["last_at"], error=row["error"],
+        after_reboot=bool(row["after_reboot"]),
     )
 
 

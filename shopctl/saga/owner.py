@@ -6,6 +6,10 @@ when it takes a saga; another process may take it over only once that process is
 The log is a local file, so the driver is a local process: its pid plus its start time
 (so a recycled pid does not look like the old driver) say whether it still runs. A
 token of another host cannot be checked from here.
+
+The token also names the boot the process ran in: a driver of an earlier boot is gone,
+and the machine went down under it, so its last unsynced log records may be lost (see
+shopctl.saga.log, synchronous=NORMAL).
 """
 
 from __future__ import annotations
@@ -14,6 +18,18 @@ import os
 import socket
 
 _HOST = socket.gethostname()
+
+
+def _boot_id() -> str:
+    """This boot's id (Linux), or '-' where the system does not tell."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            return boot.read().strip().replace("-", "")[:12] or "-"
+    except OSError:
+        return "-"
+
+
+BOOT = _boot_id()
 
 
 def _start_time(pid: int) -> str | None:
@@ -32,27 +48,39 @@ _token: tuple[int, str] | None = None
 
 
 def token() -> str:
-    """This process, as `host/pid/start`."""
+    """This process, as `host/pid/start/boot`."""
     global _token
     pid = os.getpid()
     if _token is None or _token[0] != pid:  # computed once per process (and per fork)
-        _token = (pid, f"{_HOST}/{pid}/{_start_time(pid) or '-'}")
+        _token = (pid, f"{_HOST}/{pid}/{_start_time(pid) or '-'}/{BOOT}")
     return _token[1]
 
 
+def _parts(owner: str) -> tuple[str, str, str, str]:
+    host, pid, start, boot = (owner.split("/") + ["", "", "", ""])[:4]
+    return host, pid, start, boot
+
+
+def earlier_boot(owner: str) -> bool:
+    """Whether `owner` ran on this host in an earlier boot (so the machine went down
+    while it drove). False when that cannot be told."""
+    host, _, _, boot = _parts(owner)
+    return host == _HOST and boot not in ("", "-") and BOOT != "-" and boot != BOOT
+
+
 def describe(owner: str) -> str:
-    host, _, rest = owner.partition("/")
-    pid = rest.partition("/")[0]
+    host, pid, _, _ = _parts(owner)
     return f"process {pid}" if host == _HOST else f"process {pid} on host {host}"
 
 
 def alive(owner: str) -> bool | None:
     """Whether the process named by `owner` still runs; None when it cannot be told
     (another host, or a token this version cannot read)."""
-    host, _, rest = owner.partition("/")
-    pid_text, _, start = rest.partition("/")
+    host, pid_text, start, _ = _parts(owner)
     if host != _HOST or not pid_text.isdigit():
         return None
+    if earlier_boot(owner):
+        return False
     pid = int(pid_text)
     try:
         os.kill(pid, 0)

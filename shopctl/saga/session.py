@@ -27,7 +27,7 @@ def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
     earlier runs left).
     On exit the outbox is flushed for up to `publish_timeout` seconds; events still
     unsent then stay in the log, and `on_unpublished(count, last_error)` hears of them.
-    `synchronous` is the log's SQLite setting (FULL unless set; see shopctl.saga.log)."""
+    `synchronous`: the log's durability, NORMAL or FULL (see shopctl.saga.log)."""
     from shopctl.nameko_rpc import NamekoRpc
 
     log = SagaLog(db_path, synchronous=synchronous)

@@ -304,6 +304,47 @@ def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary
         assert net_charged(pay) == 0
 
 
+def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db):
+    """The machine goes down after the charge; the unsynced end of the log (every record
+    after the creation, as synchronous=NORMAL allows) is lost. Recovery meets a broken
+    inventory: compensating from the short log would cancel the order and release the
+    stock but keep the charge it does not know about. Instead it waits, and `retry`
+    goes forward to the one consistent end."""
+    import dataclasses
+
+    from shopctl.saga import owner
+
+    before = stock(shop, SKU)
+    items = price_items(shop.catalog_url, [(SKU, 1)])
+    args = {"db": str(db), "endpoints": shop.__dict__, "kinds": KINDS,
+            "definition": DEFINITION, "input": {"user_id": "u-reboot", "items": items}}
+    done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
+                          env={**os.environ, CRASH_ENV: "ship:started"}, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    with L.SagaLog(db) as log:
+        (saga,) = log.list()
+        oid = order_id_of(log, saga.id)
+        host, pid, start, _ = owner.token().split("/")
+        log._conn.execute("DELETE FROM step_events WHERE saga_id = ? AND seq > 1", (saga.id,))
+        log._conn.execute("UPDATE sagas SET owner = ? WHERE id = ?",
+                          (f"{host}/{pid}/{start}/0123456789ab", saga.id))
+    assert net_charged(payment(shop, oid)) == 1450  # the world is ahead of the log
+
+    broken = dataclasses.replace(shop, inventory=f"127.0.0.1:{free_port()}")
+    with open_engine(db, broken, KINDS) as engine:
+        stuck = engine.resume(saga.id)
+    assert stuck.status == L.STUCK and stuck.after_reboot and "reboot" in stuck.error
+    assert order(shop, oid)["status"] != "CANCELLED"
+    assert stock(shop, SKU) == (before[0] - 1, before[1] + 1)
+
+    with open_engine(db, shop, KINDS) as engine:
+        saga = engine.retry(saga.id)
+    assert saga.status == L.COMPLETED, saga.error
+    assert order(shop, oid)["status"] == "SHIPPED"
+    assert stock(shop, SKU) == (before[0] - 1, before[1] + 1)
+    assert net_charged(payment(shop, oid)) == 1450
+
+
 # -- outcome events on the real broker -------------------------------------------------------
 
 class SagaEvents:

@@ -255,3 +255,58 @@ def test_a_failure_is_committed_at_once(log):
     actions = FakeActions(payments__charge=[StepFailure("503", retryable=True), {"c": 1}])
     engine(log, actions).start("order", DEFINITION, INPUT)
     assert [L.FAILED] in commits  # alone, before the backoff and the retry
+
+
+def test_under_normal_only_the_decisions_are_synced(tmp_path):
+    """Creation, the pivot's success and every status reach the disk before the next
+    action; the other transitions are committed (crash-safe) without waiting for it."""
+    with L.SagaLog(tmp_path / "saga.db", synchronous="NORMAL") as log:
+        synced: list[bool] = []
+        run = log._writer.run
+
+        def spy(work, fsync=False, durable=True):
+            synced.append(fsync)
+            return run(work, fsync=fsync, durable=durable)
+
+        log._writer.run = spy
+        engine(log, FakeActions()).start("order", DEFINITION, INPUT)
+        # create+start, create_order ok+reserve, reserve ok+charge, charge ok+ship, done
+        assert synced == [True, False, False, True, True]
+        synced.clear()
+        engine(log, FakeActions()).start("order", DEFINITION, INPUT, fail_at="charge")
+        # creation, COMPENSATING, COMPENSATED; not the failure or the undo steps
+        assert synced[0] and synced[-1] and sum(synced) == 3 and len(synced) > 3
+
+
+def _after_reboot(log, saga) -> None:
+    """As if the saga's driver ran in an earlier boot of this machine."""
+    from shopctl.saga import owner
+
+    host, pid, start, _ = owner.token().split("/")
+    log._conn.execute("UPDATE sagas SET owner = ? WHERE id = ?",
+                      (f"{host}/{pid}/{start}/0123456789ab", saga.id))
+
+
+def test_after_a_reboot_a_step_that_keeps_failing_waits_instead_of_compensating(log):
+    saga = _interrupted(log, 1, L.STARTED)  # its last records: reserve_stock started
+    _after_reboot(log, saga)
+    actions = FakeActions(inventory__reserve_stock=[StepFailure("down", retryable=True)])
+    stuck = engine(log, actions).resume(saga.id)
+    assert stuck.status == L.STUCK and stuck.after_reboot and "reboot" in stuck.error
+    assert "orders.cancel_order" not in actions.names()  # nothing undone blind
+    actions.script["inventory.reserve_stock"] = [{"reserved": True}]
+    done = engine(log, actions).retry(saga.id)
+    assert done.status == L.COMPLETED  # retry goes forward, not into compensation
+    assert actions.names()[-3:] == ["inventory.reserve_stock", "payments.charge",
+                                    "orders.ship_order"]
+
+
+def test_after_a_reboot_a_refusal_still_compensates_what_ran(log):
+    saga = _interrupted(log, 1, L.STARTED)
+    _after_reboot(log, saga)
+    actions = FakeActions(inventory__reserve_stock=[StepFailure("out of stock",
+                                                                retryable=False)])
+    done = engine(log, actions).resume(saga.id)
+    # A refused step applied nothing, so nothing after it ran: the log is complete.
+    assert done.status == L.COMPENSATED
+    assert actions.names() == ["inventory.reserve_stock", "orders.cancel_order"]

@@ -10,10 +10,12 @@ import pytest
 from shopctl.saga import log as L
 
 
-def test_wal_and_full_sync(tmp_path):
+def test_wal_and_normal_sync_by_default_full_on_request(tmp_path):
     with L.SagaLog(tmp_path / "saga.db") as log:
         assert log._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with L.SagaLog(tmp_path / "full.db", synchronous="FULL") as log:
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_create_is_idempotent_per_key_and_survives_reopen(tmp_path):
@@ -176,8 +178,9 @@ def test_a_log_from_before_the_owner_column_is_migrated(tmp_path):
 
     path = tmp_path / "saga.db"
     old = sqlite3.connect(path)
-    old.executescript(L._SCHEMA.replace("    error           TEXT,\n    owner           TEXT\n",
-                                        "    error           TEXT\n"))
+    old.executescript(L._SCHEMA.replace(
+        "    error           TEXT,\n    owner           TEXT,\n"
+        "    after_reboot    INTEGER NOT NULL DEFAULT 0\n", "    error           TEXT\n"))
     old.execute("INSERT INTO sagas VALUES ('a1', 'order', 'running', 'k', '{}',"
                 " '{\"steps\": []}', NULL, 1.0, 1.0, NULL)")
     old.commit()
@@ -221,7 +224,10 @@ def test_owner_tokens_tell_a_live_process_from_a_dead_or_unknown_one():
     gone = subprocess.run([sys.executable, "-c", "from shopctl.saga import owner;"
                            "print(owner.token())"], capture_output=True, text=True, check=True)
     assert owner.alive(gone.stdout.strip()) is False
-    host, pid, start = owner.token().split("/")
-    assert owner.alive(f"{host}/{pid}/{int(start) + 1}") is False  # a recycled pid
-    assert owner.alive(f"elsewhere.example/{pid}/{start}") is None
+    host, pid, start, boot = owner.token().split("/")
+    assert owner.alive(f"{host}/{pid}/{int(start) + 1}/{boot}") is False  # a recycled pid
+    assert owner.alive(f"{host}/{pid}/{start}/0123456789ab") is False  # an earlier boot
+    assert owner.earlier_boot(f"{host}/{pid}/{start}/0123456789ab")
+    assert not owner.earlier_boot(owner.token())
+    assert owner.alive(f"elsewhere.example/{pid}/{start}/{boot}") is None
     assert owner.describe(f"far.example/{pid}/1") == f"process {pid} on host far.example"
