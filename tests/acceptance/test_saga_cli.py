@@ -96,6 +96,9 @@ def test_run_completes_every_step_and_is_reported(shop, events):
 
     code, shown = saga(root, "show", run["id"])
     assert (code, shown["status"], shown["events"]) == (0, "completed", run["events"])
+    # The outcome event went out before `saga run` returned, and show says so.
+    (announced,) = shown["outcome_events"]
+    assert announced["event_type"] == "order_completed" and announced["published_at"]
     code, listed = saga(root, "list")
     assert code == 0 and {s["id"]: s["status"] for s in listed}[run["id"]] == "completed"
 
