@@ -71,6 +71,10 @@ class LiveTimeline:
 
     def __exit__(self, *exc_info) -> None:
         self.live.__exit__(*exc_info)
+        if not self.live.console.is_terminal:
+            # Off a terminal the last frame ends without a newline; what follows the
+            # timeline (the outcome) would be glued to the table's bottom border.
+            self.live.console.line()
 
     def on_event(self, event) -> None:
         saga = self.log.get(event.saga_id)

@@ -148,3 +148,15 @@ def test_user_errors_exit_2_with_one_message(shop, args, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_json_the_timeline_is_followed_by_the_outcome_on_its_own_line(shop):
+    root, _ = shop
+    result = shopctl_in(root, "saga", "run", "order", "--user", "u1", "--item", f"{SKU}:1",
+                        "--fail-at", "reserve_stock", timeout=60)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    outcome = [line for line in lines if line.startswith("saga ") and ": compensated" in line]
+    assert len(outcome) == 1, result.stdout  # on a line of its own, after the table
+    assert any("undo create_order" in line and "compensated" in line for line in lines)
+    assert "reason: reserve_stock failed: injected failure" in result.stdout
