@@ -24,6 +24,7 @@ from pydantic import (
 from shopctl.config.durations import parse_duration
 from shopctl.config.problems import Invalid, did_you_mean, show
 from shopctl.errors import ConfigError, UsageError
+from shopctl.infra_names import reserved_name_refusal
 
 KINDS = ("flask", "fastapi", "nameko", "grpc")
 SERVICE_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -124,16 +125,21 @@ ProjectName = Annotated[
         _named(PROJECT_NAME, "a name of lowercase letters, digits and hyphens (at most 40)")
     ),
 ]
-ServiceName = Annotated[
-    str,
-    PlainValidator(
-        _named(
-            SERVICE_NAME,
-            "a service name of lowercase letters, digits and hyphens, "
-            "starting with a letter (at most 63)",
-        )
-    ),
-]
+_service_name_shape = _named(
+    SERVICE_NAME,
+    "a service name of lowercase letters, digits and hyphens, starting with a letter (at most 63)",
+)
+
+
+def _service_name(value: Any) -> str:
+    name = _service_name_shape(value)
+    refusal = reserved_name_refusal(name)
+    if refusal is not None:
+        raise Invalid(*refusal)
+    return name
+
+
+ServiceName = Annotated[str, PlainValidator(_service_name)]
 SagaName = Annotated[
     str, PlainValidator(_named(SAGA_NAME, "a saga name of letters, digits, _ and -"))
 ]

@@ -28,6 +28,7 @@ from shopctl.config.problems import (
     format_path,
     problem_at,
 )
+from shopctl.infra_names import RESERVED_SERVICE_NAMES
 
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
 _FALSE = {"false", "no", "off", "0", "n", "f"}
@@ -77,7 +78,8 @@ class _Checker:
                 continue
             if "path" in entry:
                 path, where = entry["path"], ("services", name, "path")
-            elif SERVICE_NAME.fullmatch(name):
+            elif SERVICE_NAME.fullmatch(name) and name not in RESERVED_SERVICE_NAMES:
+                # (a reserved name is refused by the schema; its folder is moot)
                 path, where = f"services/{name}", ("services", name)
             else:
                 continue

@@ -22,6 +22,7 @@ import tarfile
 import time
 from typing import TYPE_CHECKING, Any
 
+from shopctl import infra_names
 from shopctl.docker_client import docker_errors
 from shopctl.fingerprint import data_hash
 from shopctl.prom.local import BRIDGE_SCRIPT, http_ok
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from shopctl.config import ShopConfig
     from shopctl.runtime.docker import DockerRuntime
 
-PROMETHEUS = "prometheus"
-BRIDGE = "promsd"
+PROMETHEUS = infra_names.PROMETHEUS
+BRIDGE = infra_names.PROMSD
 PROMETHEUS_PORT = 9090  # inside the container
 BRIDGE_PORT = 9091
 CONFIG_DIR = "/etc/shopctl-prometheus"
@@ -79,7 +80,7 @@ def sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progre
         found = runtime._container(container_name(project, BRIDGE))
         if found is not None:
             runtime._remove(found)
-        text = consul_sd_config(f"{container_name(project, 'consul')}:8500", project)
+        text = consul_sd_config(f"{container_name(project, infra_names.CONSUL)}:8500", project)
     args = [f"--config.file={CONFIG_DIR}/prometheus.yml", "--storage.tsdb.path=/prometheus",
             f"--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}", "--web.enable-lifecycle"]
     files = {"prometheus.yml": text.encode()}
@@ -110,7 +111,7 @@ def _ensure_bridge(runtime: DockerRuntime, config: ShopConfig, progress: Progres
     image = config.infra.base_image
     source = BRIDGE_SCRIPT.read_bytes()
     command = ["python3", f"{BRIDGE_DIR}/http_sd.py",
-               "--consul", f"http://{container_name(project, 'consul')}:8500",
+               "--consul", f"http://{container_name(project, infra_names.CONSUL)}:8500",
                "--listen", f"0.0.0.0:{BRIDGE_PORT}", "--project", project]
     wanted = data_hash({"image": _image_id(runtime, image), "command": command,
                         "source": hashlib.sha256(source).hexdigest()})[:16]

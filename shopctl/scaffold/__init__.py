@@ -18,6 +18,7 @@ from shopctl.config import ShopConfig
 from shopctl.config.model import SERVICE_NAME
 from shopctl.config.problems import did_you_mean
 from shopctl.errors import UsageError
+from shopctl.infra_names import reserved_name_refusal
 from shopctl.scaffold import shopfile, writer
 from shopctl.scaffold.kinds import Kind, discover_kinds, get_kind, templates_dir
 from shopctl.scaffold.render import File, ServiceSpec, render_service
@@ -100,6 +101,10 @@ def _check_name(name: str) -> None:
             hint="a DNS label: lowercase letters, digits and hyphens, starting with a "
             "letter, not ending with a hyphen, at most 63 characters",
         )
+    refusal = reserved_name_refusal(name)
+    if refusal is not None:
+        message, hint = refusal
+        raise UsageError(message, hint=hint)
 
 
 def _check_not_taken(config: ShopConfig, name: str, force: bool) -> None:

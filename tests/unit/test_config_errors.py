@@ -172,6 +172,36 @@ CASES = {
             "  hint: try 'users'",
         ],
     ),
+    "service name reserved for infra": (
+        """\
+        project: shop
+        services:
+          users: {kind: fastapi, port: 8001}
+          consul:
+            kind: flask
+            port: 8002
+        """,
+        [
+            "shop.yaml:4:3: services.consul: the service name 'consul' is reserved for shopctl's"
+            " own Consul",
+            "  hint: pick another name; consul, rabbitmq, prometheus, promsd are taken by"
+            " shopctl's infra",
+        ],
+    ),
+    "service name reserved for the Prometheus bridge": (
+        """\
+        project: shop
+        services:
+          users: {kind: fastapi, port: 8001, depends_on: [promsd]}
+          promsd: {kind: flask, port: 8002, path: services/users}
+        """,
+        [
+            "shop.yaml:4:3: services.promsd: the service name 'promsd' is reserved for shopctl's"
+            " own Consul-to-Prometheus bridge (http_sd)",
+            "  hint: pick another name; consul, rabbitmq, prometheus, promsd are taken by"
+            " shopctl's infra",
+        ],
+    ),
     "no services": (
         """\
         project: shop
@@ -609,6 +639,26 @@ def test_broken_config_through_the_cli_exits_2_without_traceback(
     assert "Traceback" not in err
     for line in expected:
         assert line in err
+
+
+def test_reserved_service_names_cover_every_infra_container() -> None:
+    """The docker runtime names containers shopctl-P-NAME for services and infra alike."""
+    from shopctl.infra_names import RESERVED_SERVICE_NAMES
+    from shopctl.prom.docker import BRIDGE, PROMETHEUS
+    from shopctl.runtime.docker import INFRA
+
+    assert {*INFRA, PROMETHEUS, BRIDGE} == RESERVED_SERVICE_NAMES
+
+
+def test_a_reserved_service_name_is_refused_by_the_model_itself() -> None:
+    """Also for a config built in code, so no runtime has to check again."""
+    from pydantic import ValidationError
+
+    from shopctl.config import ShopConfig
+
+    data = {"project": "shop", "services": {"rabbitmq": {"kind": "flask", "port": 8001}}}
+    with pytest.raises(ValidationError, match="reserved for shopctl's own RabbitMQ"):
+        ShopConfig.model_validate(data)
 
 
 def test_alias_bomb_is_refused(folder: Path) -> None:
