@@ -111,7 +111,9 @@ class Shop:
         rows = [row for row in self.status() if row.name in targets]
         return UpResult(self.runtime.name, plan, time.monotonic() - start, rows)
 
-    def down(self, volumes: bool = False, progress: Progress = no_progress) -> None:
+    def down(
+        self, volumes: bool = False, progress: Progress = no_progress, images: bool = False
+    ) -> None:
         infra = self.runtime.infra_endpoints(self.config)
         if infra is not None:
             try:
@@ -119,7 +121,7 @@ class Shop:
                 progress("consul", f"deregistered {len(removed)} services")
             except ShopctlError as exc:
                 progress("consul", f"not deregistered: {exc.message}")
-        self.runtime.down(self.config, volumes, progress)
+        self.runtime.down(self.config, volumes, progress, images=images)
 
     def status(self) -> list[ServiceRow]:
         observed = self.runtime.observe(self.config)

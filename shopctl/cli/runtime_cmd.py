@@ -76,6 +76,12 @@ def down(
         bool,
         typer.Option("--volumes", help="Also delete the services' data."),
     ] = False,
+    rmi: Annotated[
+        bool,
+        typer.Option("--rmi", help="Also remove the images shopctl built for this project's "
+                     "services (never base images, never another project's). The local "
+                     "runtime builds no images: there it does nothing."),
+    ] = False,
     runtime: RuntimeOption = "auto",
 ) -> None:
     """Stop and remove the project's services, infra and network; deregister from Consul."""
@@ -84,7 +90,7 @@ def down(
 
     shop = _shop(ctx, runtime)
     with LiveView("down", console.err()) as view:
-        shop.down(volumes=volumes, progress=view)
+        shop.down(volumes=volumes, images=rmi, progress=view)
     console.out().print(f"[green]down[/]: project {shop.config.project!r} removed"
                         + (" with its data" if volumes else " (data kept; --volumes deletes it)"))
 

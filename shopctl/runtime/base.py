@@ -120,6 +120,11 @@ class Runtime(Protocol):
         """Log lines of the given services, oldest first, interleaved by time; with follow,
         keeps yielding until the caller stops iterating."""
 
-    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress) -> None:
+    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress,
+             images: bool = False) -> None:
         """Stop and remove every service and infra instance of the project and its network;
-        data survives unless volumes is True."""
+        data survives unless volumes is True. With images, afterwards also remove the
+        images built for this project's services (never base or infra images, never
+        another project's); an image the engine refuses to remove (still used by some
+        other container) is reported through progress and kept. A runtime that builds no
+        images (local) ignores it."""

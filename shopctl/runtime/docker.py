@@ -8,6 +8,8 @@ What exists for a project P (every object labelled io.shopctl.project=P, which i
     volume     shopctl-P-rabbitmq-data    the broker's state
     container  shopctl-P-<service>        network alias <service>, ports on 127.0.0.1
     volume     shopctl-P-<service>-data   mounted at /data (SHOP_DATA_DIR)
+    image      shopctl-P/<service>:<hash> the service's code (shopctl.images.service);
+                                          down removes these only when asked (images)
 
 Services run with restart policy on-failure, so a crash is restarted by the engine and
 shows in `restarts`; a container stopped or killed through the engine (`docker stop`,
@@ -30,9 +32,14 @@ import docker.errors
 import httpx
 
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
-from shopctl.errors import OperationFailed, UsageError
+from shopctl.errors import OperationFailed
 from shopctl.images.base import ensure_base_images
-from shopctl.images.service import build_service_image, build_service_images
+from shopctl.images.service import (
+    build_service_image,
+    build_service_images,
+    image_repository,
+)
+from shopctl.infra_names import CONSUL, RABBITMQ
 from shopctl.ports import is_port_free
 from shopctl.runtime.base import (
     LABEL_HASH,
@@ -52,7 +59,7 @@ if TYPE_CHECKING:
     from shopctl.config import ServiceConfig, ShopConfig
 
 LABEL_PORT = "io.shopctl.port"  # the service's main port, for services gone from shop.yaml
-INFRA = ("consul", "rabbitmq")
+INFRA = (CONSUL, RABBITMQ)  # a service cannot take these names: the config refuses them
 CONSUL_PORT = 8500  # inside the container
 AMQP_PORT = 5672
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL, as `docker stop`
@@ -170,11 +177,6 @@ class DockerRuntime:
         self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
     ) -> ServiceState:
         service = spec.service
-        if service in INFRA:
-            raise UsageError(
-                f"a service cannot be named '{service}' with the docker runtime",
-                hint=f"shopctl-{config.project}-{service} is the infra container; rename it",
-            )
         svc = config.service(service)
         project = config.project
         name = container_name(project, service)
@@ -241,7 +243,8 @@ class DockerRuntime:
         targets = {name: container_name(config.project, name) for name in names}
         return interleave(self.client, targets, follow=follow, tail=tail)
 
-    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress) -> None:
+    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress,
+             images: bool = False) -> None:
         label = _project_label(config)
         client = self.client
         with docker_errors(f"removing project {config.project}"):
@@ -258,8 +261,41 @@ class DockerRuntime:
                 for volume in client.volumes.list(filters={"label": label}):
                     progress(volume.name, "removing volume")
                     volume.remove(force=True)
+        if images:
+            self._remove_images(config, progress)
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _remove_images(self, config: ShopConfig, progress: Progress) -> None:
+        """Untag the service images of the project (by its label, and only their tags in
+        the project's own repositories: shopctl-P/<service>); the last tag gone removes
+        the image and its build layers. Base and infra images carry no project label. An
+        image still used by a container (of another project: this one's are gone) is
+        reported and kept; one removed meanwhile (a concurrent down) is no error."""
+        project = config.project
+        for key in [key for key in self._images if key[0] == project]:
+            self._images.pop(key, None)  # a later start_service must build again
+        with docker_errors(f"listing the images of project {project}"):
+            found = self.client.images.list(filters={"label": _project_label(config)})
+        for image in found:
+            service = image.labels.get(LABEL_SERVICE)
+            if service is None:
+                continue  # labelled by hand, not built by shopctl
+            repository = image_repository(project, service)
+            refs = {tag: tag for tag in image.tags if tag.rpartition(":")[0] == repository}
+            if not image.tags:  # dangling: its tag moved on, the label says whose it is
+                refs = {image.short_id: image.id}
+            for name, ref in refs.items():
+                progress(name, "removing image")
+                with docker_errors(f"removing image {name}"):
+                    try:
+                        self.client.images.remove(ref, noprune=False)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as exc:
+                        if exc.status_code != 409:  # 409 Conflict: in use
+                            raise
+                        progress(name, f"image kept: {exc.explanation or exc}")
 
     def _image_for(self, config: ShopConfig, service: str, progress: Progress) -> str:
         """The tag prepare() built; builds (or finds up to date) when prepare was skipped."""

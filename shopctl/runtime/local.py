@@ -227,7 +227,9 @@ class LocalRuntime:
     def stop_service(self, config: ShopConfig, service: str) -> None:
         self._stop_units(ProjectState(config.root), [service])
 
-    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress) -> None:
+    def down(self, config: ShopConfig, volumes: bool, progress: Progress = no_progress,
+             images: bool = False) -> None:
+        """`images` is accepted for the contract and ignored: local processes use no images."""
         ps = ProjectState(config.root)
         records = all_records(ps)
         services = [unit for unit, rec in records.items() if rec.get("role") == "service"]

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from shopctl import testing
+from shopctl.images.prometheus import PROMETHEUS_IMAGE
 from shopctl.testing import SERVICES, free_ports
 from tests.acceptance.conftest import REPO
-from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
+from tests.acceptance.test_shop_roundtrip import make_project, project_images, shopctl_in
 
 
 def with_prometheus(tmp_path: Path) -> tuple[Path, dict]:
@@ -138,10 +139,13 @@ def test_prometheus_in_docker_scrapes_every_service(tmp_path):
         prefix = f"shopctl-{data['project']}-"
         assert {f"{prefix}prometheus", f"{prefix}promsd"} <= names
     finally:
-        down = shopctl_in(root, "down", "--volumes", "--runtime", "docker", timeout=180)
+        down = shopctl_in(root, "down", "--volumes", "--rmi", "--runtime", "docker",
+                          timeout=180)
     assert down.returncode == 0, down.stderr[-2000:]
     assert docker.from_env().containers.list(
         all=True, filters={"label": f"io.shopctl.project={data['project']}"}) == []
+    assert project_images(data["project"]) == []
+    docker.from_env().images.get(PROMETHEUS_IMAGE)  # infra images stay
 
 
 def test_config_commands_say_when_consul_is_unreachable(tmp_path):

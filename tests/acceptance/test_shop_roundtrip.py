@@ -1,7 +1,8 @@
 """The whole shop through the CLI, as a user drives it, on both runtimes:
 up -> every service passing in Consul (asked over Consul's own HTTP API) -> status --json
 healthy -> kill one service -> status critical -> up heals it -> a second up is a no-op
-that touches nothing -> down leaves no container, network, process or Consul service.
+that touches nothing -> down --rmi leaves no container, network, process, Consul service
+or (docker) image of the project, and keeps the base image.
 
 Each test runs a copy of the project with its own project name and free ports, so it
 never meets a shop already running on the machine.
@@ -68,7 +69,7 @@ def project(request, tmp_path):
     root, data = make_project(tmp_path)
     runtime = request.param
     yield root, data, runtime
-    shopctl_in(root, "down", "--volumes", "--runtime", runtime, timeout=180)
+    shopctl_in(root, "down", "--volumes", "--rmi", "--runtime", runtime, timeout=180)
 
 
 @pytest.mark.docker
@@ -106,7 +107,9 @@ def test_round_trip(project):
     code, status = status_json(root)
     assert code == 0, status
 
-    down = shopctl_in(root, "down")
+    if runtime == "docker":
+        assert len(project_images(name)) == len(SERVICES)  # so "none left" means something
+    down = shopctl_in(root, "down", "--rmi")  # a no-op for images on the local runtime
     assert down.returncode == 0, down.stderr[-2000:]
     assert_nothing_left(runtime, root, data)
 
@@ -138,6 +141,17 @@ def stop_service(runtime: str, root: Path, data: dict, service: str) -> None:
     os.kill(run["supervisor_pid"], signal.SIGKILL)
 
 
+def project_images(project: str) -> list[str]:
+    """Tags (or ids) of the images of `project`, found by its label and by its repository
+    name, so an image that lost either is still seen."""
+    import docker
+
+    client = docker.from_env()
+    found = client.images.list(filters={"label": f"io.shopctl.project={project}"})
+    found += client.images.list(filters={"reference": f"shopctl-{project}/*"})
+    return sorted({tag for image in found for tag in image.tags or [image.id]})
+
+
 def assert_nothing_left(runtime: str, root: Path, data: dict) -> None:
     name = data["project"]
     if runtime == "docker":
@@ -147,6 +161,8 @@ def assert_nothing_left(runtime: str, root: Path, data: dict) -> None:
         label = f"io.shopctl.project={name}"
         assert client.containers.list(all=True, filters={"label": label}) == []
         assert client.networks.list(filters={"label": label}) == []
+        assert project_images(name) == []
+        client.images.get(data["infra"]["base_image"])  # the base image stays
     else:
         from shopctl.runtime.local import marked_pids
         from shopctl.state import ProjectState

@@ -2,11 +2,12 @@
 
 The project is the repository's shop.yaml under a fresh name with free host ports, so it
 never meets a shop (or a host broker) already running here. Everything the tests make
-is removed by project label at the end, images included.
+is removed by project label at the end, images included (by down with images=True).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import socket
@@ -22,8 +23,9 @@ import pytest
 from shopctl import testing
 from shopctl.config import ShopConfig, load_config
 from shopctl.docker_client import connect
-from shopctl.errors import OperationFailed, RuntimeUnavailable, UsageError
-from shopctl.runtime.base import LABEL_PROJECT, InfraEndpoints, LaunchSpec
+from shopctl.errors import OperationFailed, RuntimeUnavailable
+from shopctl.images.service import build_service_image
+from shopctl.runtime.base import LABEL_PROJECT, LABEL_SERVICE, InfraEndpoints, LaunchSpec
 from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,9 +69,9 @@ def client() -> docker.DockerClient:
 def config(client) -> Iterator[ShopConfig]:
     config = with_ports(load_config(REPO / "shop.yaml"), PROJECT, free_port())
     yield config
-    DockerRuntime().down(config, volumes=True)
+    DockerRuntime().down(config, volumes=True, images=True)
     for image in client.images.list(filters={"label": f"{LABEL_PROJECT}={PROJECT}"}):
-        for tag in image.tags:
+        for tag in image.tags:  # only what down had to keep (a test failed holding it)
             client.images.remove(tag, force=True)
 
 
@@ -107,6 +109,14 @@ def by_label(client: docker.DockerClient) -> dict[str, list[str]]:
         "networks": [n.name for n in client.networks.list(filters=label)],
         "volumes": [v.name for v in client.volumes.list(filters=label)],
     }
+
+
+def project_images(client: docker.DockerClient, project: str = PROJECT) -> list[str]:
+    """Tags (ids when untagged) of the images labelled as `project`'s or named in its
+    repositories."""
+    found = client.images.list(filters={"label": f"{LABEL_PROJECT}={project}"})
+    found += client.images.list(filters={"reference": f"shopctl-{project}/*"})
+    return sorted({tag for image in found for tag in image.tags or [image.id]})
 
 
 def test_infra_answers_and_is_reused(runtime, config, endpoints, client):
@@ -187,11 +197,6 @@ def test_a_busy_port_is_named_with_its_holder(runtime, config, endpoints):
     assert "pid " in caught.value.message  # the holder, found through /proc
 
 
-def test_services_cannot_take_infra_names(runtime, config, endpoints):
-    with pytest.raises(UsageError):
-        runtime.start_service(config, LaunchSpec("consul", {}, "h"))
-
-
 def test_logs_follow_sees_a_replaced_container(runtime, config, endpoints):
     port = config.services["users"].port
     runtime.start_service(config, users_spec(endpoints))
@@ -223,3 +228,59 @@ def test_down_removes_everything_but_data_unless_asked(runtime, config, endpoint
 
     runtime.down(config, volumes=True)
     assert by_label(client) == {"containers": [], "networks": [], "volumes": []}
+
+
+def other_projects_image(client: docker.DockerClient, base: str) -> str:
+    """An image of another project, labelled and named as shopctl labels and names its
+    service images (a LABEL on the base image: built in a second)."""
+    other = f"t{uuid.uuid4().hex[:8]}"
+    tag = f"shopctl-{other}/users:0123456789ab"
+    dockerfile = f"FROM {base}\nLABEL {LABEL_PROJECT}={other} {LABEL_SERVICE}=users\n"
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    return tag
+
+
+def test_down_with_images_removes_the_projects_images_and_nothing_else(
+    runtime, config, client
+):
+    endpoints = runtime.ensure_infra(config)
+    port = config.services["users"].port
+    runtime.start_service(config, users_spec(endpoints))
+    wait_for(lambda: healthy(port), what="users up")
+    ours = project_images(client)
+    assert ours and all(tag.startswith(f"shopctl-{PROJECT}/users:") for tag in ours)
+    base = client.images.get(config.infra.base_image).id
+    infra = {name: client.images.get(name).id
+             for name in (config.infra.consul.image, config.infra.rabbitmq.image)}
+    foreign = other_projects_image(client, config.infra.base_image)
+    seen: list[tuple[str, str]] = []
+    try:
+        runtime.down(config, volumes=True, progress=lambda s, m: seen.append((s, m)),
+                     images=True)
+        assert project_images(client) == []
+        assert (ours[0], "removing image") in seen
+        assert client.images.get(config.infra.base_image).id == base
+        assert {name: client.images.get(name).id for name in infra} == infra
+        client.images.get(foreign)  # another project's image is not touched
+        assert by_label(client) == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        client.images.remove(foreign, force=True)
+
+
+def test_down_keeps_an_image_another_container_uses_and_says_so(runtime, config, client):
+    tag, _hash = build_service_image(config, "users", client=client)  # as up builds it
+    # A container of another project (a container inherits its image's labels: without
+    # its own project label, down would remove it as one of ours).
+    holder = client.containers.create(tag, ["true"], name=f"{PROJECT}-holder",
+                                      labels={LABEL_PROJECT: f"{PROJECT}-other"})
+    seen: list[tuple[str, str]] = []
+    try:
+        runtime.down(config, volumes=True, progress=lambda s, m: seen.append((s, m)),
+                     images=True)  # no exception: reported, kept
+        client.images.get(tag)
+        (kept,) = [m for s, m in seen if s == tag and m.startswith("image kept:")]
+        assert holder.id[:12] in kept, kept  # the engine names the container using it
+    finally:
+        holder.remove(force=True)
+    runtime.down(config, volumes=True, images=True)
+    assert project_images(client) == []

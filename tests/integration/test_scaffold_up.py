@@ -1,7 +1,7 @@
 """Issue 6, last acceptance step: for each kind, in a copy of the project with its own
 name and free ports, `scaffold new-service` -> `up NAME --runtime docker` brings it up
-passing in Consul (asked over Consul's own HTTP API) -> `down --volumes` leaves no
-container of the project."""
+passing in Consul (asked over Consul's own HTTP API) -> `down --volumes --rmi` leaves no
+container and no image of the project."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from shopctl.testing import free_ports
 from tests.acceptance.conftest import REPO
-from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
+from tests.acceptance.test_shop_roundtrip import make_project, project_images, shopctl_in
 
 KINDS = ["flask", "fastapi", "nameko", "grpc"]
 
@@ -23,7 +23,7 @@ def project(tmp_path):
     shutil.copytree(REPO / "templates", root / "templates",
                     ignore=shutil.ignore_patterns("__pycache__"))
     yield root, data
-    shopctl_in(root, "down", "--volumes", "--runtime", "docker", timeout=180)
+    shopctl_in(root, "down", "--volumes", "--rmi", "--runtime", "docker", timeout=180)
 
 
 def project_containers(project_name: str) -> list:
@@ -55,6 +55,7 @@ def test_scaffolded_service_comes_up_healthy_in_consul(project, kind):
         statuses = {check["Status"] for check in entry["Checks"]}
         assert statuses == {"passing"}, entry["Checks"]
 
-    down = shopctl_in(root, "down", "--volumes", timeout=180)
+    down = shopctl_in(root, "down", "--volumes", "--rmi", timeout=180)
     assert down.returncode == 0, down.stderr[-2000:]
     assert project_containers(data["project"]) == []
+    assert project_images(data["project"]) == []
