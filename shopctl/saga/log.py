@@ -2,7 +2,7 @@
 
 Tables
     sagas(id, name, status, idempotency_key UNIQUE, input, definition, fail_at,
-          created_at, updated_at, error, owner, after_reboot)
+          created_at, updated_at, error, owner, owner_sync, after_reboot)
     step_events(saga_id, seq, step, state, attempt, at, duration, result, error)
     outbox(id, saga_id, event_type, payload, created_at, attempts, next_try_at,
            last_error, published_at, origin)
@@ -35,12 +35,13 @@ only ever follows the last decision, and the log is behind the world, never ahea
 Going forward from a short log is harmless: each step is redone with the same
 idempotency key and the service answers with what it did the first time. Compensating
 from a short log is not (a step that ran after the lost records would not be undone),
-so a saga taken over from a driver of an earlier boot (after_reboot, see
-shopctl.saga.owner) is never compensated on a failure that may be temporary: it is
-marked stuck, and `saga retry` goes forward again. A refusal (out of stock, declined)
-still compensates: a refused step applied nothing, so no later step ran either.
-Measured on these machines (bench/README_saga.md): the two fsyncs saved per saga are
-most of the orchestration overhead.
+so a saga taken over from a NORMAL driver of an earlier boot (after_reboot, see
+shopctl.saga.owner; the row keeps its driver's setting in owner_sync, and a FULL
+driver can have lost nothing) is never compensated on a failure that may be
+temporary: it is marked stuck, and `saga retry` goes forward again. A refusal (out of
+stock, declined) still compensates: a refused step applied nothing, so no later step
+ran either. NORMAL pays three fsyncs for a saga of four steps where FULL pays five;
+bench/README_saga.md has what that is worth on these machines.
 
 Outbox: an outcome event is inserted with the status it announces (commit(outbox=)),
 so the event exists if and only if the outcome does; shopctl.saga.outbox publishes it.
@@ -110,6 +111,7 @@ CREATE TABLE IF NOT EXISTS sagas (
     updated_at      REAL NOT NULL,
     error           TEXT,
     owner           TEXT,
+    owner_sync      TEXT,
     after_reboot    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sagas_by_status ON sagas (status, created_at);
@@ -143,7 +145,8 @@ CREATE INDEX IF NOT EXISTS outbox_by_saga ON outbox (saga_id);
 # Columns added after the first release, for logs created before them.
 _MIGRATIONS = {"sagas": {"owner": "ALTER TABLE sagas ADD COLUMN owner TEXT",
                          "after_reboot": "ALTER TABLE sagas ADD COLUMN after_reboot"
-                                         " INTEGER NOT NULL DEFAULT 0"},
+                                         " INTEGER NOT NULL DEFAULT 0",
+                         "owner_sync": "ALTER TABLE sagas ADD COLUMN owner_sync TEXT"},
                "outbox": {"origin": "ALTER TABLE outbox ADD COLUMN origin TEXT"}}
 # How long a new event is left to the publisher of the process that wrote it before
 # another process's publisher may send it (after a crash, say).
@@ -245,6 +248,7 @@ class SagaLog:
         sync = (synchronous or os.environ.get(SYNC_ENV) or "NORMAL").upper()
         if sync not in SYNC_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNC_MODES)}, got {sync!r}")
+        self.synchronous = sync
         self._writer = _Writer.acquire(self.path, sync)
         self._file = self._writer.key[0]
         # Names the events this log writes, so its own publisher finds them (fresh_events).
@@ -301,11 +305,11 @@ class SagaLog:
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
             inserted = conn.execute(
                 "INSERT INTO sagas (id, name, status, idempotency_key, input, definition,"
-                " fail_at, created_at, updated_at, owner)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " fail_at, created_at, updated_at, owner, owner_sync)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (idempotency_key) DO NOTHING",
                 (saga_id, name, RUNNING, key, input_json, definition_json, fail_at,
-                 now, now, me),
+                 now, now, me, self.synchronous),
             ).rowcount
             if not inserted:  # a known key: the first saga
                 return conn.execute(_SELECT_SAGA + " WHERE idempotency_key = ?",
@@ -435,7 +439,9 @@ class SagaLog:
             if row is None or row["status"] not in CLAIMABLE:
                 return row, None
             current = row["owner"]
-            reboot = bool(current) and _owner.earlier_boot(current)
+            # A driver that fsynced every transition (FULL) can have lost nothing.
+            reboot = (bool(current) and _owner.earlier_boot(current)
+                      and row["owner_sync"] != "FULL")
             with _driving_lock:
                 if current and not force:
                     if current == me:
@@ -446,8 +452,9 @@ class SagaLog:
                         return row, current
                 _driving.add((file, saga_id))
             try:
-                conn.execute("UPDATE sagas SET owner = ?, after_reboot = after_reboot OR ?"
-                             " WHERE id = ?", (me, reboot, saga_id))
+                conn.execute("UPDATE sagas SET owner = ?, owner_sync = ?,"
+                             " after_reboot = after_reboot OR ? WHERE id = ?",
+                             (me, self.synchronous, reboot, saga_id))
                 if reboot:
                     row = conn.execute(_SELECT_SAGA + " WHERE id = ?", (saga_id,)).fetchone()
             except BaseException:

@@ -301,6 +301,16 @@ def test_after_a_reboot_a_step_that_keeps_failing_waits_instead_of_compensating(
                                     "orders.ship_order"]
 
 
+def test_a_saga_whose_driver_synced_everything_is_not_flagged_after_a_reboot(tmp_path):
+    with L.SagaLog(tmp_path / "saga.db", synchronous="FULL") as full:
+        saga = _interrupted(full, 1, L.STARTED)
+        full.claim(saga.id)  # driven by a FULL process...
+        _after_reboot(full, saga)  # ...that the machine lost
+        full.release(saga.id)
+    with L.SagaLog(tmp_path / "saga.db") as log:  # NORMAL, after the reboot
+        assert not log.claim(saga.id).after_reboot  # FULL lost nothing: no need to wait
+
+
 def test_after_a_reboot_a_refusal_still_compensates_what_ran(log):
     saga = _interrupted(log, 1, L.STARTED)
     _after_reboot(log, saga)

@@ -179,7 +179,7 @@ def test_a_log_from_before_the_owner_column_is_migrated(tmp_path):
     path = tmp_path / "saga.db"
     old = sqlite3.connect(path)
     old.executescript(L._SCHEMA.replace(
-        "    error           TEXT,\n    owner           TEXT,\n"
+        "    error           TEXT,\n    owner           TEXT,\n    owner_sync      TEXT,\n"
         "    after_reboot    INTEGER NOT NULL DEFAULT 0\n", "    error           TEXT\n"))
     old.execute("INSERT INTO sagas VALUES ('a1', 'order', 'running', 'k', '{}',"
                 " '{\"steps\": []}', NULL, 1.0, 1.0, NULL)")
