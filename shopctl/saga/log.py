@@ -393,8 +393,8 @@ class SagaLog:
         now = time.time() if at is None else at
         rows = _event_rows(saga_id, 0, now, transitions)  # seq = the offset from `first`
         final = status in FINAL
-        sets = ", status = ?, updated_at = ?" + (", error = ?" if error is not None else "") + (
-            ", owner = NULL" if final else "")
+        sets = ["status = ?", "updated_at = ?"] + (["error = ?"] if error is not None else []) + (
+            ["owner = NULL"] if final else [])
         values = (status, now, *((error,) if error is not None else ()))
         queued = [(saga_id, kind, json.dumps(payload), now, now + OUTBOX_LEASE, self.origin)
                   for kind, payload in outbox]
@@ -411,7 +411,8 @@ class SagaLog:
             # Without a status the saga's row is left alone: one page less to write, and
             # its updated_at is read as max(its own, its last event's).
             if status is not None:
-                conn.execute(f"UPDATE sagas SET {sets[2:]} WHERE id = ?", (*values, saga_id))
+                conn.execute(f"UPDATE sagas SET {', '.join(sets)} WHERE id = ?",
+                             (*values, saga_id))
             if queued:
                 conn.executemany(_INSERT_OUTBOX, queued)
             return first
@@ -450,16 +451,12 @@ class SagaLog:
                         busy = _owner.alive(current) is not False
                     if busy:
                         return row, current
-                _driving.add((file, saga_id))
-            try:
-                conn.execute("UPDATE sagas SET owner = ?, owner_sync = ?,"
-                             " after_reboot = after_reboot OR ? WHERE id = ?",
-                             (me, self.synchronous, reboot, saga_id))
-                if reboot:
-                    row = conn.execute(_SELECT_SAGA + " WHERE id = ?", (saga_id,)).fetchone()
-            except BaseException:
-                _driving_discard(file, saga_id)
-                raise
+                _driving.add((file, saga_id))  # undone below if the commit fails
+            conn.execute("UPDATE sagas SET owner = ?, owner_sync = ?,"
+                         " after_reboot = after_reboot OR ? WHERE id = ?",
+                         (me, self.synchronous, reboot, saga_id))
+            if reboot:
+                row = conn.execute(_SELECT_SAGA + " WHERE id = ?", (saga_id,)).fetchone()
             return row, None
 
         try:
