@@ -41,7 +41,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shopctl.testing import SERVICES, copy_demo_shop  # noqa: E402
+from shopctl.testing import copy_demo_shop  # noqa: E402
+
+# The demo shop's services, as its shop.yaml declares them.
+SERVICES = tuple(yaml.safe_load((REPO / "shop.yaml").read_text())["services"])
 
 LABEL_PROJECT = "io.shopctl.project"
 TARGET = 0.7

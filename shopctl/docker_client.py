@@ -58,7 +58,7 @@ def connect(timeout: int = LONG_TIMEOUT) -> docker.DockerClient:
 
 @contextmanager
 def docker_errors(doing: str) -> Iterator[None]:
-    """Translate engine errors raised while `doing` ("starting users") into ShopctlErrors."""
+    """Translate engine errors raised while `doing` ("starting shipping") into ShopctlErrors."""
     try:
         yield
     except ShopctlError:

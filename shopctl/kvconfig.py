@@ -12,8 +12,8 @@ Layout (shopkit.settings reads the same): `shopctl/<project>/<service>/<key>`.
 
 KEY on the command line is SERVICE.KEY or SERVICE/KEY (the first separator splits,
 since service names have neither); an env name may be given as written in shop.yaml.
-Services read their settings at start; those they poll (payments' fault knobs) change
-while they run.
+Services read their settings at start; those they poll (fault knobs, say) change while
+they run.
 """
 
 from __future__ import annotations
@@ -74,13 +74,13 @@ def declared_settings(config: ShopConfig, service: str) -> dict[str, str]:
 
 
 def parse_key(text: str, config: ShopConfig, *, need_key: bool = True) -> SettingKey:
-    """'payments.failure_rate' or 'payments/failure_rate' -> SettingKey; 'payments' alone
+    """'shipping.max_weight' or 'shipping/max_weight' -> SettingKey; 'shipping' alone
     only when need_key is False. Unknown services raise UsageError with a did-you-mean."""
     text = text.strip()
     match = re.match(r"([^./]+)[./](.*)\Z", text)
     service, key = (match.group(1), match.group(2)) if match else (text, "")
     if not service:
-        raise UsageError(f"expected SERVICE.KEY, e.g. payments.failure_rate, found {text!r}")
+        raise UsageError(f"expected SERVICE.KEY, e.g. shipping.max_weight, found {text!r}")
     config.service(service)  # UsageError: no service named ..., did you mean ...
     if not key:
         if need_key:

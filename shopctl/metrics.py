@@ -1,7 +1,7 @@
 """Per-service request metrics of a running shop, from Prometheus or straight from /metrics.
 
-What is measured, for every service (all from shopkit's shop_requests_total and
-shop_request_duration_seconds, plus payments' shop_payments_breaker_state):
+What is measured, for every service (all from shopkit's shop_requests_total,
+shop_request_duration_seconds and shop_breaker_state{service, breaker}):
 - request_rate  requests per second; health checks (/health, grpc.health.v1) are left
                 out, since they are Consul's polling rather than traffic;
 - error_rate    server errors per second: HTTP 5xx, nameko's "error" and the gRPC codes
@@ -10,7 +10,9 @@ shop_request_duration_seconds, plus payments' shop_payments_breaker_state):
 - error_ratio   error_rate / request_rate (None without requests);
 - p50_ms/p95_ms latency quantiles, interpolated in the histogram buckets as
                 Prometheus' histogram_quantile does (None without requests);
-- breaker       closed | open | half_open for services that export the breaker gauge.
+- breaker       closed | open | half_open for services that export the breaker gauge:
+                the worst over the service's breakers (open, then half_open, then
+                closed).
 
 Sources:
 - "prometheus": the shop's Prometheus (infra.prometheus, when it answers) over its HTTP
@@ -47,12 +49,14 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 REQUESTS = "shop_requests_total"
 LATENCY = "shop_request_duration_seconds"
-BREAKER = "shop_payments_breaker_state"
+BREAKER = "shop_breaker_state"
 HEALTH_ENDPOINTS = r"/health|/grpc\.health\.v1\.Health/.*"
 ERROR_STATUSES = (
     r"5[0-9][0-9]|error|UNKNOWN|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|DATA_LOSS|UNIMPLEMENTED"
 )
 BREAKER_STATES = {0: "closed", 1: "open", 2: "half_open"}
+# How bad each state is, to report the worst of several breakers: open, then half_open.
+_BREAKER_SEVERITY = {0: 0, 2: 1, 1: 2}
 _HEALTH_RE = re.compile(HEALTH_ENDPOINTS)
 _ERROR_RE = re.compile(ERROR_STATUSES)
 
@@ -182,7 +186,7 @@ def totals(samples: Iterable[Sample]) -> Totals:
             le = float(labels.get("le", "+Inf"))
             buckets[le] = buckets.get(le, 0.0) + value
         elif name == BREAKER:
-            breaker = value if breaker is None else max(breaker, value)
+            breaker = worst_breaker(breaker, value)
         elif name == "process_start_time_seconds":
             started = value
     return Totals(requests, errors, buckets, breaker, started)
@@ -211,6 +215,18 @@ def window_metrics(service: str, before: Totals, after: Totals, seconds: float) 
     )
 
 
+def worst_breaker(a: float | None, b: float | None) -> float | None:
+    """The worse of two breaker gauge values (None: no breaker); a value that is no
+    known state counts as the worst, so it shows rather than hides."""
+    if a is None or b is None:
+        return b if a is None else a
+
+    def severity(value: float) -> int:
+        return _BREAKER_SEVERITY.get(int(value), len(_BREAKER_SEVERITY))
+
+    return a if severity(a) >= severity(b) else b
+
+
 def breaker_name(value: float | None) -> str | None:
     if value is None:
         return None
@@ -228,6 +244,7 @@ def promql(project: str, window: str) -> dict[str, str]:
     # Backquoted PromQL strings take the regular expressions as they are (no escapes).
     traffic = f'project="{project}",endpoint!~`{HEALTH_ENDPOINTS}`'
     errors = f"{traffic},status=~`{ERROR_STATUSES}`"
+    breakers = f'{BREAKER}{{project="{project}"}}'
     return {
         "up": f'max by (service) (up{{project="{project}"}})',
         "request_rate": f"sum by (service) (rate({REQUESTS}{{{traffic}}}[{window}]))",
@@ -236,7 +253,9 @@ def promql(project: str, window: str) -> dict[str, str]:
                f"(rate({LATENCY}_bucket{{{traffic}}}[{window}])))",
         "p95": f"histogram_quantile(0.95, sum by (service, le) "
                f"(rate({LATENCY}_bucket{{{traffic}}}[{window}])))",
-        "breaker": f'max by (service) ({BREAKER}{{project="{project}"}})',
+        # The worst breaker a service: any open one (1), else the highest (half_open 2
+        # over closed 0); `or` adds the right side only for services the left lacks.
+        "breaker": f"max by (service) ({breakers} == 1) or max by (service) ({breakers})",
     }
 
 

@@ -42,7 +42,7 @@ class NamekoRpcError(Exception):
 
 
 class RemoteError(NamekoRpcError):
-    """The remote method raised. `exc_type` is the remote class name (e.g. InvalidOrder),
+    """The remote method raised. `exc_type` is the remote class name (e.g. SlotTaken),
     `message` its text."""
 
     def __init__(self, exc_type: str, message: str, exc_path: str | None = None,
@@ -70,8 +70,8 @@ class NamekoRpc:
     """A synchronous Nameko RPC client and event publisher over one AMQP connection.
 
         with NamekoRpc("amqp://guest:guest@127.0.0.1:5672/", timeout=10) as rpc:
-            order = rpc.call("orders", "get_order", 42)
-            rpc.publish_event("payments", "payment_refunded", {"order_id": 42})
+            slot = rpc.call("shipping", "book_slot", "2024-06-01")
+            rpc.publish_event("shipping", "slot_booked", {"slot_id": 7})
     """
 
     def __init__(self, amqp_uri: str, timeout: float = 30.0, *, connect_timeout: float = 5.0,

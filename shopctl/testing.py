@@ -22,8 +22,6 @@ from pathlib import Path
 
 import yaml
 
-# The demo shop's services, in the order copy_demo_shop hands out their ports.
-SERVICES = ("users", "catalog", "inventory", "payments", "orders")
 # What a copy of services/ leaves out: caches, state, generated code and the tests.
 IGNORE = shutil.ignore_patterns(
     "__pycache__", "data", "generated", ".pytest_cache", "*.egg-info", "tests"
@@ -47,19 +45,24 @@ def free_ports(count: int) -> list[int]:
 def copy_demo_shop(source: Path, dest: Path, prefix: str) -> dict:
     """Copy services/ and protos/ of the checkout `source` into `dest` and write
     dest/shop.yaml from source/shop.yaml with a unique project name (`prefix` and 8 hex
-    digits), free host ports and 1s health intervals; returns that shop.yaml's data."""
+    digits), free host ports (Consul, RabbitMQ, every service's `port` and, where a
+    service declares one, its `metrics_port`) and 1s health intervals; returns that
+    shop.yaml's data. Everything else in shop.yaml is kept as it is."""
     for folder in ("services", "protos"):
         shutil.copytree(source / folder, dest / folder, ignore=IGNORE)
     data = yaml.safe_load((source / "shop.yaml").read_text())
     data["project"] = f"{prefix}{uuid.uuid4().hex[:8]}"
-    ports = free_ports(3 + len(SERVICES))
+    services = data.get("services") or {}
+    with_metrics = [svc for svc in services.values() if svc.get("metrics_port") is not None]
+    ports = iter(free_ports(2 + len(services) + len(with_metrics)))
     data["infra"]["base_image"] = "shopctl/python:3.11"
-    data["infra"]["consul"]["port"] = ports[0]
-    data["infra"]["rabbitmq"]["port"] = ports[1]
-    for svc, port in zip(SERVICES, ports[2:], strict=False):
-        data["services"][svc]["port"] = port
-    data["services"]["inventory"]["metrics_port"] = ports[-1]
-    for svc in data["services"].values():
+    data["infra"]["consul"]["port"] = next(ports)
+    data["infra"]["rabbitmq"]["port"] = next(ports)
+    for svc in services.values():
+        svc["port"] = next(ports)
+    for svc in with_metrics:
+        svc["metrics_port"] = next(ports)
+    for svc in services.values():
         svc.setdefault("health", {})["interval"] = "1s"
     (dest / "shop.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return data

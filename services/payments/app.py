@@ -17,7 +17,7 @@ GET /admin/faults, PUT /admin/faults {knob: value, ...}   the knobs in force (fa
     PUT takes any subset and answers 422 for an unknown knob or invalid value
 GET /admin/breaker   {"state", "fail_max", "reset_timeout_s", "failures"}
 GET /health   200 {"status": "ok", "service", "breaker"} | 503 when the database fails
-GET /metrics  Prometheus (shopkit request metrics + breaker.py's)
+GET /metrics  Prometheus (shopkit request and breaker metrics + breaker.py's counters)
 """
 
 from __future__ import annotations

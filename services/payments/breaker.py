@@ -11,7 +11,8 @@ state that call will see (half_open once the timeout has elapsed), so the gauge,
 503 bodies and the admin view tell the truth without a call having to happen first.
 
 Metrics:
-    shop_payments_breaker_state{service}                    0 closed, 1 open, 2 half_open
+    shop_breaker_state{service, breaker="provider"}         0 closed, 1 open, 2 half_open
+                                                            (shopkit's breaker gauge)
     shop_payments_provider_calls_total{service, operation, outcome}   calls that reached
         the provider; outcome ok | error | timeout
     shop_payments_fallbacks_total{service, reason}          calls answered with
@@ -28,8 +29,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
 import pybreaker
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 from provider import ProviderCharge, ProviderError, SimulatedProvider
+from shopkit.metrics import export_breaker
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,14 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 BREAKER_OPEN = "breaker_open"
 PROVIDER_ERROR = "provider_error"
 PROVIDER_TIMEOUT = "provider_timeout"
-STATE_CODES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 _FROM_PYBREAKER = {
     pybreaker.STATE_CLOSED: CLOSED,
     pybreaker.STATE_OPEN: OPEN,
     pybreaker.STATE_HALF_OPEN: HALF_OPEN,
 }
 
-BREAKER_STATE = Gauge(
-    "shop_payments_breaker_state",
-    "State of the payment-provider circuit breaker: 0 closed, 1 open, 2 half_open.",
-    ["service"],
-)
+# The `breaker` label of this breaker in shop_breaker_state.
+BREAKER_LABEL = "provider"
 PROVIDER_CALLS = Counter(
     "shop_payments_provider_calls_total",
     "Calls that reached the payment provider, by operation and outcome.",
@@ -117,7 +115,7 @@ class GuardedProvider:
         )
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="provider")
         # Computed at scrape time; a later app in the same process (tests) rebinds it.
-        BREAKER_STATE.labels(service).set_function(lambda: STATE_CODES[self.state()])
+        export_breaker(service, BREAKER_LABEL, self.state)
 
     @property
     def fail_max(self) -> int:

@@ -143,8 +143,8 @@ def set_(
     value: Annotated[str, typer.Argument(help="The value, stored as given.")],
     json: JsonOption = False,
 ) -> None:
-    """Store a setting in Consul KV. Services that poll their settings (payments' fault
-    knobs) apply it within seconds; others on their next start."""
+    """Store a setting in Consul KV. Services that poll their settings (fault
+    knobs, say) apply it within seconds; others on their next start."""
     from shopctl import console
     from shopctl.kvconfig import registry_for, set_value
 

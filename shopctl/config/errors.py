@@ -21,11 +21,11 @@ from shopctl.config.problems import (
 
 _MISSING_HINTS = {
     "project": "a short lowercase name for the shop, e.g. project: myshop",
-    "services": "add the services, e.g.  users: {kind: fastapi, port: 8001}",
+    "services": "add the services, e.g.  shipping: {kind: fastapi, port: 8001}",
     "kind": "one of flask, fastapi, nameko, grpc",
     "port": "the port the service listens on, e.g. port: 8001",
     "steps": "a list of steps, each with a name and a call: SERVICE.ACTION",
-    "call": "SERVICE.ACTION, e.g. call: orders.create_order",
+    "call": "SERVICE.ACTION, e.g. call: shipping.book_slot",
 }
 
 

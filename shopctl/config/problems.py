@@ -73,7 +73,7 @@ class Invalid(ValueError):
 
 
 def format_path(path: FieldPath) -> str:
-    """('services', 'users', 'port') -> 'services.users.port'; list items as steps[2]."""
+    """('services', 'shipping', 'port') -> 'services.shipping.port'; list items as steps[2]."""
     text = ""
     for part in path:
         if isinstance(part, int):

@@ -5,7 +5,7 @@
 GET /targets answers the http_sd format Prometheus (2.28+) polls:
 
     [{"targets": ["10.0.0.5:8001"],
-      "labels": {"service": "users", "kind": "flask", "project": "shop",
+      "labels": {"service": "shipping", "kind": "flask", "project": "shop",
                  "__metrics_path__": "/metrics"}}]
 
 one group per registered instance whose Meta carries `metrics_port` (how shopctl

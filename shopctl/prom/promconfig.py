@@ -7,7 +7,7 @@
   registration's Meta; for a Prometheus built with Consul discovery (prom/prometheus).
 
 Either way every target carries the labels service, kind and project, and samples keep
-their own labels (honor_labels), so `shop_requests_total{service="payments"}` means the
+their own labels (honor_labels), so `shop_requests_total{service="shipping"}` means the
 same thing in both modes.
 """
 

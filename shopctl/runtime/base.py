@@ -29,7 +29,7 @@ LABEL_HASH = "io.shopctl.config-hash"
 LABEL_ROLE = "io.shopctl.role"  # "service" | "infra"
 
 Progress = Callable[[str, str], None]
-"""progress(subject, message): a line of news for a live view ("users", "building image")."""
+"""progress(subject, message): a line of news for a live view ("shipping", "building image")."""
 
 
 def no_progress(subject: str, message: str) -> None:

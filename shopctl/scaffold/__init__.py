@@ -1,6 +1,6 @@
 """`shopctl scaffold`: a new service from a kind's templates, wired into shop.yaml.
 
-    result = scaffold_service(config, "reviews", "fastapi", port=None, depends_on=["users"])
+    result = scaffold_service(config, "reviews", "fastapi", port=None, depends_on=["shipping"])
 
 Contract: every refusal (a bad name, an existing service or folder without force, a port
 clash, an unknown kind, a missing dependency, an invalid resulting shop.yaml) raises a

@@ -74,7 +74,7 @@ class ShopfileEdit:
 
 def port_owners(config: ShopConfig, *, ignore_service: str | None = None) -> dict[int, str]:
     """Every port shop.yaml gives to a service or to enabled infrastructure, with the
-    key that claims it (services.users.port), for messages about clashes."""
+    key that claims it (services.shipping.port), for messages about clashes."""
     owners: dict[int, str] = {}
     infra = config.infra
     for section, settings in (

@@ -17,7 +17,7 @@ import yaml
 
 from shopctl import testing
 from shopctl.images.prometheus import PROMETHEUS_IMAGE
-from shopctl.testing import SERVICES, free_ports
+from shopctl.testing import free_ports
 from tests.acceptance.conftest import REPO
 from tests.acceptance.test_shop_roundtrip import make_project, project_images, shopctl_in
 
@@ -67,7 +67,8 @@ def test_prometheus_follows_consul_and_kv_changes_a_running_service(local_projec
     up = shopctl_in(root, "up", "--runtime", "local")
     assert up.returncode == 0, up.stderr[-3000:]
     started = time.monotonic()
-    wait_for(all_up(data, SERVICES), 60, "every service up in Prometheus")
+    services = list(data["services"])  # the demo's, before probe-api is scaffolded
+    wait_for(all_up(data, services), 60, "every service up in Prometheus")
     print(f"targets up {time.monotonic() - started:.1f}s after `up` returned")
 
     # A new service: scaffolded, brought up, scraped. Prometheus is neither restarted
@@ -82,7 +83,7 @@ def test_prometheus_follows_consul_and_kv_changes_a_running_service(local_projec
     up = shopctl_in(root, "up", "probe-api", "--runtime", "local")
     assert up.returncode == 0, up.stderr[-3000:]
     started = time.monotonic()
-    wait_for(all_up(data, [*SERVICES, "probe-api"]), 60, "probe-api up in Prometheus")
+    wait_for(all_up(data, [*services, "probe-api"]), 60, "probe-api up in Prometheus")
     print(f"scaffolded service up {time.monotonic() - started:.1f}s after `up` returned")
     assert json.loads(prom_run.read_text())["child_pid"] == pid
     assert prom_yml.read_text() == config_text
@@ -132,7 +133,7 @@ def test_prometheus_in_docker_scrapes_every_service(tmp_path):
         up = shopctl_in(root, "up", "--runtime", "docker")
         assert up.returncode == 0, up.stderr[-3000:]
         started = time.monotonic()
-        wait_for(all_up(data, SERVICES), 60, "every service up in Prometheus")
+        wait_for(all_up(data, list(data["services"])), 60, "every service up in Prometheus")
         print(f"docker: targets up {time.monotonic() - started:.1f}s after `up` returned")
         names = {c.name for c in docker.from_env().containers.list(
             filters={"label": f"io.shopctl.project={data['project']}"})}

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from shopctl.testing import SERVICES, copy_demo_shop
+from shopctl.testing import copy_demo_shop
 from tests.acceptance.conftest import REPO, run_shopctl
+
+# The demo shop's services, as its shop.yaml declares them.
+SERVICES = tuple(yaml.safe_load((REPO / "shop.yaml").read_text())["services"])
 
 
 def make_project(tmp_path: Path) -> tuple[Path, dict]:

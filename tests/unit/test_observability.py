@@ -143,6 +143,11 @@ def test_queries_select_the_project_and_leave_health_checks_out():
     assert 'project="shop"' in queries["request_rate"]
     assert "endpoint!~`/health|" in queries["request_rate"]
     assert "[1m]" in queries["p95"] and "histogram_quantile(0.95" in queries["p95"]
+    # Any service's breakers, the worst of them: an open one, else the highest code.
+    assert queries["breaker"] == (
+        'max by (service) (shop_breaker_state{project="shop"} == 1) '
+        'or max by (service) (shop_breaker_state{project="shop"})'
+    )
 
 
 def test_results_join_into_rows_with_ratio_breaker_and_down_targets():
@@ -188,16 +193,17 @@ shop_request_duration_seconds_sum{service="payments",endpoint="/charges",method=
 shop_request_duration_seconds_bucket{endpoint="/health",le="0.01"} 500.0
 shop_request_duration_seconds_bucket{endpoint="/health",le="0.1"} 500.0
 shop_request_duration_seconds_bucket{endpoint="/health",le="+Inf"} 500.0
-# TYPE shop_payments_breaker_state gauge
-shop_payments_breaker_state{service="payments"} %(breaker)s
+# TYPE shop_breaker_state gauge
+shop_breaker_state{service="payments",breaker="provider"} %(breaker)s
+shop_breaker_state{service="payments",breaker="bank"} %(other_breaker)s
 # TYPE process_start_time_seconds gauge
 process_start_time_seconds 1000.0
 """
 
 
-def read(ok, err, fast, breaker=0):
+def read(ok, err, fast, breaker=0, other_breaker=0):
     text = EXPOSITION % {"ok": ok, "err": err, "fast": fast, "all": ok + err + 1,
-                         "breaker": breaker}
+                         "breaker": breaker, "other_breaker": other_breaker}
     return totals(parse_exposition(text))
 
 
@@ -228,3 +234,12 @@ def test_no_requests_in_the_window_means_zero_rate_and_no_latency():
     t = read(ok=10, err=0, fast=5)
     m = window_metrics("payments", t, t, 1.0)
     assert (m.request_rate, m.error_ratio, m.p50_ms, m.breaker) == (0.0, None, None, "closed")
+
+
+@pytest.mark.parametrize(("states", "worst"), [
+    ((0, 0), "closed"), ((2, 0), "half_open"), ((0, 2), "half_open"),
+    ((1, 2), "open"), ((2, 1), "open"),
+])
+def test_the_worst_of_a_services_breakers_is_reported(states, worst):
+    t = read(ok=1, err=0, fast=1, breaker=states[0], other_breaker=states[1])
+    assert window_metrics("payments", t, t, 1.0).breaker == worst

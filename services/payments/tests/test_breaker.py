@@ -6,7 +6,7 @@ OPEN, HALF_OPEN, CLOSED = 1.0, 2.0, 0.0
 
 
 def _gauge(client, metric):
-    return metric(client, "shop_payments_breaker_state")
+    return metric(client, "shop_breaker_state", breaker="provider")
 
 
 def _charge_calls(client, metric):

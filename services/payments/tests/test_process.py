@@ -59,7 +59,7 @@ def test_process_serves_and_exits_cleanly_on_sigterm(server, tmp_path):
 
     assert health == {"status": "ok", "service": "payments", "breaker": "closed"}
     assert charge.status_code == 201
-    assert 'shop_payments_breaker_state{service="payments"} 0.0' in metrics
+    assert 'shop_breaker_state{breaker="provider",service="payments"} 0.0' in metrics
     request_sample = ('shop_requests_total{endpoint="/charges",method="POST",'
                       'service="payments",status="201"}')
     assert request_sample in metrics

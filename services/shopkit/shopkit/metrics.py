@@ -2,17 +2,21 @@
 
     shop_requests_total{service, endpoint, method, status}
     shop_request_duration_seconds{service, endpoint, method}   (histogram)
+    shop_breaker_state{service, breaker}     0 closed, 1 open, 2 half_open; only for
+                                             services with a circuit breaker (see
+                                             export_breaker)
 
 `endpoint` is the route template (/products/{id}), never the raw path, so the label
-set stays bounded.
+set stays bounded. `shopctl metrics` reads these names, whatever the service.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 REQUESTS = Counter(
     "shop_requests_total",
@@ -25,6 +29,21 @@ LATENCY = Histogram(
     ["service", "endpoint", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+
+BREAKER_STATE = Gauge(
+    "shop_breaker_state",
+    "State of a circuit breaker: 0 closed, 1 open, 2 half_open.",
+    ["service", "breaker"],
+)
+BREAKER_CODES = {"closed": 0, "open": 1, "half_open": 2}
+
+
+def export_breaker(service: str, breaker: str, state: Callable[[], str]) -> None:
+    """Export a circuit breaker as shop_breaker_state{service, breaker}. `state()` answers
+    closed | open | half_open and is called at scrape time, so the gauge is never stale;
+    exporting the same (service, breaker) again (a new app in the same process) rebinds it.
+    """
+    BREAKER_STATE.labels(service, breaker).set_function(lambda: BREAKER_CODES[state()])
 
 
 def observe(service: str, endpoint: str, method: str, status: int | str, seconds: float) -> None:
