@@ -4,6 +4,10 @@
     GET  /products/{sku}   200 Product | 404 {"detail"}
     POST /products         Authorization: Bearer <users access token>, body Product
                            201 Product (+ Location) | 401 | 409 SKU exists | 422 invalid
+    POST /quotes           body {"items": [{"sku", "qty" >= 1}, ...]} (at least one item,
+                           a SKU at most once); no token, prices are public
+                           200 {"items": [{"sku", "qty", "unit_price_cents"}], "total_cents"}
+                           at the stored prices | 404 {"detail": "no product SKU"} | 422
     GET  /health           200 {"status": "ok", "service": "catalog", "products": n} | 503
     GET  /metrics          Prometheus exposition
     GET  /openapi.json, /docs
@@ -22,7 +26,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from models import ErrorDetail, Health, Product
+from models import ErrorDetail, Health, Product, Quote, QuoteLine, QuoteRequest
 from shopkit.metrics import instrument_fastapi
 from shopkit.seed import PRODUCTS
 from shopkit.tokens import InvalidToken, verify_access_token
@@ -100,6 +104,25 @@ def create_app(data_dir: Path, jwt_secret: str) -> FastAPI:
         log.info("product created", extra={"sku": created.sku, "user_id": claims["sub"]})
         response.headers["Location"] = f"/products/{created.sku}"
         return created
+
+    @app.post(
+        "/quotes",
+        responses={404: {"model": ErrorDetail, "description": "An item's SKU is unknown"}},
+    )
+    def quote(request: QuoteRequest) -> Quote:
+        """Price the items at today's prices, read in one transaction. Public, like the
+        prices themselves; a quote is not stored and holds nothing."""
+        products = store.get_many(item.sku for item in request.items)
+        lines = []
+        for item in request.items:
+            product = products.get(item.sku)
+            if product is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no product {item.sku}")
+            lines.append(
+                QuoteLine(sku=item.sku, qty=item.qty, unit_price_cents=product.price_cents)
+            )
+        return Quote(items=lines, total_cents=sum(line.qty * line.unit_price_cents
+                                                  for line in lines))
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     def health():

@@ -66,6 +66,21 @@ class CatalogStore(SqliteStore):
             row = conn.execute(f"SELECT {COLUMNS} FROM products WHERE sku = ?", (sku,)).fetchone()
         return _product(row) if row else None
 
+    def get_many(self, skus: Iterable[str]) -> dict[str, Product]:
+        """{sku: Product} of those of `skus` that exist, read in one transaction (so one
+        consistent set of prices); unknown SKUs are simply absent."""
+        found: dict[str, Product] = {}
+        with self._transaction() as conn:
+            # One query a SKU: no bound on how many (an IN list meets SQLite's limit on
+            # bound parameters), and a quote has a handful.
+            for sku in dict.fromkeys(skus):
+                row = conn.execute(
+                    f"SELECT {COLUMNS} FROM products WHERE sku = ?", (sku,)
+                ).fetchone()
+                if row is not None:
+                    found[sku] = _product(row)
+        return found
+
     def all(self) -> list[Product]:
         with self._transaction() as conn:
             rows = conn.execute(f"SELECT {COLUMNS} FROM products ORDER BY sku").fetchall()
