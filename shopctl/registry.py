@@ -267,6 +267,20 @@ class Registry:
             )
         return result
 
+    def passing_instances(self) -> dict[str, list[tuple[str, int]]]:
+        """(address, port) of each instance of the project's services whose checks all
+        pass, by service name, as the local agent sees them now."""
+        with self._calling("list passing instances"):
+            services = self._own_services()
+            checks = self._client.agent.checks() or {}
+        failing = {c.get("ServiceID") for c in checks.values() if c.get("Status") != "passing"}
+        found: dict[str, list[tuple[str, int]]] = {}
+        for sid, entry in sorted(services.items()):
+            if sid not in failing and entry.get("Port"):
+                found.setdefault(entry.get("Service") or sid, []).append(
+                    (entry.get("Address") or "", int(entry["Port"])))
+        return found
+
     def probe(self, state: ServiceState, service: ServiceConfig) -> ProbeResult:
         """Run the service's check once, now, from here (see module `probe`)."""
         return probe(state, service)

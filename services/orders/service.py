@@ -34,7 +34,15 @@ from nameko.timer import timer
 from nameko.web.handlers import http
 from providers import BrokerProbe, RequestMetrics, Store
 from shopkit.metrics import exposition
-from store import CANCELLED, FAILED, SHIPPED, InvalidOrder, InvalidTransition, OrderNotFound
+from store import (
+    CANCELLED,
+    FAILED,
+    MAX_TEXT,
+    SHIPPED,
+    InvalidOrder,
+    InvalidTransition,
+    OrderNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,10 @@ class OrdersService:
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)
     def cancel_order(self, order_id, reason=None):
+        # A saga passes its failure as the reason, which can be long; the reason only
+        # informs, so it is cut to fit rather than refusing the cancellation.
+        if isinstance(reason, str):
+            reason = reason[:MAX_TEXT]
         return self._transition(order_id, CANCELLED, reason)
 
     @rpc(expected_exceptions=DOMAIN_ERRORS)

@@ -12,7 +12,7 @@ import typer
 
 from shopctl.cli.context import app_context
 
-app = typer.Typer(help="Run and inspect sagas (the order saga and others in shop.yaml).",
+app = typer.Typer(help="Run and inspect the sagas declared in shop.yaml.",
                   no_args_is_help=True, rich_markup_mode=None)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -23,16 +23,11 @@ EXIT_BY_STATUS = {"completed": 0, "compensated": 1, "stuck": 3}
 
 
 def _engine(ctx: typer.Context, on_event=None):
-    from shopctl.saga.endpoints import discover
-    from shopctl.saga.session import open_engine
-    from shopctl.state import ProjectState
+    from shopctl.saga.session import open_project_engine
 
     config = app_context(ctx).config
-    state = ProjectState(config.root)
-    state.ensure(state.dir)
-    kinds = {name: svc.kind for name, svc in config.services.items()}
-    return config, open_engine(state.saga_db, discover(config), kinds, on_event=on_event,
-                               on_unpublished=_warn_unpublished)
+    return config, open_project_engine(config, on_event=on_event,
+                                       on_unpublished=_warn_unpublished)
 
 
 def _warn_unpublished(count: int, error: str | None) -> None:
@@ -53,17 +48,36 @@ def _open_log(ctx: typer.Context):
     return SagaLog(state.saga_db)
 
 
-def _parse_items(items: list[str]) -> list[tuple[str, int]]:
+def _saga_config(config, name: str):
+    from shopctl.config.problems import did_you_mean
     from shopctl.errors import UsageError
 
-    parsed = []
-    for item in items:
-        sku, _, qty = item.rpartition(":")
-        if not sku or not qty.isdigit() or int(qty) <= 0:
-            raise UsageError(f"--item {item!r}: expected SKU:QTY with QTY > 0",
-                             hint="e.g. --item SKU-MUG-001:2")
-        parsed.append((sku, int(qty)))
-    return parsed
+    if name not in config.sagas:
+        raise UsageError(f"no saga named {name!r} in {config.source.name}",
+                         hint=did_you_mean(name, config.sagas)
+                         or f"sagas: {', '.join(config.sagas) or 'none'}")
+    return config.sagas[name]
+
+
+def _read_input(pairs: list[str], input_file: str | None) -> dict:
+    """--input-file first, then each --input over it."""
+    import sys
+    from pathlib import Path
+
+    from shopctl.errors import UsageError
+    from shopctl.saga import inputs
+
+    given: dict = {}
+    if input_file is not None:
+        if input_file == "-":
+            given = inputs.parse_document(sys.stdin.read(), "stdin")
+        else:
+            try:
+                text = Path(input_file).read_text()
+            except OSError as exc:
+                raise UsageError(f"--input-file {input_file}: {exc.strerror}") from None
+            given = inputs.parse_document(text, input_file)
+    return {**given, **inputs.parse_pairs(pairs)}
 
 
 def _finish(saga, json: bool, events=None) -> None:
@@ -80,9 +94,13 @@ def _finish(saga, json: bool, events=None) -> None:
 @app.command()
 def run(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The saga in shop.yaml, e.g. order.")],
-    user: Annotated[str, typer.Option("--user", help="The ordering user's id.")],
-    item: Annotated[list[str], typer.Option("--item", help="SKU:QTY, repeatable.")],
+    name: Annotated[str, typer.Argument(help="The saga in shop.yaml.")],
+    input_: Annotated[list[str] | None, typer.Option(
+        "--input", "-i", help="KEY=VALUE, repeatable; a VALUE that parses as JSON is JSON "
+                              "(e.g. qty=2, 'items=[{\"id\": 1}]').")] = None,
+    input_file: Annotated[str | None, typer.Option(
+        "--input-file", help="A JSON or YAML mapping of input keys ('-': stdin); "
+                             "--input values override it.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         "--idempotency-key", help="The same key again returns the first saga.")] = None,
     fail_at: Annotated[str | None, typer.Option(
@@ -91,42 +109,63 @@ def run(
 ) -> None:
     """Run a saga against the running services, with a live step timeline."""
     from shopctl.cli import saga_render
-    from shopctl.errors import UsageError
-    from shopctl.saga.actions import StepFailure
-    from shopctl.saga.adapters import price_items
+    from shopctl.saga import inputs
     from shopctl.saga.engine import snapshot
 
-    wanted = _parse_items(item)
     config = app_context(ctx).config
-    if name not in config.sagas:
-        raise UsageError(f"no saga named {name!r} in {config.source.name}",
-                         hint=f"sagas: {', '.join(config.sagas) or 'none'}")
+    _saga_config(config, name)
+    given = _read_input(input_ or [], input_file)
+    definition = snapshot(config, name)
     live = None if json else saga_render.LiveTimeline(None)
-    kinds = {n: s.kind for n, s in config.services.items()}
-    definition = snapshot(config.sagas[name], kinds)
-    if fail_at and fail_at not in {s["name"] for s in definition["steps"]}:
-        raise UsageError(f"--fail-at {fail_at!r} names no step of saga {name!r}")
-    _, opened = _engine(ctx, on_event=None)
+    _, opened = _engine(ctx)
     with opened as engine:
         existing = engine.log.by_key(idempotency_key) if idempotency_key else None
         if existing is None:
-            try:
-                items = price_items(engine.actions.clients.endpoints.catalog_url, wanted)
-            except StepFailure as exc:
-                raise UsageError(f"cannot price the order: {exc.message}") from None
-            input = {"user_id": user, "items": items}
+            values = inputs.check(name, definition["input"], given)
         else:
-            input = existing.input
+            values = existing.input  # the first run's input decides; this is a repeat
         if live is not None:
             live.log = engine.log
             engine.on_event = live.on_event
             with live:
-                saga, _ = engine.start(name, definition, input,
+                saga, _ = engine.start(name, definition, values,
                                        idempotency_key=idempotency_key, fail_at=fail_at)
         else:
-            saga, _ = engine.start(name, definition, input, idempotency_key=idempotency_key,
+            saga, _ = engine.start(name, definition, values, idempotency_key=idempotency_key,
                                    fail_at=fail_at)
         _finish(saga, json, engine.log.events(saga.id) if json else None)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The saga in shop.yaml.")],
+    json: JsonOption = False,
+) -> None:
+    """Resolve every step of a saga against the running services (nothing is called that
+    changes state); exit 1 naming what is missing."""
+    from shopctl import console
+    from shopctl.cli import saga_render
+    from shopctl.saga.check import check_saga
+    from shopctl.saga.endpoints import discover
+    from shopctl.saga.engine import snapshot
+
+    config = app_context(ctx).config
+    _saga_config(config, name)
+    definition = snapshot(config, name)
+    results = check_saga(definition, discover(config), config.root / "protos")
+    if json:
+        console.print_json({"saga": name, "ok": all(r.ok for r in results),
+                            "input": definition["input"],
+                            "calls": [r.to_dict() for r in results]})
+    else:
+        saga_render.check_table(name, definition, results)
+    missing = [r for r in results if not r.ok]
+    if missing:
+        if not json:
+            console.error("saga " + name + " cannot run: "
+                          + "; ".join(f"{r.call} ({r.detail})" for r in missing))
+        raise typer.Exit(1)
 
 
 @app.command("list")
@@ -211,6 +250,34 @@ def resume(
         if not sagas and not busy:
             console.out().print("no unfinished sagas")
     raise typer.Exit(max((EXIT_BY_STATUS.get(s.status, 1) for s in sagas), default=0))
+
+
+@app.command()
+def abort(
+    ctx: typer.Context,
+    saga_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Abort a saga flagged after a reboot although its log may be short.")
+    ] = False,
+    force: ForceOption = False,
+    json: JsonOption = False,
+) -> None:
+    """Give up on a stuck saga whose failing step will never pass: compensate, in
+    reverse, every step its log records as applied (past the pivot too)."""
+    from shopctl.errors import UsageError
+
+    _, opened = _engine(ctx)
+    with opened as engine:
+        saga = _get(engine.log, saga_id)
+        if saga.after_reboot and not yes:
+            raise UsageError(
+                f"saga {saga.id} was interrupted by a reboot: its log may lack steps that "
+                f"ran, and abort undoes only the steps the log records",
+                hint="prefer `shopctl saga retry " + saga.id + "` (forward is safe); if the "
+                     "step can never pass, check the services' state by hand and abort "
+                     "with --yes")
+        saga = engine.abort(saga.id, force=force)
+        _finish(saga, json, engine.log.events(saga.id) if json else None)
 
 
 @app.command()

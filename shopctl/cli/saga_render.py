@@ -133,3 +133,25 @@ def saga_detail(saga, events, outbox=()) -> None:
             state = f"[yellow]not yet published[/] ({event.attempts} attempts" + (
                 f", last error: {escape(event.last_error)}" if event.last_error else "") + ")"
         console.out().print(f"  event {event.event_type} ({event.event_id}): {state}")
+
+
+def check_table(name: str, definition, results) -> None:
+    """`saga check`: the plan, one row per call, and what each call goes to."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    inputs = definition.get("input") or {}
+    if inputs:
+        wanted = ", ".join(f"{k}: {v.get('type', 'any')}"
+                           + ("" if v.get("required", True) and v.get("default") is None
+                              else " (optional)") for k, v in inputs.items())
+        console.out().print(f"input: {escape(wanted)}")
+    table = Table(title=f"saga {name}", title_justify="left")
+    for column in ("step", "phase", "call", "kind", "contract", "target", "check"):
+        table.add_column(column)
+    for r in results:
+        mark = "[green]ok[/]" if r.ok else "[bold red]missing[/]"
+        table.add_row(r.step, r.phase, r.call, r.kind,
+                      "declared" if r.declared else "convention", escape(r.target),
+                      f"{mark} {escape(r.detail)}")
+    console.out().print(table)

@@ -93,7 +93,7 @@ def _kind(value: Any) -> str:
 def _call(value: Any) -> str:
     if isinstance(value, str) and CALL.fullmatch(value):
         return value
-    raise Invalid(f"expected SERVICE.ACTION like 'orders.create_order', found {show(value)}")
+    raise Invalid(f"expected SERVICE.ACTION like 'shipping.book_slot', found {show(value)}")
 
 
 def _call_or_none(value: Any) -> str | None:
@@ -200,6 +200,22 @@ class InfraConfig(_Section):
     base_image: str = "shopctl/python:3.11"  # the image service images are built FROM
 
 
+INPUT_TYPES = ("string", "integer", "number", "boolean", "array", "object", "any")
+
+
+class ActionConfig(_Section):
+    """How saga steps reach one action of a service; every key is optional and the kind's
+    convention fills in the rest (see shopctl.saga.contract, which also checks the keys
+    against the service's kind)."""
+
+    method: str | None = None  # HTTP verb | nameko method | gRPC "pkg.Service/Method"
+    path: str | None = None  # HTTP only; may hold {{ }} expressions
+    request: Any = None  # a template (shopctl.saga.template); None: the kind's convention
+    result: Any = None  # a template over the response; None: the response object itself
+    refused: list[int | str] = Field(default_factory=list)  # answers that never pass
+    retry: list[int | str] = Field(default_factory=list)  # answers that may pass later
+
+
 class ServiceConfig(_Section):
     implied_keys: ClassVar[frozenset[str]] = frozenset({"name"})
 
@@ -214,10 +230,11 @@ class ServiceConfig(_Section):
     health: HealthConfig = Field(default_factory=HealthConfig)
     tags: list[str] = Field(default_factory=list)
     replicas: Annotated[int, PlainValidator(_integer(1))] = 1
+    actions: dict[Identifier, ActionConfig] = Field(default_factory=dict)  # saga contract
 
 
 def split_call(call: str) -> tuple[str, str]:
-    """'orders.create_order' -> ('orders', 'create_order')."""
+    """'shipping.book_slot' -> ('shipping', 'book_slot')."""
     service, _, action = call.partition(".")
     return service, action
 
@@ -240,10 +257,32 @@ class SagaStep(_Section):
         return split_call(self.call)[1]
 
 
+def _input_type(value: Any) -> str:
+    if isinstance(value, str) and value in INPUT_TYPES:
+        return value
+    hint = did_you_mean(value, INPUT_TYPES) if isinstance(value, str) else None
+    raise Invalid(f"expected one of {', '.join(INPUT_TYPES)}, found {show(value)}", hint)
+
+
+class SagaInputField(_Section):
+    type: Annotated[str, PlainValidator(_input_type)] = "any"
+    required: bool = True
+    default: Any = None  # used when the key is not given (makes it optional)
+    description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """`address: string` is short for `address: {type: string}`."""
+        return {"type": data} if isinstance(data, str) else data
+
+
 class SagaConfig(_Section):
     implied_keys: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str  # its key under `sagas`
+    description: str | None = None
+    input: dict[Identifier, SagaInputField] = Field(default_factory=dict)
     steps: list[SagaStep]
 
     @field_validator("steps")
@@ -295,7 +334,7 @@ class ShopConfig(_Section):
         if not services:
             raise Invalid(
                 "expected at least one service, found none",
-                "add one, e.g.  users: {kind: fastapi, port: 8001}",
+                "add one, e.g.  shipping: {kind: fastapi, port: 8001}",
             )
         return services
 

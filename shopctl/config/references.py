@@ -7,6 +7,7 @@ so a mistake is reported once.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,34 @@ class _Checker:
             else:
                 owners[port] = path
 
+    def actions(self) -> None:
+        """Each declared saga action against its service's kind (shopctl.saga.contract)."""
+        from shopctl.config.model import KINDS
+        from shopctl.saga import contract
+
+        for name, entry in self.services.items():
+            entry = _mapping(entry)
+            kind, actions = entry.get("kind"), entry.get("actions")
+            if kind not in KINDS or not isinstance(actions, dict):
+                continue
+            for action, declared in actions.items():
+                if not isinstance(declared, dict):
+                    continue
+                for where, message, hint in contract.problems(kind, action, declared):
+                    self.report(("services", name, "actions", action, *where), message, hint)
+
+    def undeclared_action(self, where: FieldPath, service: str, action: str) -> None:
+        """An action the service does not declare but nearly does is a typo: without a
+        declaration the call would silently take the kind's convention."""
+        declared = _mapping(_mapping(self.services.get(service)).get("actions"))
+        if action in declared:
+            return
+        close = difflib.get_close_matches(action, list(declared), n=1, cutoff=0.75)
+        if close:
+            self.report(where, f"{service} declares no action {action!r} (its convention "
+                               f"would be used), but declares {close[0]!r}",
+                        f"did you mean '{service}.{close[0]}'?")
+
     def sagas(self) -> None:
         for saga, entry in _mapping(self.data.get("sagas")).items():
             steps = _mapping(entry).get("steps")
@@ -182,6 +211,8 @@ class _Checker:
                                 f" in {call!r}",
                                 self.unknown_service_hint(service),
                             )
+                        else:
+                            self.undeclared_action((*at, key), service, split_call(call)[1])
                 if _flag(step.get("pivot"), False):
                     if pivot is None:
                         pivot = index
@@ -259,5 +290,6 @@ def check_references(
     checker.paths(root)
     checker.dependencies()
     checker.ports()
+    checker.actions()
     checker.sagas()
     return checker.problems

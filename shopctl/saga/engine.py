@@ -4,10 +4,17 @@ Semantics (Garcia-Molina & Salem's sagas, with a pivot as in the literature):
   * steps before the pivot are compensatable; a failure there compensates, in reverse,
     every step that may have applied (succeeded, or outcome unknown after a timeout or
     a crash). A step refused with a non-retryable error applied nothing and is skipped.
-  * the pivot (charge) decides: once it succeeded, the saga can only go forward.
+  * the pivot decides: once it succeeded, the saga can only go forward.
   * steps after the pivot are retried forward, never compensated; when their retries
     run out the saga is `stuck` and `retry()` picks it up again.
   * a compensation is retried up to its step's limit; then the saga is `stuck`.
+  * a step whose outcome is unknown (it timed out, or kept failing in a way that may
+    pass) is settled before it is compensated: it is repeated forward with its own key,
+    which an idempotent participant answers with what the first call did. Its result
+    then feeds the compensation; a refusal means it applied nothing (no compensation);
+    a failure that may pass leaves it unknown, and the compensation runs anyway with
+    the forward key (a participant's compensation must undo whatever that key did, or
+    nothing, and make a late forward call with that key fail).
 
 Retries use a small loop instead of tenacity: each attempt must be logged (started,
 then succeeded or failed) around the call, the decision depends on our own retryable
@@ -40,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shopctl.errors import UsageError
 from shopctl.saga import log as L
 from shopctl.saga.actions import StepCall, StepFailure
 
@@ -51,12 +59,27 @@ MAX_BACKOFF = 5.0
 CRASH_ENV = "SHOPCTL_SAGA_CRASH_AT"
 
 
+class SagaNotAbortable(UsageError):
+    def __init__(self, saga: L.SagaRecord, message: str):
+        super().__init__(message, hint="`shopctl saga resume ID` continues an unfinished "
+                                       "saga; a finished one needs nothing")
+        self.saga = saga
+
+
 class Actions(Protocol):
     def run(self, call: str, step_call: StepCall) -> dict[str, Any]: ...
 
 
 class Publisher(Protocol):
     def notify(self) -> None: ...
+
+
+# The outcome events a saga NAME publishes: routing keys NAME.completed and so on.
+COMPLETED_EVENT, COMPENSATED_EVENT, STUCK_EVENT = "completed", "compensated", "stuck"
+
+
+def event_type(saga: str, outcome: str) -> str:
+    return f"{saga}.{outcome}"
 
 
 @dataclass(frozen=True)
@@ -68,29 +91,45 @@ class StepDef:
     timeout: float
     retries: int
     backoff: float
+    call_spec: dict[str, Any] | None = None
+    compensate_spec: dict[str, Any] | None = None
 
 
-def snapshot(saga_config, kinds: dict[str, str]) -> dict[str, Any]:
+def snapshot(config, saga_name: str) -> dict[str, Any]:
     """The definition a saga runs with, frozen into its log row: the steps with their
-    resolved settings, and the kind of each service they call."""
+    resolved settings, the contract of every action they call, and the declared input."""
+    from shopctl.saga.contract import resolve
+
+    saga_config = config.sagas[saga_name]
     steps = [s.model_dump(mode="json") for s in saga_config.steps]
-    services = {s["call"].split(".")[0] for s in steps} | {
-        s["compensate"].split(".")[0] for s in steps if s.get("compensate")}
-    return {"name": saga_config.name, "steps": steps,
-            "kinds": {name: kinds[name] for name in sorted(services) if name in kinds}}
+    actions = {}
+    for step in steps:
+        for call in (step["call"], step.get("compensate")):
+            if call and call not in actions:
+                service, _, action = call.partition(".")
+                svc = config.services[service]
+                declared = svc.actions.get(action)
+                spec = resolve(service, svc.kind, action,
+                               None if declared is None else declared.model_dump(mode="json"))
+                actions[call] = spec.to_dict()
+    return {"name": saga_config.name, "steps": steps, "actions": actions,
+            "input": {k: v.model_dump(mode="json") for k, v in saga_config.input.items()}}
 
 
 def steps_of(definition: dict[str, Any]) -> list[StepDef]:
+    actions = definition.get("actions") or {}
     return [StepDef(name=s["name"], call=s["call"], compensate=s.get("compensate"),
                     pivot=bool(s.get("pivot")), timeout=float(s.get("timeout", 10.0)),
-                    retries=int(s.get("retries", 3)), backoff=float(s.get("backoff", 0.2)))
+                    retries=int(s.get("retries", 3)), backoff=float(s.get("backoff", 0.2)),
+                    call_spec=actions.get(s["call"]),
+                    compensate_spec=actions.get(s.get("compensate")))
             for s in definition["steps"]]
 
 
 class Engine:
     """Runs sagas recorded in `log` with `actions`.
 
-    Outcome events (order_completed, order_failed, saga_stuck) go to the log's outbox in
+    Outcome events (NAME.completed, NAME.compensated, NAME.stuck) go to the log's outbox in
     the same transaction as the status they announce; `publisher.notify()` is called
     after such a commit (an OutboxPublisher, see shopctl.saga.outbox), so publishing never
     delays a saga and an event is never lost with a crash or a broker outage.
@@ -123,7 +162,8 @@ class Engine:
         Returns (saga, created)."""
         steps = steps_of(definition)
         if fail_at is not None and fail_at not in {s.name for s in steps}:
-            raise ValueError(f"--fail-at {fail_at!r} names no step of saga {name!r}")
+            raise UsageError(f"--fail-at {fail_at!r} names no step of saga {name!r}",
+                             hint=f"steps: {', '.join(s.name for s in steps)}")
         # A new saga is committed with its first step's start: one commit, not two.
         opening = [L.Transition(steps[0].name, L.STARTED, 1)] if steps else []
         saga, created, events = self.log.create_with(
@@ -193,6 +233,25 @@ class Engine:
             raise
         return self._drive(saga)
 
+    def abort(self, saga_id: str, *, force: bool = False) -> L.SagaRecord:
+        """An operator's way out of a stuck saga whose failing step will never pass:
+        compensate, in reverse, every step the log records as applied (past the pivot
+        too, where a step has a compensation). Only a stuck saga can be aborted
+        (SagaNotAbortable otherwise). A saga flagged `after_reboot` may have applied
+        steps its log lost; those are not undone, which the caller must accept first."""
+        saga = self.log.get(saga_id)
+        if saga.status != L.STUCK:
+            raise SagaNotAbortable(saga, f"saga {saga.id} is {saga.status}; only a stuck "
+                                         f"saga can be aborted")
+        saga = self.log.claim(saga.id, force=force)
+        try:
+            saga = self._set_status(saga, L.COMPENSATING,
+                                    error=f"aborted by an operator ({saga.error})")
+        except BaseException:
+            self.log.release(saga.id)
+            raise
+        return self._drive(saga)
+
     # -- forward -----------------------------------------------------------------------
 
     def _forward(self, saga: L.SagaRecord,
@@ -200,7 +259,7 @@ class Engine:
         steps = steps_of(saga.definition)
         events = self.log.events(saga.id) if opened is None else opened
         last = _last_forward(events)
-        context = self._context(saga, events)
+        context, results = self._context(saga, events)
         begun = Counter(e.step for e in events if e.state == L.STARTED)
         pivot_passed = False
         for step in steps:
@@ -215,10 +274,10 @@ class Engine:
             if opened and event is opened[-1] and event.state == L.STARTED:
                 # start() logged this attempt's start with the saga: run it now.
                 failure = self._attempts(saga, step, context, "forward", event.attempt,
-                                         begun=True)
+                                         begun=True, results=results)
             else:
                 failure = self._attempts(saga, step, context, "forward",
-                                         begun[step.name] + 1)
+                                         begun[step.name] + 1, results=results)
             if failure is None:
                 pivot_passed = pivot_passed or step.pivot
                 continue
@@ -236,7 +295,7 @@ class Engine:
                                          f"`shopctl saga retry {saga.id}`)")
             return self._set_status(saga, L.COMPENSATING, error=reason)
         return self._set_status(saga, L.COMPLETED,
-                                event=("order_completed", {"context": context}))
+                                event=(COMPLETED_EVENT, {"context": context}))
 
     # -- compensation ------------------------------------------------------------------
 
@@ -244,8 +303,9 @@ class Engine:
         events = self.log.events(saga.id)
         last_fwd = _last_forward(events)
         last_comp = _last_compensation(events)
-        context = self._context(saga, events)
+        context, results = self._context(saga, events)
         begun = Counter(e.step for e in events if e.state == L.COMPENSATING_STEP)
+        started = Counter(e.step for e in events if e.state == L.STARTED)
         for step in reversed(steps_of(saga.definition)):
             fwd = last_fwd.get(step.name)
             if step.compensate is None or fwd is None:
@@ -254,38 +314,54 @@ class Engine:
                 continue  # refused for good: the step applied nothing
             if last_comp.get(step.name) == L.COMPENSATED_STEP:
                 continue
-            failure = self._attempts(saga, step, context, "compensate", begun[step.name] + 1)
+            if fwd.state != L.SUCCEEDED and not last_comp.get(step.name):
+                # Outcome unknown: repeat the call with its key to learn what it did.
+                unknown = self._attempts(saga, step, context, "forward",
+                                         started[step.name] + 1, settling=True,
+                                         results=results)
+                if unknown is not None and not unknown.retryable:
+                    continue  # refused: the step applied nothing, so nothing to undo
+                # Still unknown: compensate anyway. The contract asks a compensation to
+                # undo whatever its forward key did, or nothing, and to make a late
+                # forward call with that key fail.
+            failure = self._attempts(saga, step, context, "compensate", begun[step.name] + 1,
+                                     results=results)
             if failure is not None:
                 return self._stuck(saga, f"compensation {step.compensate} of {step.name} "
                                          f"failed: {failure.message} (saga failed because: "
                                          f"{saga.error})")
         return self._set_status(saga, L.COMPENSATED,
-                                event=("order_failed", {"reason": saga.error,
-                                                        "context": context}))
+                                event=(COMPENSATED_EVENT, {"reason": saga.error,
+                                                           "context": context}))
 
     # -- one step, with retries ----------------------------------------------------------
 
     def _attempts(self, saga: L.SagaRecord, step: StepDef, context: dict[str, Any],
-                  phase: str, first: int, begun: bool = False) -> StepFailure | None:
+                  phase: str, first: int, begun: bool = False, settling: bool = False,
+                  results: dict[str, Any] | None = None) -> StepFailure | None:
         """Run one step (or its compensation) until it succeeds, fails for good or runs
         out of attempts, numbering attempts from `first` (1 + the attempts already
         logged; with `begun`, attempt `first` is logged as started already). Merges a
-        forward result into `context`; None on success."""
+        forward result into `context`; None on success. `settling`: a forward repeat
+        made while compensating (no chaos injection: it only learns what happened)."""
         forward = phase == "forward"
         begin, done, failed = ((L.STARTED, L.SUCCEEDED, L.FAILED) if forward else
                                (L.COMPENSATING_STEP, L.COMPENSATED_STEP, L.COMPENSATION_FAILED))
         call_name = step.call if forward else step.compensate
+        spec = step.call_spec if forward else step.compensate_spec
+        results = {} if results is None else results
         failure: StepFailure | None = None
         for attempt in range(first, first + step.retries + 1):
             if not (begun and attempt == first):
                 self._record(saga, step.name, begin, attempt)
             started = time.monotonic()
             try:
-                if forward and saga.fail_at == step.name:
+                if forward and not settling and saga.fail_at == step.name:
                     raise StepFailure(f"injected failure at {step.name} (--fail-at)",
                                       retryable=False, code="INJECTED")
                 call = StepCall(saga.id, step.name, phase, step.timeout, dict(context),
-                                reason=None if forward else saga.error)
+                                reason=None if forward else saga.error, saga=saga.name,
+                                input=saga.input, spec=spec, results=dict(results))
                 result = self.actions.run(call_name, call)
             except StepFailure as exc:
                 failure = exc
@@ -298,6 +374,7 @@ class Engine:
                              duration=time.monotonic() - started, result=result)
                 if forward:
                     context.update(result or {})
+                    results[step.name] = result or {}
                 return None
             self._record(saga, step.name, failed, attempt,
                          duration=time.monotonic() - started, error=failure.to_dict())
@@ -326,7 +403,8 @@ class Engine:
         returns the saga as the log now holds it."""
         now = time.time()
         outbox = () if event is None else (
-            (event[0], {"saga_id": saga.id, "saga": saga.name, **event[1]}),)
+            (event_type(saga.name, event[0]),
+             {"saga_id": saga.id, "saga": saga.name, "outcome": event[0], **event[1]}),)
         self._commit(saga, [], status=status, error=error, outbox=outbox, at=now)
         if outbox and self.publisher is not None:
             self.publisher.notify()
@@ -350,14 +428,17 @@ class Engine:
             if self.crash_at == f"{event.step}:{event.state}":
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    def _context(self, saga: L.SagaRecord,
-                 events: list[L.StepEvent] | None = None) -> dict[str, Any]:
-        """The input plus every forward result logged so far, in log order."""
+    def _context(self, saga: L.SagaRecord, events: list[L.StepEvent] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the input plus every forward result logged so far, in log order; each step's
+        own latest result)."""
         context = dict(saga.input)
+        results: dict[str, Any] = {}
         for event in self.log.events(saga.id) if events is None else events:
             if event.state == L.SUCCEEDED and isinstance(event.result, dict):
                 context.update(event.result)
-        return context
+                results[event.step] = event.result
+        return context, results
 
     def _refused(self, saga: L.SagaRecord) -> bool:
         """Whether a step before the pivot was refused for good (it applied nothing)."""
@@ -371,7 +452,7 @@ class Engine:
 
     def _stuck(self, saga: L.SagaRecord, reason: str) -> L.SagaRecord:
         return self._set_status(saga, L.STUCK, error=reason,
-                                event=("saga_stuck", {"reason": reason}))
+                                event=(STUCK_EVENT, {"reason": reason}))
 
 
 def _pivots(saga: L.SagaRecord) -> set[str]:

@@ -651,7 +651,7 @@ class _Writer:
         except BaseException:
             self.conn.close()
             raise
-        self.users = 0
+        self.holders = 0
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Job] = []
         self._leading = False
@@ -663,13 +663,13 @@ class _Writer:
             writer = cls._registry.get(key)
             if writer is None:
                 writer = cls._registry[key] = cls(path, synchronous, key)
-            writer.users += 1
+            writer.holders += 1
             return writer
 
     def release(self) -> None:
         with self._registry_lock:
-            self.users -= 1
-            if self.users > 0:
+            self.holders -= 1
+            if self.holders > 0:
                 return
             del self._registry[self.key]
         self.conn.close()

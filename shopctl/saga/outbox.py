@@ -1,6 +1,6 @@
 """Publishing the saga log's outbox: outcome events reach the broker at least once.
 
-The engine writes each outcome event (order_completed, order_failed, saga_stuck) into
+The engine writes each outcome event (NAME.completed, NAME.compensated, NAME.stuck) into
 the log in the same transaction as the status it announces, so the two cannot part: a
 crash or a broker outage can delay an event, never lose it or announce an outcome the
 log does not hold. An `OutboxPublisher` thread sends the events and marks them sent;

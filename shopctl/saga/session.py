@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shopctl.saga.actions import ServiceActions
 from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.engine import Engine
 from shopctl.saga.log import SagaLog, StepEvent
@@ -17,34 +16,69 @@ EVENT_SOURCE = "saga"  # events go to the "saga.events" exchange
 
 
 @contextmanager
-def open_engine(db_path, endpoints: Endpoints, kinds: dict[str, str], *,
+def open_engine(db_path, endpoints: Endpoints, protos=None, *,
+                lookup=None,
                 on_event: Callable[[StepEvent], None] | None = None,
                 on_unpublished: Callable[[int, str | None], None] | None = None,
                 publish_timeout: float = 5.0,
                 synchronous: str | None = None) -> Iterator[Engine]:
-    """An Engine on the log at `db_path` calling the live services at `endpoints`, with
-    a publisher (engine.publisher) sending the log's outbox to RabbitMQ (also what
-    earlier runs left).
+    """An Engine on the log at `db_path` calling the live services at `endpoints` (gRPC
+    ones through the .proto files under `protos`), with a publisher (engine.publisher)
+    sending the log's outbox to RabbitMQ (also what earlier runs left; without a broker
+    the events wait in the log). `lookup(call)`: the ActionSpec of a call whose saga
+    was started without one frozen in its definition.
     On exit the outbox is flushed for up to `publish_timeout` seconds; events still
     unsent then stay in the log, and `on_unpublished(count, last_error)` hears of them.
     `synchronous`: the log's durability, NORMAL or FULL (see shopctl.saga.log)."""
     from shopctl.nameko_rpc import NamekoRpc
+    from shopctl.saga.participants import Participants
 
     log = SagaLog(db_path, synchronous=synchronous)
-    actions = ServiceActions(endpoints, kinds)
-    events = NamekoRpc(endpoints.orders_amqp, timeout=publish_timeout,
-                       client_name="shopctl-saga-events")
+    actions = Participants(endpoints, protos, lookup)
+    events = None
+    publisher = None
+    if endpoints.amqp:
+        events = NamekoRpc(endpoints.amqp, timeout=publish_timeout,
+                           client_name="shopctl-saga-events")
 
-    def send(event_type: str, message: dict[str, Any]) -> None:
-        events.publish_event(EVENT_SOURCE, event_type, message)
+        def send(event_type: str, message: dict[str, Any]) -> None:
+            events.publish_event(EVENT_SOURCE, event_type, message)
 
-    publisher = OutboxPublisher(log, send).start()
+        publisher = OutboxPublisher(log, send).start()
     try:
         yield Engine(log, actions, publisher=publisher, on_event=on_event)
     finally:
-        left = publisher.close(publish_timeout)
-        if left and on_unpublished is not None:
-            on_unpublished(left, publisher.last_error)
-        events.close()
+        if publisher is not None:
+            left = publisher.close(publish_timeout)
+            if left and on_unpublished is not None:
+                on_unpublished(left, publisher.last_error)
+        if events is not None:
+            events.close()
         actions.close()
         log.close()
+
+
+def lookup_for(config) -> Callable[[str], Any]:
+    """call -> ActionSpec from `config` (for sagas whose definition froze no contract)."""
+    from shopctl.saga.contract import resolve
+
+    def lookup(call: str):
+        service, _, action = call.partition(".")
+        svc = config.service(service)
+        declared = svc.actions.get(action)
+        return resolve(service, svc.kind, action,
+                       None if declared is None else declared.model_dump(mode="json"))
+
+    return lookup
+
+
+def open_project_engine(config, **options: Any):
+    """open_engine for the shop `config` describes: its saga log in .shopctl/, the
+    services where Consul (or shop.yaml) says they are, gRPC contracts from its protos/."""
+    from shopctl.saga.endpoints import discover
+    from shopctl.state import ProjectState
+
+    state = ProjectState(config.root)
+    state.ensure(state.dir)
+    return open_engine(state.saga_db, discover(config), config.root / "protos",
+                       lookup=lookup_for(config), **options)

@@ -1,8 +1,9 @@
-"""The order saga through the CLI, as a user drives it, against a shop that `shopctl up`
-brought up on the local runtime: `saga run` completes (exit 0) or compensates (exit 1)
-with `--fail-at`, `saga show` / `saga list` report it, the same idempotency key never
-orders twice, user errors exit 2 with a message and no traceback, and every outcome is
-announced on RabbitMQ's "saga.events" exchange by the time `saga run` has exited.
+"""The demo's order saga (declared only in shop.yaml) through the CLI, as a user drives
+it, against a shop that `shopctl up` brought up on the local runtime: `saga run`
+completes (exit 0) or compensates (exit 1) with `--fail-at`, `saga show` / `saga list`
+report it, `saga check` resolves it, the same idempotency key never orders twice, user
+errors exit 2 with a message and no traceback, and every outcome is announced on
+RabbitMQ's "saga.events" exchange by the time `saga run` has exited.
 
 Consistency is checked through the services' own state (CheckStock over gRPC,
 get_order over RPC, GET /charges over HTTP) and through our own queue on the broker.
@@ -25,7 +26,7 @@ from tests.integration.test_saga_live import net_charged, order, payment, stock
 pytestmark = [pytest.mark.consul, pytest.mark.rabbitmq]
 
 SKU, PRICE = "SKU-MUG-001", 1450
-STEPS = ["create_order", "reserve_stock", "charge", "ship"]
+STEPS = ["price", "create_order", "reserve_stock", "charge", "ship"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def events(shop):
     """Our own exclusive queue on the shop's broker, bound to every saga event."""
     _, endpoints = shop
     exchange = Exchange("saga.events", type="topic", durable=True)
-    with Connection(endpoints.orders_amqp) as conn:
+    with Connection(endpoints.amqp) as conn:
         queue = Queue(f"test-saga-cli-{uuid.uuid4().hex[:8]}", exchange, routing_key="#",
                       exclusive=True)(conn.default_channel)
         queue.declare()
@@ -75,8 +76,13 @@ def saga(root, *args: str) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+def items(qty: int, sku: str = SKU) -> str:
+    return "items=" + json.dumps([{"sku": sku, "qty": qty}])
+
+
 def run_order(root, qty: int, *options: str) -> tuple[int, dict]:
-    return saga(root, "run", "order", "--user", "u1", "--item", f"{SKU}:{qty}", *options)
+    """The README's example: the generic --input path, nothing order-specific."""
+    return saga(root, "run", "order", "--input", "user_id=u1", "--input", items(qty), *options)
 
 
 def order_id(run: dict) -> int:
@@ -92,13 +98,13 @@ def test_run_completes_every_step_and_is_reported(shop, events):
     assert (code, run["status"]) == (0, "completed"), run.get("error")
     done = [e["step"] for e in run["events"] if e["state"] == "succeeded"]
     assert done == STEPS
-    wait_event(events, run["id"], "order_completed")
+    wait_event(events, run["id"], "order.completed")
 
     code, shown = saga(root, "show", run["id"])
     assert (code, shown["status"], shown["events"]) == (0, "completed", run["events"])
     # The outcome event went out before `saga run` returned, and show says so.
     (announced,) = shown["outcome_events"]
-    assert announced["event_type"] == "order_completed" and announced["published_at"]
+    assert announced["event_type"] == "order.completed" and announced["published_at"]
     code, listed = saga(root, "list")
     assert code == 0 and {s["id"]: s["status"] for s in listed}[run["id"]] == "completed"
 
@@ -129,8 +135,8 @@ def test_failure_at_charge_compensates(shop, events):
     code, run = run_order(root, 1, "--fail-at", "charge")
     assert (code, run["status"]) == (1, "compensated")
     compensated = [e["step"] for e in run["events"] if e["state"] == "compensated"]
-    assert compensated == ["reserve_stock", "create_order"]
-    wait_event(events, run["id"], "order_failed")
+    assert compensated == ["reserve_stock", "create_order"]  # price has nothing to undo
+    wait_event(events, run["id"], "order.compensated")
 
     oid = order_id(run)
     assert stock(endpoints, SKU) == before
@@ -139,8 +145,21 @@ def test_failure_at_charge_compensates(shop, events):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "nosuch", "--user", "u1", "--item", f"{SKU}:1"], "error: no saga named 'nosuch'"),
+    (["run", "nosuch", "--input", "user_id=u1"], "error: no saga named 'nosuch'"),
+    (["run", "ordr", "--input", "user_id=u1"], "error: no saga named 'ordr'"),
     (["show", "deadbeef"], "error: no saga 'deadbeef'"),
+    (["run", "order", "--input", "user_id=u1"], "error: saga 'order' input: missing items"),
+    (["run", "order", "--input", "user_id=u1", "--input", "items=3"],
+     "error: saga 'order' input: items: expected an array, found integer"),
+    (["run", "order", "--input", "user_id=u1", "--input", items(1), "--input", "qty=1"],
+     "error: saga 'order' input: unknown input 'qty'"),
+    (["run", "order", "--input", "user_id", "--input", items(1)],
+     "error: --input 'user_id': expected KEY=VALUE"),
+    (["run", "order", "--input-file", "/nonexistent/in.json"],
+     "error: --input-file /nonexistent/in.json: No such file or directory"),
+    (["run", "order", "--input", "user_id=u1", "--input", items(1), "--fail-at", "nope"],
+     "error: --fail-at 'nope' names no step of saga 'order'"),
+    (["abort", "deadbeef"], "error: no saga 'deadbeef'"),
 ])
 def test_user_errors_exit_2_with_one_message(shop, args, message):
     result = shopctl_in(shop[0], "saga", *args, timeout=60)
@@ -152,7 +171,7 @@ def test_user_errors_exit_2_with_one_message(shop, args, message):
 
 def test_without_json_the_timeline_is_followed_by_the_outcome_on_its_own_line(shop):
     root, _ = shop
-    result = shopctl_in(root, "saga", "run", "order", "--user", "u1", "--item", f"{SKU}:1",
+    result = shopctl_in(root, "saga", "run", "order", "-i", "user_id=u1", "-i", items(1),
                         "--fail-at", "reserve_stock", timeout=60)
     assert result.returncode == 1, result.stderr[-2000:]
     lines = result.stdout.splitlines()
@@ -160,3 +179,46 @@ def test_without_json_the_timeline_is_followed_by_the_outcome_on_its_own_line(sh
     assert len(outcome) == 1, result.stdout  # on a line of its own, after the table
     assert any("undo create_order" in line and "compensated" in line for line in lines)
     assert "reason: reserve_stock failed: injected failure" in result.stdout
+
+
+def test_input_nothing_ran_for_a_bad_input(shop):
+    """A refused input leaves no saga behind."""
+    root, _ = shop
+    _, before = saga(root, "list")
+    result = shopctl_in(root, "saga", "run", "order", "-i", "user_id=u1", timeout=60)
+    assert result.returncode == 2
+    _, after = saga(root, "list")
+    assert [s["id"] for s in after] == [s["id"] for s in before]
+
+
+def test_input_file_from_stdin_and_an_unknown_sku_is_refused_and_compensated(shop):
+    """--input-file - reads the input from stdin; an unknown SKU is a refusal of the
+    first step (the quote), so nothing was ordered and nothing needs undoing."""
+    import subprocess
+    import sys
+
+    root, _ = shop
+    document = json.dumps({"user_id": "u1", "items": [{"sku": "SKU-NOPE", "qty": 1}]})
+    result = subprocess.run([sys.executable, "-m", "shopctl", "saga", "run", "order",
+                             "--input-file", "-", "--json"], cwd=root, input=document,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr[-2000:]
+    run = json.loads(result.stdout)
+    assert run["status"] == "compensated" and "404" in run["error"]
+    assert run["input"]["items"][0]["sku"] == "SKU-NOPE"
+    assert [e["step"] for e in run["events"]] == ["price", "price"]  # started, failed
+
+
+def test_check_resolves_every_call_against_the_running_shop(shop):
+    root, _ = shop
+    code, report = saga(root, "check", "order")
+    assert code == 0 and report["ok"], report
+    calls = {(c["step"], c["phase"]): c for c in report["calls"]}
+    assert set(calls) == {("price", "forward"), ("create_order", "forward"),
+                          ("create_order", "compensate"), ("reserve_stock", "forward"),
+                          ("reserve_stock", "compensate"), ("charge", "forward"),
+                          ("charge", "compensate"), ("ship", "forward")}
+    assert "OpenAPI" in calls[("charge", "forward")]["detail"]
+    assert "shop.inventory.v1.Inventory/ReserveStock" in calls[("reserve_stock", "forward")][
+        "target"]
+    assert "rpc-orders" in calls[("create_order", "forward")]["detail"]

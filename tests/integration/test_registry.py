@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -198,3 +199,40 @@ def test_module_is_importable_without_grpc_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
+
+
+def test_passing_instances_are_where_sagas_call_and_a_failing_one_drops_out(
+        registry, http_service, grpc_service, tmp_path):
+    """The saga's endpoints: a service whose check fails has no passing instance, so
+    callers fall back to shop.yaml's port instead of an instance known to be down."""
+    from grpc_health.v1 import health_pb2
+
+    from shopctl.config import load_config
+    from shopctl.saga.endpoints import discover
+
+    _, http_port = http_service
+    grpc_port, servicer = grpc_service
+    registry.register(_service("shipping", "flask", http_port), _running("shipping", http_port),
+                      "local")
+    registry.register(_service("labels", "grpc", grpc_port), _running("labels", grpc_port),
+                      "local")
+    wait_for(lambda: set(registry.passing_instances()) == {"shipping", "labels"}, 10,
+             "both passing")
+    assert registry.passing_instances()["labels"] == [("127.0.0.1", grpc_port)]
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    wait_for(lambda: "labels" not in registry.passing_instances(), 10, "labels dropped")
+
+    # discover() over the same agent: Consul's instance for shipping, shop.yaml's port
+    # for labels, whose only instance fails its check.
+    consul_port = urlsplit(registry.consul_http).port
+    root = tmp_path
+    for name in ("shipping", "labels"):
+        (root / "services" / name).mkdir(parents=True)
+    (root / "shop.yaml").write_text(
+        f"project: {registry.project}\n"
+        f"infra: {{consul: {{port: {consul_port}}}, rabbitmq: {{enabled: false}}}}\n"
+        f"services:\n  shipping: {{kind: flask, port: 1}}\n  labels: {{kind: grpc, port: 2}}\n")
+    endpoints = discover(load_config(root / "shop.yaml", {}))
+    assert endpoints.addresses == {"shipping": [f"127.0.0.1:{http_port}"],
+                                   "labels": ["127.0.0.1:2"]}
+    assert endpoints.amqp is None

@@ -19,11 +19,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shopctl.nameko_rpc import NamekoRpc
 from shopctl.saga import log as L
-from shopctl.saga.adapters import price_items
 from shopctl.saga.session import open_engine
 
 # The fixtures of test_saga_live.py, loaded by path (--import-mode=importlib puts no test
@@ -57,7 +57,7 @@ def _run_all(endpoints, db: Path, items: list[dict]) -> tuple[list, list[BaseExc
 
     def worker() -> None:
         try:
-            with open_engine(db, endpoints, live.KINDS) as engine:
+            with open_engine(db, endpoints, live.PROTOS) as engine:
                 gate.wait(timeout=60)
                 while True:
                     try:
@@ -85,8 +85,9 @@ def test_concurrent_sagas_over_scarce_stock_never_oversell_or_double_charge(shop
     initial = available0 + reserved0
     assert 0 < available0 < SAGAS, "the SKU must be scarce for this test to mean anything"
     expected = min(SAGAS, available0)
-    items = price_items(shop.catalog_url, [(SCARCE_SKU, 1)])
-    price = items[0]["unit_price_cents"]
+    items = [{"sku": SCARCE_SKU, "qty": 1}]
+    price = httpx.get(f"{shop.base_url('catalog')}/products/{SCARCE_SKU}",
+                      timeout=5).json()["price_cents"]
 
     # Watch the inventory while the sagas run: no moment may show an oversell.
     samples: list[tuple[int, int]] = []
@@ -138,7 +139,7 @@ def test_concurrent_sagas_over_scarce_stock_never_oversell_or_double_charge(shop
     assert len(set(order_ids.values())) == SAGAS, "two sagas share an order"
 
     # -- orders and payments: one charge per completed order, none for the others ---------
-    with NamekoRpc(shop.orders_amqp, timeout=10) as rpc:
+    with NamekoRpc(shop.amqp, timeout=10) as rpc:
         statuses = {oid: rpc.call("orders", "get_order", oid)["status"]
                     for oid in order_ids.values()}
     charged_total = 0

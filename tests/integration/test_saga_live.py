@@ -1,5 +1,6 @@
-"""The order saga against the real services, started as subprocesses on free ports with
-temp data folders, and a real RabbitMQ (a private vhost per session).
+"""The demo's order saga, declared only in shop.yaml, against the real services, started
+as subprocesses on free ports with temp data folders, and a real RabbitMQ (a private
+vhost per session).
 
 Consistency is always checked through the services' own state: get_order over RPC,
 CheckStock over gRPC, GET /charges over HTTP.
@@ -25,10 +26,9 @@ import pytest
 from shopctl.config import load_config
 from shopctl.nameko_rpc import NamekoRpc
 from shopctl.saga import log as L
-from shopctl.saga.actions import load_inventory_stubs
-from shopctl.saga.adapters import price_items
 from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.engine import CRASH_ENV, snapshot
+from shopctl.saga.protos import ProtoSet
 from shopctl.saga.session import open_engine
 
 pytestmark = pytest.mark.rabbitmq
@@ -36,8 +36,8 @@ pytestmark = pytest.mark.rabbitmq
 REPO = Path(__file__).resolve().parents[2]
 BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 CONFIG = load_config(REPO / "shop.yaml")
-KINDS = {name: svc.kind for name, svc in CONFIG.services.items()}
-DEFINITION = snapshot(CONFIG.sagas["order"], KINDS)
+DEFINITION = snapshot(CONFIG, "order")
+PROTOS = REPO / "protos"
 SKU = "SKU-MUG-001"
 
 
@@ -100,9 +100,8 @@ def shop(tmp_path_factory, amqp_uri):
             procs[name] = (subprocess.Popen([sys.executable, "main.py"],
                                             cwd=REPO / "services" / name, env=env,
                                             stdout=out, stderr=subprocess.STDOUT), log)
-    endpoints = Endpoints(orders_amqp=amqp_uri, inventory=f"127.0.0.1:{ports['inventory']}",
-                          payments_url=f"http://127.0.0.1:{ports['payments']}",
-                          catalog_url=f"http://127.0.0.1:{ports['catalog']}")
+    endpoints = Endpoints.of(amqp=amqp_uri, **{name: f"127.0.0.1:{port}"
+                                                for name, port in ports.items()})
     try:
         for name in ("catalog", "payments", "orders"):
             url = f"http://127.0.0.1:{ports[name]}/health"
@@ -119,21 +118,24 @@ def shop(tmp_path_factory, amqp_uri):
 # -- the services' own state ---------------------------------------------------------------
 
 def stock(endpoints: Endpoints, sku: str) -> tuple[int, int]:
-    pb2, pb2_grpc = load_inventory_stubs()
-    with grpc.insecure_channel(endpoints.inventory) as channel:
-        reply = pb2_grpc.InventoryStub(channel).CheckStock(
-            pb2.CheckStockRequest(skus=[sku]), timeout=5)
+    """Through the service's own contract in protos/, as the saga reaches it."""
+    method = ProtoSet(PROTOS).find("CheckStock", "inventory")
+    with grpc.insecure_channel(endpoints.address("inventory")) as channel:
+        call = channel.unary_unary(method.full_name,
+                                   request_serializer=method.input.SerializeToString,
+                                   response_deserializer=method.output.FromString)
+        reply = call(method.input(skus=[sku]), timeout=5)
     (level,) = reply.levels
     return level.available, level.reserved
 
 
 def order(endpoints: Endpoints, order_id: int) -> dict:
-    with NamekoRpc(endpoints.orders_amqp, timeout=10) as rpc:
+    with NamekoRpc(endpoints.amqp, timeout=10) as rpc:
         return rpc.call("orders", "get_order", order_id)
 
 
 def payment(endpoints: Endpoints, order_id) -> dict | None:
-    resp = httpx.get(f"{endpoints.payments_url}/charges/{order_id}", timeout=5)
+    resp = httpx.get(f"{endpoints.base_url('payments')}/charges/{order_id}", timeout=5)
     return None if resp.status_code == 404 else resp.json()
 
 
@@ -158,11 +160,13 @@ def db(tmp_path) -> Path:
     return tmp_path / "saga.db"
 
 
+def order_input(user: str = "u-test", qty: int = 1, sku: str = SKU) -> dict:
+    return {"user_id": user, "items": [{"sku": sku, "qty": qty}]}
+
+
 def run_saga(endpoints, db, qty=1, sku=SKU, **options) -> L.SagaRecord:
-    items = price_items(endpoints.catalog_url, [(sku, qty)])
-    with open_engine(db, endpoints, KINDS) as engine:
-        saga, _ = engine.start("order", DEFINITION, {"user_id": "u-test", "items": items},
-                               **options)
+    with open_engine(db, endpoints, PROTOS) as engine:
+        saga, _ = engine.start("order", DEFINITION, order_input(qty=qty, sku=sku), **options)
         return saga
 
 
@@ -179,7 +183,7 @@ def test_happy_path(shop, db):
     assert net_charged(pay) == 2 * 1450
 
 
-@pytest.mark.parametrize("fail_at", ["create_order", "reserve_stock", "charge"])
+@pytest.mark.parametrize("fail_at", ["price", "create_order", "reserve_stock", "charge"])
 def test_failure_at_each_step_compensates_the_completed_steps(shop, db, fail_at):
     before = stock(shop, SKU)
     saga = run_saga(shop, db, fail_at=fail_at)
@@ -187,7 +191,7 @@ def test_failure_at_each_step_compensates_the_completed_steps(shop, db, fail_at)
     with L.SagaLog(db) as log:
         oid = order_id_of(log, saga.id)
     assert stock(shop, SKU) == before
-    if fail_at == "create_order":
+    if fail_at in ("price", "create_order"):
         assert oid is None
         return
     assert order(shop, oid)["status"] == "CANCELLED"
@@ -215,11 +219,11 @@ def test_out_of_stock_compensates_without_retries(shop, db):
 
 
 def test_open_breaker_fails_fast_and_compensates(shop, db):
-    faults = f"{shop.payments_url}/admin/faults"
+    faults = f"{shop.base_url('payments')}/admin/faults"
     httpx.put(faults, json={"failure_rate": 1.0}, timeout=5).raise_for_status()
     try:
         for _ in range(50):
-            resp = httpx.post(f"{shop.payments_url}/charges", timeout=5,
+            resp = httpx.post(f"{shop.base_url('payments')}/charges", timeout=5,
                               json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100})
             if resp.status_code == 503 and resp.json().get("breaker") == "open":
                 break
@@ -246,7 +250,7 @@ def _wait_breaker_closed(shop, limit: float = 30.0) -> None:
     tests see a working payments service."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        resp = httpx.post(f"{shop.payments_url}/charges", timeout=5,
+        resp = httpx.post(f"{shop.base_url('payments')}/charges", timeout=5,
                           json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100})
         if resp.status_code in (200, 201):
             return
@@ -268,27 +272,27 @@ import json, sys
 from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.session import open_engine
 args = json.loads(sys.argv[1])
-with open_engine(args["db"], Endpoints(**args["endpoints"]), args["kinds"]) as engine:
+with open_engine(args["db"], Endpoints(**args["endpoints"]), args["protos"]) as engine:
     engine.start("order", args["definition"], args["input"])
 """
 
 
 @pytest.mark.parametrize("boundary", [
-    "create_order:started", "create_order:succeeded", "reserve_stock:started",
-    "reserve_stock:succeeded", "charge:started", "charge:succeeded", "ship:started",
+    "price:started", "price:succeeded", "create_order:started", "create_order:succeeded",
+    "reserve_stock:started", "reserve_stock:succeeded", "charge:started", "charge:succeeded",
+    "ship:started",
 ])
 def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary):
     before = stock(shop, SKU)
-    items = price_items(shop.catalog_url, [(SKU, 1)])
-    args = {"db": str(db), "endpoints": shop.__dict__, "kinds": KINDS,
-            "definition": DEFINITION, "input": {"user_id": "u-crash", "items": items}}
+    args = {"db": str(db), "endpoints": shop.to_dict(), "protos": str(PROTOS),
+            "definition": DEFINITION, "input": order_input("u-crash")}
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
                           env={**os.environ, CRASH_ENV: boundary}, timeout=60)
     assert done.returncode == -signal.SIGKILL
     with L.SagaLog(db) as log:
         (saga,) = log.list()
         assert saga.status == L.RUNNING
-    with open_engine(db, shop, KINDS) as engine:
+    with open_engine(db, shop, PROTOS) as engine:
         saga = engine.resume(saga.id)
     assert saga.status in (L.COMPLETED, L.COMPENSATED), saga.error
     with L.SagaLog(db) as log:
@@ -315,9 +319,8 @@ def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db
     from shopctl.saga import owner
 
     before = stock(shop, SKU)
-    items = price_items(shop.catalog_url, [(SKU, 1)])
-    args = {"db": str(db), "endpoints": shop.__dict__, "kinds": KINDS,
-            "definition": DEFINITION, "input": {"user_id": "u-reboot", "items": items}}
+    args = {"db": str(db), "endpoints": shop.to_dict(), "protos": str(PROTOS),
+            "definition": DEFINITION, "input": order_input("u-reboot")}
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
                           env={**os.environ, CRASH_ENV: "ship:started"}, timeout=60)
     assert done.returncode == -signal.SIGKILL
@@ -330,14 +333,15 @@ def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db
                           (f"{host}/{pid}/{start}/0123456789ab", saga.id))
     assert net_charged(payment(shop, oid)) == 1450  # the world is ahead of the log
 
-    broken = dataclasses.replace(shop, inventory=f"127.0.0.1:{free_port()}")
-    with open_engine(db, broken, KINDS) as engine:
+    broken = dataclasses.replace(
+        shop, addresses={**shop.addresses, "inventory": [f"127.0.0.1:{free_port()}"]})
+    with open_engine(db, broken, PROTOS) as engine:
         stuck = engine.resume(saga.id)
     assert stuck.status == L.STUCK and stuck.after_reboot and "reboot" in stuck.error
     assert order(shop, oid)["status"] != "CANCELLED"
     assert stock(shop, SKU) == (before[0] - 1, before[1] + 1)
 
-    with open_engine(db, shop, KINDS) as engine:
+    with open_engine(db, shop, PROTOS) as engine:
         saga = engine.retry(saga.id)
     assert saga.status == L.COMPLETED, saga.error
     assert order(shop, oid)["status"] == "SHIPPED"
@@ -379,7 +383,7 @@ class SagaEvents:
 
 @pytest.fixture
 def saga_events(shop):
-    tap = SagaEvents(shop.orders_amqp)
+    tap = SagaEvents(shop.amqp)
     yield tap
     tap.conn.release()
 
@@ -388,9 +392,10 @@ def test_outcome_events_reach_the_broker_with_a_stable_event_id(shop, db, saga_e
     completed = run_saga(shop, db)
     failed = run_saga(shop, db, fail_at="reserve_stock")
     ((kind, body),) = saga_events.wait_for(completed.id)
-    assert kind == "order_completed" and body["context"]["order_id"]
+    assert kind == "order.completed" and body["context"]["order_id"]
+    assert body["saga"] == "order" and body["outcome"] == "completed"
     ((kind_failed, body_failed),) = saga_events.wait_for(failed.id)
-    assert kind_failed == "order_failed" and "injected" in body_failed["reason"]
+    assert kind_failed == "order.compensated" and "injected" in body_failed["reason"]
     with L.SagaLog(db) as log:
         (event,) = log.outbox(completed.id)
         assert event.published_at is not None and body["event_id"] == event.event_id
@@ -398,28 +403,45 @@ def test_outcome_events_reach_the_broker_with_a_stable_event_id(shop, db, saga_e
 
 
 def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_events):
-    from shopctl.saga.actions import ServiceActions
     from shopctl.saga.engine import Engine
     from shopctl.saga.outbox import OutboxPublisher
+    from shopctl.saga.participants import Participants
 
     nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # no broker listens there
-    items = price_items(shop.catalog_url, [(SKU, 1)])
     dead = NamekoRpc(nobody, timeout=2)  # connects on first use, and fails then
     with L.SagaLog(db) as log:
         publisher = OutboxPublisher(
             log, lambda kind, message: dead.publish_event("saga", kind, message)).start()
-        actions = ServiceActions(shop, KINDS)
+        actions = Participants(shop, PROTOS)
         try:
             saga, _ = Engine(log, actions, publisher=publisher).start(
-                "order", DEFINITION, {"user_id": "u-outage", "items": items})
+                "order", DEFINITION, order_input("u-outage"))
         finally:
             actions.close()
         assert saga.status == L.COMPLETED  # the outage never touches the saga itself
         assert publisher.close(timeout=5) == 1 and publisher.last_error
     assert saga_events.seen == []
-    with open_engine(db, shop, KINDS):  # any later saga command publishes what is left
+    with open_engine(db, shop, PROTOS):  # any later saga command publishes what is left
         ((kind, body),) = saga_events.wait_for(saga.id)
-    assert kind == "order_completed"
+    assert kind == "order.completed"
     with L.SagaLog(db) as log:
         (event,) = log.outbox(saga.id)
         assert event.published_at is not None and event.attempts == 2
+
+
+def test_abort_of_a_stuck_saga_undoes_every_step_its_log_records(shop, db):
+    """Stuck after the pivot (shipping can never pass): the operator aborts, and the
+    charge is refunded, the stock released and the order cancelled, in reverse."""
+    before = stock(shop, SKU)
+    saga = run_saga(shop, db, fail_at="ship")
+    assert saga.status == L.STUCK
+    with open_engine(db, shop, PROTOS) as engine:
+        aborted = engine.abort(saga.id)
+    assert aborted.status == L.COMPENSATED and "aborted by an operator" in aborted.error
+    with L.SagaLog(db) as log:
+        oid = order_id_of(log, saga.id)
+        undone = [e.step for e in log.events(saga.id) if e.state == L.COMPENSATED_STEP]
+    assert undone == ["charge", "reserve_stock", "create_order"]
+    assert order(shop, oid)["status"] == "CANCELLED"
+    assert stock(shop, SKU) == before
+    assert net_charged(payment(shop, oid)) == 0

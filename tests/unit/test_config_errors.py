@@ -209,7 +209,7 @@ CASES = {
         """,
         [
             "shop.yaml:2:1: services: expected at least one service, found none",
-            "  hint: add one, e.g.  users: {kind: fastapi, port: 8001}",
+            "  hint: add one, e.g.  shipping: {kind: fastapi, port: 8001}",
         ],
     ),
     "a service that is not a mapping": (
@@ -431,7 +431,7 @@ CASES = {
         """,
         [
             "shop.yaml:8:9: sagas.checkout.steps[0].call: expected SERVICE.ACTION like"
-            " 'orders.create_order', found 'orders'",
+            " 'shipping.book_slot', found 'orders'",
         ],
     ),
     "duplicate step names": (

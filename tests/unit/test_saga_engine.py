@@ -79,7 +79,7 @@ def test_happy_path_completes_and_queues_its_event_with_the_status(log):
     assert log.get(saga.id).status == L.COMPLETED and saga.updated_at >= saga.created_at
     assert actions.names() == FORWARD
     ((kind, payload),) = outcome_events(log, saga)
-    assert kind == "order_completed" and payload["saga_id"] == saga.id
+    assert kind == "order.completed" and payload["saga_id"] == saga.id
     assert payload["context"]["order_id"] == 7
     assert publisher.wakeups == 1  # woken once, after the commit
     # Later steps see the results of earlier ones, and each call has its own stable key.
@@ -107,7 +107,7 @@ def test_fail_at_compensates_exactly_the_completed_steps(log, fail_at, compensat
     done = FORWARD[:[s["name"] for s in DEFINITION["steps"]].index(fail_at)]
     assert actions.names() == done + compensations
     ((kind, payload),) = outcome_events(log, saga)
-    assert kind == "order_failed" and "injected" in payload["reason"]
+    assert kind == "order.compensated" and "injected" in payload["reason"]
 
 
 def test_fail_after_pivot_retries_forward_then_sticks(log):
@@ -141,7 +141,8 @@ def test_exhausted_retries_before_pivot_compensate_the_uncertain_step(log):
     actions = FakeActions(payments__charge=[StepFailure("timeout", retryable=True)])
     saga, _ = engine(log, actions).start("order", DEFINITION, INPUT)
     assert saga.status == L.COMPENSATED
-    # A timed-out charge may have applied: it is refunded too.
+    # A timed-out charge may have applied: it is repeated once more with its key to
+    # learn what it did (still timing out here), then refunded anyway.
     assert actions.names()[-3:] == ["payments.refund", "inventory.release_stock",
                                     "orders.cancel_order"]
 
@@ -151,13 +152,13 @@ def test_failing_compensation_makes_the_saga_stuck_and_retry_finishes_it(log):
     saga, _ = engine(log, actions).start("order", DEFINITION, INPUT, fail_at="charge")
     assert saga.status == L.STUCK and "release_stock" in saga.error
     assert log.list(L.STUCK)[0].id == saga.id
-    assert [kind for kind, _ in outcome_events(log, saga)] == ["saga_stuck"]
+    assert [kind for kind, _ in outcome_events(log, saga)] == ["order.stuck"]
     actions.script["inventory.release_stock"] = [{"released": True}]
     saga = engine(log, actions).retry(saga.id)
     assert saga.status == L.COMPENSATED and log.get(saga.id).status == L.COMPENSATED
     assert actions.names()[-1] == "orders.cancel_order"
     # Stuck, then compensated: both outcomes are announced, in that order.
-    assert [kind for kind, _ in outcome_events(log, saga)] == ["saga_stuck", "order_failed"]
+    assert [kind for kind, _ in outcome_events(log, saga)] == ["order.stuck", "order.compensated"]
 
 
 def test_same_idempotency_key_returns_the_first_saga(log):
@@ -218,7 +219,9 @@ def test_definition_snapshot_is_used_not_the_current_config(log):
 
 
 def test_unknown_fail_at_is_refused(log):
-    with pytest.raises(ValueError):
+    from shopctl.errors import UsageError
+
+    with pytest.raises(UsageError, match="names no step"):
         engine(log, FakeActions()).start("order", DEFINITION, INPUT, fail_at="nope")
 
 
@@ -320,3 +323,78 @@ def test_after_a_reboot_a_refusal_still_compensates_what_ran(log):
     # A refused step applied nothing, so nothing after it ran: the log is complete.
     assert done.status == L.COMPENSATED
     assert actions.names() == ["inventory.reserve_stock", "orders.cancel_order"]
+
+
+# -- sagas of any name, settling unknown outcomes, abort ------------------------------------
+
+DELIVERY = {
+    "name": "delivery",
+    "steps": [
+        {"name": "book", "call": "shipping.book_slot", "compensate": "shipping.free_slot",
+         "retries": 1, "backoff": 0.01},
+        {"name": "label", "call": "labels.print", "compensate": "labels.void",
+         "pivot": True, "retries": 1, "backoff": 0.01},
+        {"name": "notify", "call": "mailer.send", "retries": 0},
+    ],
+    "actions": {"shipping.book_slot": {"service": "shipping", "action": "book_slot",
+                                       "kind": "fastapi", "method": "POST"}},
+}
+
+
+def test_outcome_events_are_named_after_the_saga(log):
+    saga, _ = engine(log, FakeActions()).start("delivery", DELIVERY, {"parcel": "p-1"})
+    ((kind, payload),) = outcome_events(log, saga)
+    assert kind == "delivery.completed"
+    assert payload["saga"] == "delivery" and payload["saga_id"] == saga.id
+    assert payload["outcome"] == "completed"
+
+
+def test_calls_carry_the_saga_data_and_the_frozen_contract(log):
+    actions = FakeActions(shipping__book_slot=[{"slot": 9}])
+    engine(log, actions).start("delivery", DELIVERY, {"parcel": "p-2"})
+    book, label = actions.calls[0][1], actions.calls[1][1]
+    assert book.saga == "delivery" and book.input == {"parcel": "p-2"}
+    assert book.spec["action"] == "book_slot"
+    assert label.spec is None  # declared nowhere: the participants resolve it live
+    assert label.results == {"book": {"slot": 9}} and label.context["slot"] == 9
+
+
+def test_an_unknown_outcome_is_settled_and_its_result_feeds_the_compensation(log):
+    # book times out twice (retries exhausted), the repeat made while compensating
+    # answers with what the first call did, and the compensation sees that result.
+    timeout = StepFailure("timeout", retryable=True)
+    actions = FakeActions(shipping__book_slot=[timeout, timeout, {"slot": 4}])
+    saga, _ = engine(log, actions).start("delivery", DELIVERY, {})
+    assert saga.status == L.COMPENSATED
+    assert actions.names() == ["shipping.book_slot"] * 3 + ["shipping.free_slot"]
+    assert actions.calls[-1][1].context["slot"] == 4
+    assert actions.calls[-1][1].phase == "compensate"
+
+
+def test_a_settling_repeat_that_is_refused_means_nothing_to_undo(log):
+    timeout = StepFailure("timeout", retryable=True)
+    refused = StepFailure("no such slot", retryable=False)
+    actions = FakeActions(shipping__book_slot=[timeout, timeout, refused])
+    saga, _ = engine(log, actions).start("delivery", DELIVERY, {})
+    assert saga.status == L.COMPENSATED
+    assert "shipping.free_slot" not in actions.names()
+
+
+def test_abort_compensates_a_stuck_saga_past_its_pivot(log):
+    actions = FakeActions(mailer__send=[StepFailure("smtp down", retryable=True)])
+    saga, _ = engine(log, actions).start("delivery", DELIVERY, {})
+    assert saga.status == L.STUCK
+    aborted = engine(log, actions).abort(saga.id)
+    assert aborted.status == L.COMPENSATED and "aborted by an operator" in aborted.error
+    assert actions.names()[-2:] == ["labels.void", "shipping.free_slot"]
+    kinds = [kind for kind, _ in outcome_events(log, saga)]
+    assert kinds == ["delivery.stuck", "delivery.compensated"]
+
+
+def test_abort_refuses_a_saga_that_is_not_stuck(log):
+    from shopctl.saga.engine import SagaNotAbortable
+
+    saga, _ = engine(log, FakeActions()).start("delivery", DELIVERY, {})
+    with pytest.raises(SagaNotAbortable, match="completed"):
+        engine(log, FakeActions()).abort(saga.id)
+    assert log.get(saga.id).status == L.COMPLETED

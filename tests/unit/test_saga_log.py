@@ -194,7 +194,7 @@ def test_outbox_events_commit_with_the_status_and_are_leased_then_marked(tmp_pat
     with L.SagaLog(tmp_path / "saga.db") as log:
         saga, _ = log.create("order", {}, {"steps": []})
         log.commit(saga.id, [], status=L.COMPLETED,
-                   outbox=[("order_completed", {"saga_id": saga.id})])
+                   outbox=[("order.completed", {"saga_id": saga.id})])
         (fresh,) = log.fresh_events()  # the writer's own publisher sees it at once
         with L.SagaLog(tmp_path / "saga.db") as other:
             assert other.fresh_events() == [] and other.claim_events() == []  # leased

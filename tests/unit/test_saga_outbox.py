@@ -31,7 +31,7 @@ def log(tmp_path):
         yield saga_log
 
 
-def finished_saga(log, kind: str = "order_completed") -> str:
+def finished_saga(log, kind: str = "order.completed") -> str:
     saga, _ = log.create("order", {}, {"steps": []})
     log.commit(saga.id, [], status=L.COMPLETED, outbox=[(kind, {"saga_id": saga.id})])
     return saga.id
@@ -52,10 +52,10 @@ def test_a_notified_event_is_sent_without_waiting_for_the_poll(log):
     send = FlakySend()
     publisher = OutboxPublisher(log, send, poll=60).start()
     try:
-        saga_id = finished_saga(log, "order_failed")
+        saga_id = finished_saga(log, "order.compensated")
         publisher.notify()
         assert publisher.flush(timeout=10) == 0  # well before the next poll
-        assert send.sent == [("order_failed", {"saga_id": saga_id,
+        assert send.sent == [("order.compensated", {"saga_id": saga_id,
                                                "event_id": log.outbox(saga_id)[0].event_id})]
     finally:
         publisher.close()
