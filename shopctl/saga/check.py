@@ -48,6 +48,15 @@ def check_saga(definition: dict[str, Any], endpoints: Endpoints, protos=None,
             if call:
                 spec = ActionSpec.from_dict(definition["actions"][call])
                 jobs.append((step["name"], phase, spec))
+    # Import the clients here, once: modules imported by several threads at once can
+    # be seen half-initialised (kombu's lazy attributes raised ImportError that way).
+    kinds = {spec.kind for _, _, spec in jobs}
+    if "nameko" in kinds:
+        import kombu  # noqa: F401
+    if "grpc" in kinds:
+        import grpc  # noqa: F401
+    if kinds - {"nameko", "grpc"}:
+        import httpx  # noqa: F401
     with ThreadPoolExecutor(max_workers=min(8, len(jobs) or 1)) as pool:
         futures = [pool.submit(_check, spec, endpoints, proto_set, timeout)
                    for _, _, spec in jobs]

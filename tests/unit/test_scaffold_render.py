@@ -65,3 +65,20 @@ def test_rendering_is_pure_and_deterministic(kind):
     assert [f.executable for f in first if f.path.name == "main.py"] == [True]
     if kind == "grpc":
         assert "protos/reviews.proto" in paths
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "flask", "grpc", "nameko"])
+def test_every_kind_is_saga_ready_under_its_shop_yaml_name(kind):
+    # shopctl calls SERVICE.hold / SERVICE.release by the kind's convention, with the
+    # shop.yaml name (hyphens and all); result keys use the module name.
+    chosen = get_kind(TEMPLATES, kind)
+    files = {str(f.path): f.content
+             for f in render_service(ServiceSpec("gift-wrap", chosen, 8123, 9123))}
+
+    assert '"gift_wrap_hold"' in files["services/gift-wrap/holds.py"]
+    assert "services/gift-wrap/tests/test_saga.py" in files
+    assert "- {name: hold_{module}, call: {name}.hold, compensate: {name}.release}" in chosen.notes
+    if kind == "grpc":  # the saga looks a method up in protos/SERVICE.proto first
+        assert "rpc Hold(SagaCall) returns (HoldReply);" in files["protos/gift-wrap.proto"]
+    if kind == "nameko":  # the saga calls, and `saga check` looks for, rpc-SERVICE
+        assert 'name = "gift-wrap"' in files["services/gift-wrap/service.py"]
