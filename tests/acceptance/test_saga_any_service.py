@@ -1,0 +1,157 @@
+"""A saga declared only in shop.yaml across four freshly scaffolded services, one of each
+kind, with no mapping at all (each kind's convention), brought up by `shopctl up` on the
+local runtime with a real Consul and RabbitMQ, and driven through the CLI.
+
+Every outcome is checked through each service's own state: GET /saga/holds/KEY (HTTP),
+get_hold over Nameko RPC, GetHold over gRPC through the service's own proto.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import grpc
+import httpx
+import pytest
+
+from shopctl.config import load_config
+from shopctl.nameko_rpc import NamekoRpc
+from shopctl.saga.endpoints import discover
+from shopctl.saga.engine import CRASH_ENV
+from shopctl.saga.protos import ProtoSet
+from shopctl.testing import free_ports
+from tests.acceptance.conftest import REPO
+from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
+
+pytestmark = [pytest.mark.consul, pytest.mark.rabbitmq]
+
+# One service of each kind, in saga order; names with hyphens on purpose.
+SERVICES = {"gift-wrap": "fastapi", "stamps": "nameko", "crate-store": "grpc",
+            "label-desk": "flask"}
+STEPS = [f"hold_{name.replace('-', '_')}" for name in SERVICES]
+SAGA = "\n".join(["  tour:", "    steps:", *(
+    f"      - {{name: {step}, call: {name}.hold, compensate: {name}.release}}"
+    for step, name in zip(STEPS, SERVICES, strict=True))]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    root, _ = make_project(tmp_path_factory.mktemp("any-service"))
+    shutil.copytree(REPO / "templates", root / "templates",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for (name, kind), port in zip(SERVICES.items(), free_ports(len(SERVICES)), strict=True):
+        made = shopctl_in(root, "scaffold", "new-service", name, "--kind", kind,
+                          "--port", str(port))
+        assert made.returncode == 0, made.stderr
+    with open(root / "shop.yaml", "a") as shop_yaml:  # sagas: is the file's last section
+        shop_yaml.write(SAGA)
+    try:
+        up = shopctl_in(root, "up", *SERVICES, "--runtime", "local")
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        yield root, discover(load_config(root / "shop.yaml"))
+    finally:
+        down = shopctl_in(root, "down", "--volumes", "--runtime", "local", timeout=180)
+    assert down.returncode == 0, down.stderr[-2000:]
+
+
+def hold_state(root, endpoints, service: str, key: str) -> str | None:
+    """What the service itself says of the hold under `key`: held, released or None."""
+    kind = SERVICES[service]
+    if kind in ("flask", "fastapi"):
+        resp = httpx.get(f"{endpoints.base_url(service)}/saga/holds/{key}", timeout=5)
+        return None if resp.status_code == 404 else resp.json()["state"]
+    if kind == "nameko":
+        with NamekoRpc(endpoints.amqp, timeout=10) as rpc:
+            found = rpc.call(service, "get_hold", key)
+        return None if found is None else found["state"]
+    method = ProtoSet(root / "protos").find("GetHold", service)
+    with grpc.insecure_channel(endpoints.address(service)) as channel:
+        call = channel.unary_unary(method.full_name, method.input.SerializeToString,
+                                   method.output.FromString)
+        try:
+            return call(method.input(key=key), timeout=5).state
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+            return None
+
+
+def states(root, endpoints, saga_id: str) -> list[str | None]:
+    return [hold_state(root, endpoints, name, f"saga-{saga_id}-{step}")
+            for name, step in zip(SERVICES, STEPS, strict=True)]
+
+
+def saga(root, *args: str, env: dict | None = None) -> tuple[int, dict | None]:
+    from tests.acceptance.conftest import run_shopctl
+
+    done = run_shopctl("saga", *args, "--json", cwd=root, env=env, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def test_check_resolves_every_kind_by_its_convention(shop):
+    root, _ = shop
+    code, report = saga(root, "check", "tour")
+    assert code == 0 and report["ok"], report
+    assert {c["kind"] for c in report["calls"]} == set(SERVICES.values())
+    assert not any(c["declared"] for c in report["calls"])
+
+
+def test_the_saga_completes_across_the_four_kinds(shop):
+    root, endpoints = shop
+    code, run = saga(root, "run", "tour", "-i", "note=first")
+    assert (code, run["status"]) == (0, "completed"), run.get("error")
+    assert states(root, endpoints, run["id"]) == ["held"] * 4
+    context = [e["result"] for e in run["events"] if e["state"] == "succeeded"]
+    merged = {k: v for result in context for k, v in result.items()}
+    for name in SERVICES:  # each service's result under its own keys, none overwritten
+        assert merged[f"{name.replace('-', '_')}_hold_state"] == "held"
+    code, shown = saga(root, "show", run["id"])
+    assert [e["event_type"] for e in shown["outcome_events"]] == ["tour.completed"]
+
+
+@pytest.mark.parametrize("index", range(len(STEPS)))
+def test_fail_at_each_step_compensates_exactly_the_steps_that_ran(shop, index):
+    root, endpoints = shop
+    code, run = saga(root, "run", "tour", "--fail-at", STEPS[index])
+    assert (code, run["status"]) == (1, "compensated")
+    assert states(root, endpoints, run["id"]) == ["released"] * index + [None] * (4 - index)
+
+
+@pytest.mark.parametrize("refusing", list(SERVICES))
+def test_a_real_refusal_of_any_kind_is_not_retried_and_compensates(shop, refusing):
+    root, endpoints = shop
+    code, run = saga(root, "run", "tour", "-i", f"refuse={refusing}")
+    assert (code, run["status"]) == (1, "compensated"), run.get("error")
+    index = list(SERVICES).index(refusing)
+    assert states(root, endpoints, run["id"]) == ["released"] * index + [None] * (4 - index)
+    attempts = [e for e in run["events"] if e["step"] == STEPS[index] and e["state"] == "started"]
+    assert len(attempts) == 1  # refused for good: no retries
+
+
+@pytest.mark.parametrize("boundary", [
+    f"{STEPS[0]}:started", f"{STEPS[1]}:succeeded", f"{STEPS[2]}:started",
+    f"{STEPS[3]}:started", f"{STEPS[3]}:succeeded",
+])
+def test_sigkill_of_the_driver_then_resume_all_ends_consistent(shop, boundary):
+    root, endpoints = shop
+    code, _ = saga(root, "run", "tour", "-i", "note=crash", env={CRASH_ENV: boundary})
+    assert code == -9
+    _, listed = saga(root, "list", "--status", "running")
+    (crashed,) = listed
+    code, resumed = saga(root, "resume", "--all")
+    assert code == 0 and [s["id"] for s in resumed] == [crashed["id"]]
+    assert resumed[0]["status"] == "completed"  # no failure: forward from where it stopped
+    assert states(root, endpoints, crashed["id"]) == ["held"] * 4
+
+
+def test_sigkill_while_compensating_then_resume_all_ends_consistent(shop):
+    root, endpoints = shop
+    boundary = f"{STEPS[1]}:compensated"
+    code, _ = saga(root, "run", "tour", "--fail-at", STEPS[3], env={CRASH_ENV: boundary})
+    assert code == -9
+    _, listed = saga(root, "list", "--status", "compensating")
+    (crashed,) = listed
+    code, resumed = saga(root, "resume", "--all")
+    assert (code, resumed[0]["status"]) == (1, "compensated")
+    assert states(root, endpoints, crashed["id"]) == ["released"] * 3 + [None]
