@@ -1,15 +1,17 @@
 """Order-saga benchmark against live services.
 
-Measures, for the order saga (create_order -> reserve_stock -> charge -> ship):
+Measures, for the order saga of shop.yaml (price -> create_order -> reserve_stock ->
+charge -> ship, every call declared in shop.yaml's `actions:`):
   * sagas/s and p50/p99 saga latency at concurrency 1 and 16 (threads, one engine per
-    thread: its own RPC client, gRPC channel, HTTP client and log connection, all on one
+    thread: its own RPC client, gRPC channel, HTTP pool and log connection, all on one
     durable saga log, exactly as `shopctl saga run` drives it);
-  * orchestration overhead at concurrency 1: saga latency minus the sum of the same four
-    step calls made directly through the same adapters (shopctl.saga.adapters, via
-    ServiceActions) with fresh ids, interleaved with the sagas in the same run;
+  * orchestration overhead at concurrency 1: saga latency minus the sum of the same five
+    step calls made directly through the same participants (shopctl.saga.participants,
+    with each step's frozen ActionSpec) with fresh ids, interleaved with the sagas in the
+    same run;
   * "nothing lost": every saga ends completed, the saga log holds every one, the
     inventory's own CheckStock shows exactly one unit reserved per completed saga,
-    payments shows one charge per order, and each saga's order_completed event was
+    payments shows one charge per order, and each saga's order.completed event was
     published to RabbitMQ (through the log's outbox).
 
 By default it starts catalog, inventory, payments and orders as subprocesses on free
@@ -17,8 +19,11 @@ ports with temp data (as tests/integration/test_saga_live.py does), on a private
 the RabbitMQ at 127.0.0.1:5672; the inventory is pre-seeded through its own ledger with
 enough stock of the SKU. `--running` uses an already running shop (`shopctl up`),
 endpoints from shop.yaml / Consul; mind its stock then (see --sku).
+`--prepriced` runs the saga without its price step (the items are quoted once, through
+the same catalog.quote call, and given as the input's `lines`): the four steps the saga
+had before pricing became a step, for comparisons with older figures.
 
-    .venv/bin/python bench/saga_bench.py [--n1 100] [--n16 800] [--json]
+    .venv/bin/python bench/saga_bench.py [--n1 100] [--n16 800] [--prepriced] [--json]
 """
 
 from __future__ import annotations
@@ -44,17 +49,20 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+import shopctl  # noqa: E402
 from shopctl.config import load_config  # noqa: E402
 from shopctl.saga import log as L  # noqa: E402
-from shopctl.saga.actions import ServiceActions, StepCall, load_inventory_stubs  # noqa: E402
-from shopctl.saga.adapters import price_items  # noqa: E402
+from shopctl.saga.actions import StepCall  # noqa: E402
 from shopctl.saga.endpoints import Endpoints, discover  # noqa: E402
-from shopctl.saga.engine import snapshot, steps_of  # noqa: E402
+from shopctl.saga.engine import COMPLETED_EVENT, event_type, snapshot, steps_of  # noqa: E402
+from shopctl.saga.participants import Participants  # noqa: E402
+from shopctl.saga.protos import ProtoSet  # noqa: E402
 from shopctl.saga.session import open_engine  # noqa: E402
 
 BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 TARGET_RATE = 100.0  # sagas/s at c=16
 TARGET_OVERHEAD = 0.20  # at c=1
+SAGA = "order"
 
 
 # -- live services --------------------------------------------------------------------------
@@ -86,7 +94,7 @@ def _seed_inventory(data_dir: Path, sku: str, units: int) -> None:
 
 
 @contextmanager
-def started_shop(sku: str, units: int):
+def started_shop(sku: str, units: int, protos: ProtoSet):
     vhost = f"shopctl-bench-saga-{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
@@ -110,10 +118,9 @@ def started_shop(sku: str, units: int):
                 procs.append(subprocess.Popen([sys.executable, "main.py"],
                                               cwd=REPO / "services" / name, env=env,
                                               stdout=out, stderr=subprocess.STDOUT))
-            ep = Endpoints(orders_amqp=amqp, inventory=f"127.0.0.1:{ports['inventory']}",
-                           payments_url=f"http://127.0.0.1:{ports['payments']}",
-                           catalog_url=f"http://127.0.0.1:{ports['catalog']}")
-            _wait_ready(ep, sku, procs, tmp)
+            ep = Endpoints.of(amqp=amqp, **{name: f"127.0.0.1:{port}"
+                                            for name, port in ports.items()})
+            _wait_ready(ep, sku, protos, procs, tmp)
             yield ep
         finally:
             for proc in procs:
@@ -123,11 +130,12 @@ def started_shop(sku: str, units: int):
                            timeout=60)
 
 
-def _wait_ready(ep: Endpoints, sku: str, procs, tmp: Path, limit: float = 60.0) -> None:
+def _wait_ready(ep: Endpoints, sku: str, protos: ProtoSet, procs, tmp: Path,
+                limit: float = 60.0) -> None:
     deadline = time.monotonic() + limit
     checks = [lambda u=u: httpx.get(u + "/health", timeout=2).status_code == 200
-              for u in (ep.catalog_url, ep.payments_url)]
-    checks.append(lambda: stock(ep, sku) is not None)
+              for u in (ep.base_url("catalog"), ep.base_url("payments"))]
+    checks.append(lambda: stock(ep, protos, sku) is not None)
     checks.append(lambda: _orders_ready(ep))
     for check in checks:
         while True:
@@ -148,7 +156,7 @@ def _wait_ready(ep: Endpoints, sku: str, procs, tmp: Path, limit: float = 60.0) 
 def _orders_ready(ep: Endpoints) -> bool:
     from shopctl.nameko_rpc import NamekoRpc, RemoteError
 
-    with NamekoRpc(ep.orders_amqp, timeout=2) as rpc:
+    with NamekoRpc(ep.amqp, timeout=2) as rpc:
         try:
             rpc.call("orders", "get_order", -1)
         except RemoteError:
@@ -156,13 +164,17 @@ def _orders_ready(ep: Endpoints) -> bool:
     return True
 
 
-def stock(ep: Endpoints, sku: str) -> tuple[int, int]:
+def stock(ep: Endpoints, protos: ProtoSet, sku: str) -> tuple[int, int]:
+    """(available, reserved) of `sku`, through the inventory's own contract in protos/,
+    as the saga reaches it."""
     import grpc
 
-    pb2, pb2_grpc = load_inventory_stubs()
-    with grpc.insecure_channel(ep.inventory) as channel:
-        reply = pb2_grpc.InventoryStub(channel).CheckStock(
-            pb2.CheckStockRequest(skus=[sku]), timeout=5)
+    method = protos.find("CheckStock", "inventory")
+    with grpc.insecure_channel(ep.address("inventory")) as channel:
+        call = channel.unary_unary(method.full_name,
+                                   request_serializer=method.input.SerializeToString,
+                                   response_deserializer=method.output.FromString)
+        reply = call(method.input(skus=[sku]), timeout=5)
     (level,) = reply.levels
     return level.available, level.reserved
 
@@ -175,22 +187,26 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def raw_steps(actions: ServiceActions, steps, items: list[dict], user: str) -> float:
-    """The saga's forward steps called directly through the same adapters and clients,
-    with a fresh id; returns the sum of the step call durations (seconds)."""
+def raw_steps(actions: Participants, steps, input: dict) -> float:
+    """The saga's forward steps called directly through the same participants and
+    clients, each with its step's frozen spec and the saga data the engine would give it,
+    under a fresh id; returns the sum of the step call durations (seconds)."""
     fresh = "raw-" + uuid.uuid4().hex
-    context = {"user_id": user, "items": items}
+    context = dict(input)
+    results: dict = {}
     total = 0.0
     for step in steps:
-        call = StepCall(fresh, step.name, "forward", step.timeout, dict(context))
+        call = StepCall(fresh, step.name, "forward", step.timeout, dict(context),
+                        saga=SAGA, input=input, results=dict(results), spec=step.call_spec)
         t0 = time.perf_counter()
         result = actions.run(step.call, call)
         total += time.perf_counter() - t0
-        context.update(result or {})
+        context.update(result or {})  # merged as the engine merges a forward result
+        results[step.name] = result or {}
     return total
 
 
-def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
+def run_level(ep, db: Path, protos: Path, definition, make_input, concurrency: int, n: int,
               with_raw: bool, synchronous: str | None = None) -> dict:
     """n sagas on `concurrency` threads; with_raw interleaves a direct step run after
     each saga on the same thread (used at c=1 for the overhead)."""
@@ -205,13 +221,13 @@ def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
 
     def worker() -> None:
         try:
-            with open_engine(db, ep, kinds, synchronous=synchronous) as engine:
-                actions = ServiceActions(ep, kinds)
+            with open_engine(db, ep, protos, synchronous=synchronous) as engine:
+                actions = Participants(ep, protos)
                 try:
                     for _ in range(2):  # warm the connections of this thread
-                        engine.start("order", definition, {"user_id": "u-warm", "items": items})
+                        engine.start(SAGA, definition, make_input("u-warm"))
                         if with_raw:
-                            raw_steps(actions, steps, items, "u-warm")
+                            raw_steps(actions, steps, make_input("u-warm"))
                     gate.wait()
                     while True:
                         with lock:
@@ -219,15 +235,14 @@ def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
                         if i is None:
                             return
                         t0 = time.perf_counter()
-                        saga, _ = engine.start("order", definition,
-                                               {"user_id": f"u-bench-{i}", "items": items})
+                        saga, _ = engine.start(SAGA, definition, make_input(f"u-bench-{i}"))
                         lat = time.perf_counter() - t0
                         raw = None
                         if with_raw:
                             # The outcome event goes out in the background: let it, so it
                             # does not slow the raw calls this saga is compared with.
                             engine.publisher.flush(5.0)
-                            raw = raw_steps(actions, steps, items, f"u-raw-{i}")
+                            raw = raw_steps(actions, steps, make_input(f"u-raw-{i}"))
                         with lock:
                             latencies.append(lat)
                             records.append(saga)
@@ -273,8 +288,8 @@ def run_level(ep, db: Path, kinds, definition, items, concurrency: int, n: int,
     return out
 
 
-def check_nothing_lost(ep, db: Path, sku: str, before: tuple[int, int], expected_units: int,
-                       level: dict) -> dict:
+def check_nothing_lost(ep, db: Path, protos: ProtoSet, sku: str, before: tuple[int, int],
+                       expected_units: int, level: dict) -> dict:
     """Every saga completed, logged, with one unit reserved and one charge, seen through
     the services' own state."""
     with L.SagaLog(db) as log:
@@ -282,7 +297,7 @@ def check_nothing_lost(ep, db: Path, sku: str, before: tuple[int, int], expected
     ids = level["ids"]
     missing = [i for i in ids if i not in logged]
     not_completed = sum(1 for i in ids if logged.get(i) != L.COMPLETED)
-    after = stock(ep, sku)
+    after = stock(ep, protos, sku)
     stock_ok = (after[1] - before[1]) == expected_units and (before[0] - after[0]) == expected_units
     # charges: read every order's payment record
     charges_ok = 0
@@ -292,22 +307,41 @@ def check_nothing_lost(ep, db: Path, sku: str, before: tuple[int, int], expected
                         if e.step == "create_order" and e.state == L.SUCCEEDED), None)
             if oid is None:
                 continue
-            resp = http.get(f"{ep.payments_url}/charges/{oid}")
+            resp = http.get(f"{ep.base_url('payments')}/charges/{oid}")
             body = resp.json() if resp.status_code == 200 else {}
             charge = body.get("charge") or {}
             if charge.get("status") == "SUCCEEDED" and body.get("refund") is None:
                 charges_ok += 1
-    # Outcome events: each saga's order_completed is in the outbox and was published
+    # Outcome events: each saga's order.completed is in the outbox and was published
     # (the sessions flushed their publishers when they closed).
+    completed = event_type(SAGA, COMPLETED_EVENT)
     with L.SagaLog(db) as log:
         announced = sum(1 for i in ids
                         if [(e.event_type, e.published_at is not None) for e in log.outbox(i)]
-                        == [("order_completed", True)])
+                        == [(completed, True)])
     lost = (bool(missing) or not_completed > 0 or not stock_ok or charges_ok != len(ids)
             or announced != len(ids))
     return {"missing_from_log": len(missing), "not_completed": not_completed,
             "stock_delta_ok": stock_ok, "orders_charged_once": charges_ok,
             "events_published": announced, "lost": lost}
+
+
+def _inputs(ep: Endpoints, protos: Path, definition: dict, sku: str, prepriced: bool):
+    """user -> the saga's input: one unit of `sku`; with `prepriced`, also the price
+    step's result (quoted once, through the same catalog.quote call the step makes)."""
+    items = [{"sku": sku, "qty": 1}]
+    quoted: dict = {}
+    if prepriced:
+        (price,) = [s for s in steps_of(definition) if s.name == "price"]
+        actions = Participants(ep, protos)
+        try:
+            base = {"user_id": "u-quote", "items": items}
+            quoted = actions.run(price.call, StepCall(
+                "quote-" + uuid.uuid4().hex, price.name, "forward", price.timeout, dict(base),
+                saga=SAGA, input=base, spec=price.call_spec))
+        finally:
+            actions.close()
+    return lambda user: {"user_id": user, "items": items, **quoted}
 
 
 def main(argv=None) -> int:
@@ -319,6 +353,8 @@ def main(argv=None) -> int:
     ap.add_argument("--running", action="store_true",
                     help="use the running shop (endpoints from shop.yaml/Consul)")
     ap.add_argument("--config", default=str(REPO / "shop.yaml"))
+    ap.add_argument("--prepriced", action="store_true",
+                    help="drop the price step: quote once, pass the lines in the input")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--synchronous", choices=L.SYNC_MODES, type=str.upper,
                     help=f"the saga log's SQLite synchronous setting (default: "
@@ -327,8 +363,9 @@ def main(argv=None) -> int:
     synchronous = args.synchronous or os.environ.get(L.SYNC_ENV, "NORMAL").upper()
 
     config = load_config(Path(args.config))
-    kinds = {name: svc.kind for name, svc in config.services.items()}
-    definition = snapshot(config.sagas["order"], kinds)
+    protos_dir = config.root / "protos"
+    protos = ProtoSet(protos_dir)  # for CheckStock; the engines compile their own
+    definition = snapshot(config, SAGA)
     warm = 2 * (1 + args.concurrency) * 2  # warm-up sagas and raw runs
     units = 10 * (2 * args.n1 + args.n16 + warm) + 1000
 
@@ -337,20 +374,23 @@ def main(argv=None) -> int:
         if args.running:
             yield discover(config)
         else:
-            with started_shop(args.sku, units) as ep:
+            with started_shop(args.sku, units, protos) as ep:
                 yield ep
 
     results = {}
     with shop() as ep, tempfile.TemporaryDirectory(prefix="saga-bench-log-") as logdir:
         db = Path(logdir) / "saga.db"
-        items = price_items(ep.catalog_url, [(args.sku, 1)])
+        make_input = _inputs(ep, protos_dir, definition, args.sku, args.prepriced)
+        if args.prepriced:
+            definition = {**definition,
+                          "steps": [s for s in definition["steps"] if s["name"] != "price"]}
         for c, n, raw in ((1, args.n1, True), (args.concurrency, args.n16, False)):
-            before = stock(ep, args.sku)
-            level = run_level(ep, db, kinds, definition, items, c, n, with_raw=raw,
+            before = stock(ep, protos, args.sku)
+            level = run_level(ep, db, protos_dir, definition, make_input, c, n, with_raw=raw,
                               synchronous=synchronous)
             warm_units = 2 * c * (2 if raw else 1)
             raw_units = n if raw else 0
-            check = check_nothing_lost(ep, db, args.sku, before,
+            check = check_nothing_lost(ep, db, protos, args.sku, before,
                                        n + warm_units + raw_units, level)
             level.pop("ids")
             results[f"c{c}"] = {**level, **check}
@@ -362,12 +402,14 @@ def main(argv=None) -> int:
         "overhead_target": f"<= {TARGET_OVERHEAD:.0%} at c=1",
         "overhead_met": c1["overhead_p50"] <= TARGET_OVERHEAD,
     }
+    steps = [s["name"] for s in definition["steps"]]
     report = {"levels": results, "targets": verdict, "cpus": os.cpu_count(),
-              "synchronous": synchronous}
+              "synchronous": synchronous, "steps": steps, "shopctl": shopctl.__file__}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"saga log: synchronous={synchronous}")
+    print(f"saga log: synchronous={synchronous}; steps: {' -> '.join(steps)}; "
+          f"shopctl from {Path(shopctl.__file__).parent}")
     print(f"{'c':>3} {'sagas':>6} {'sagas/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'completed':>9} {'lost':>5}")
     for r in results.values():
