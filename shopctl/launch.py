@@ -7,6 +7,7 @@ to set, since only it knows where the process binds and where data lives.
 
 from __future__ import annotations
 
+from shopctl.bundle import kit_for
 from shopctl.config import ShopConfig
 from shopctl.fingerprint import data_hash, tree_hash
 from shopctl.runtime.base import InfraEndpoints, LaunchSpec
@@ -17,7 +18,7 @@ PLANNING_ENDPOINTS = InfraEndpoints("", "", "", "")  # stands in for infra not y
 
 def code_hash(config: ShopConfig, service: str) -> str:
     svc = config.services[service]
-    roots = [config.root / svc.path, config.root / "services" / "shopkit"]
+    roots = [config.root / svc.path, kit_for(config.root).package]
     if svc.kind == "grpc":
         roots.append(config.root / "protos")
     return tree_hash(roots)

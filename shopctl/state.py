@@ -8,6 +8,8 @@ Layout (every path is derived here, so no other module spells a folder name):
       local/run/<unit>.spec.json  0600, what the supervisor runs (holds the secret env)
       local/logs/<unit>.log       timestamped output of a unit, across restarts
       local/data/<unit>/          SHOP_DATA_DIR of a local unit; kept by `down`
+      local/venv/                 the services' Python, when shopctl's own lacks their
+                                  requirements (see shopctl.runtime.pyenv)
       saga.db                     the saga log (written by shopctl.saga)
 
 Nothing here touches a runtime or the network: creating folders and writing small
@@ -111,6 +113,10 @@ class ProjectState:
     @property
     def local_dir(self) -> Path:
         return self.dir / "local"
+
+    @property
+    def venv_dir(self) -> Path:
+        return self.local_dir / "venv"
 
     @property
     def run_dir(self) -> Path:

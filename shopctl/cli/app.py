@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from shopctl import __version__
-from shopctl.cli import config_cmd, metrics_cmd, runtime_cmd, saga_cmd, scaffold_cmd
+from shopctl.cli import config_cmd, init_cmd, metrics_cmd, runtime_cmd, saga_cmd, scaffold_cmd
 from shopctl.cli.context import AppContext, resolve_file
 
 EPILOG = (
@@ -61,6 +61,7 @@ def root(
     ctx.obj = AppContext(file=resolve_file(file), verbose=verbose)
 
 
+app.command("init")(init_cmd.init)
 runtime_cmd.register(app)
 metrics_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")

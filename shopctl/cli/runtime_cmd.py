@@ -55,6 +55,9 @@ def up(
     from shopctl.cli.live import LiveView
 
     shop = _shop(ctx, runtime)
+    if not shop.config.services:
+        console.notice(f"{shop.config.source.name} has no services yet: add one with "
+                       "`shopctl scaffold new-service NAME --kind flask|fastapi|nameko|grpc`")
     if dry_run:
         plan = shop.plan(services)
         if json:

@@ -67,20 +67,22 @@ def new_service(
 
 @app.command()
 def kinds(ctx: typer.Context, json: JsonOption = False) -> None:
-    """List the kinds: folders under templates/ (next to shop.yaml) with a manifest."""
+    """List the kinds: shopctl's own, and the project's templates/KIND/ over them."""
     from shopctl import console
-    from shopctl.scaffold import discover_kinds
-    from shopctl.scaffold.kinds import templates_dir
+    from shopctl.scaffold.kinds import project_kinds
 
     root = app_context(ctx).file.resolve().parent
-    found = discover_kinds(templates_dir(root))
+    found = project_kinds(root)
     if json:
         console.print_json([kind.to_dict() for kind in found.values()])
         return
     out = console.out()
     if not found:
-        out.print(f"no kinds under {templates_dir(root)}", markup=False)
+        out.print("no kinds: shopctl's templates are missing and the project has none",
+                  markup=False)
         return
     width = max(len(name) for name in found)
     for kind in found.values():
-        out.print(f"{kind.name:<{width}}  {kind.description}", markup=False)
+        where = "shopctl" if kind.source == "shopctl" else f"project {kind.path}"
+        out.print(f"{kind.name:<{width}}  from {where}: {kind.description}", markup=False,
+                  soft_wrap=True)

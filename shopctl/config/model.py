@@ -296,7 +296,7 @@ class SagaConfig(_Section):
 class ShopConfig(_Section):
     project: ProjectName
     infra: InfraConfig = Field(default_factory=InfraConfig)
-    services: dict[ServiceName, ServiceConfig]
+    services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)  # none yet: fine
     sagas: dict[SagaName, SagaConfig] = Field(default_factory=dict)
 
     _root: Path | None = PrivateAttr(default=None)
@@ -311,7 +311,7 @@ class ShopConfig(_Section):
         data = {
             key: value
             for key, value in data.items()
-            if not (key in ("infra", "sagas") and value is None)
+            if not (key in ("infra", "services", "sagas") and value is None)
             and not (isinstance(key, str) and key.startswith("x-"))  # anchors live there
         }
         for section in ("services", "sagas"):
@@ -327,16 +327,6 @@ class ShopConfig(_Section):
                 filled[key] = entry
             data[section] = filled
         return data
-
-    @field_validator("services")
-    @classmethod
-    def _some_services(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
-        if not services:
-            raise Invalid(
-                "expected at least one service, found none",
-                "add one, e.g.  shipping: {kind: fastapi, port: 8001}",
-            )
-        return services
 
     def attach(self, source: Path) -> ShopConfig:
         """Record where this config was read from (an absolute path to the file)."""

@@ -11,11 +11,11 @@ be decided in milliseconds, before any build.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed
 from shopctl.images.tarball import walk_files
 
@@ -51,7 +51,7 @@ def _skip(relative: Path) -> bool:
 class ServiceSources:
     service: str
     app: Files  # the service folder, relative names
-    shopkit: Files  # the shopkit package folder (services/shopkit/shopkit)
+    shopkit: Files  # the kit's shopkit package (the project's own, else the shipped one)
     protos: Files  # the repository's protos/ folder, when the service needs it
     requirements: str  # the service's requirements.txt, as written
     shopkit_requirements: list[str]  # shopkit's declared dependencies
@@ -79,8 +79,8 @@ def collect(config: ShopConfig, service: str) -> ServiceSources:
     app = walk_files(folder, _skip)
     requirements_file = folder / "requirements.txt"
     requirements = requirements_file.read_text() if requirements_file.is_file() else ""
-    kit_root = config.root / "services" / "shopkit"
-    kit_files = walk_files(kit_root / "shopkit", _skip) if (kit_root / "shopkit").is_dir() else []
+    kit = kit_for(config.root)  # the project's own services/shopkit, else the shipped one
+    kit_files = walk_files(kit.package, _skip) if kit.package.is_dir() else []
     protos_dir = config.root / "protos"
     wants_protos = svc.kind == "grpc" or (folder / PROTOGEN).is_file()
     protos = walk_files(protos_dir, _skip) if wants_protos and protos_dir.is_dir() else []
@@ -90,18 +90,8 @@ def collect(config: ShopConfig, service: str) -> ServiceSources:
         shopkit=kit_files,
         protos=protos,
         requirements=requirements,
-        shopkit_requirements=_declared_dependencies(kit_root / "pyproject.toml"),
+        shopkit_requirements=kit.dependencies,
     )
-
-
-def _declared_dependencies(pyproject: Path) -> list[str]:
-    if not pyproject.is_file():
-        return []
-    try:
-        data = tomllib.loads(pyproject.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise OperationFailed(f"{pyproject} is not valid TOML: {exc}") from None
-    return [str(dep) for dep in data.get("project", {}).get("dependencies", [])]
 
 
 def content_hash(sources: ServiceSources, dockerfile: str, base_image_id: str) -> str:

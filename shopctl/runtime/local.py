@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.ports import is_port_free, port_holder
 from shopctl.runtime.base import (
@@ -97,7 +98,9 @@ class LocalRuntime:
         consul_timeout: float = 30.0,
         rabbitmq_timeout: float = 90.0,
     ):
-        self.python = python or sys.executable  # the venv shopctl runs from has the deps
+        self.python = python or sys.executable  # runs the supervisors (shopctl's own)
+        # Runs the services: `python` when given, else chosen by prepare() (pyenv).
+        self.service_python = python
         self.grace = grace
         self.launch_timeout = launch_timeout
         self.consul_timeout = consul_timeout
@@ -204,6 +207,24 @@ class LocalRuntime:
             )
         if not os.access(self.python, os.X_OK):
             raise RuntimeUnavailable(f"the Python interpreter {self.python} cannot be run")
+        self._service_python(config, progress)
+
+    def _service_python(self, config: ShopConfig, progress: Progress = no_progress) -> str:
+        """shopctl's own Python when it has every service's requirements, else the
+        project's venv, made to have them (see shopctl.runtime.pyenv)."""
+        if self.service_python is None:
+            from shopctl.runtime import pyenv
+
+            texts = [(config.root / svc.path / "requirements.txt").read_text()
+                     for svc in config.services.values()
+                     if (config.root / svc.path / "requirements.txt").is_file()]
+            kit_deps = kit_for(config.root).dependencies
+            ps = ProjectState(config.root)
+            ps.ensure(ps.local_dir)
+            self.service_python = pyenv.interpreter(
+                pyenv.requirement_lines([*texts, "\n".join(kit_deps)]), ps.venv_dir,
+                progress, self.python)
+        return self.service_python
 
     def start_service(
         self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
@@ -215,9 +236,13 @@ class LocalRuntime:
         if svc.metrics_port:
             require_free_port(svc.metrics_port, f"services.{svc.name}.metrics_port", None)
         data = ps.ensure(ps.data_dir(spec.service))
-        env = child_env(os.environ, spec.env, {"SHOP_HOST": HOST, "SHOP_DATA_DIR": str(data)})
+        kit = kit_for(config.root)  # imported from its folder: edits need no reinstall
+        path = os.pathsep.join(p for p in (str(kit.root), os.environ.get("PYTHONPATH")) if p)
+        env = child_env(os.environ, spec.env, {"SHOP_HOST": HOST, "SHOP_DATA_DIR": str(data),
+                                               "PYTHONPATH": path})
+        python = self._service_python(config, progress)
         unit = Unit(
-            spec.service, "service", [self.python, "main.py"], config.root / svc.path, env,
+            spec.service, "service", [python, "main.py"], config.root / svc.path, env,
             spec.config_hash, {"port": svc.port, "metrics_port": svc.metrics_port},
         )
         record = self._launch(config, ps, unit)
@@ -585,3 +610,4 @@ def _log_hint(ps: ProjectState, unit: str, lines: int = 12) -> str:
 
 def _log_order(line: LogLine) -> float:
     return line.timestamp or 0.0
+

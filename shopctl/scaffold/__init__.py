@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from shopctl.bundle import kit_for
 from shopctl.config import ShopConfig
 from shopctl.config.model import SERVICE_NAME
 from shopctl.config.problems import did_you_mean
 from shopctl.errors import UsageError
 from shopctl.infra_names import reserved_name_refusal
 from shopctl.scaffold import shopfile, writer
-from shopctl.scaffold.kinds import Kind, discover_kinds, get_kind, templates_dir
+from shopctl.scaffold.kinds import Kind, discover_kinds, get_kind, project_kinds
 from shopctl.scaffold.render import File, ServiceSpec, render_service
 from shopctl.scaffold.shopfile import ServiceEntry
 
@@ -56,12 +57,13 @@ def scaffold_service(
     force: bool = False,
 ) -> ScaffoldResult:
     _check_name(name)
-    chosen = get_kind(templates_dir(config.root), kind)
+    chosen = get_kind(project_kinds(config.root), kind)
     _check_not_taken(config, name, force)
     deps = _check_depends_on(config, name, depends_on)
     main_port, metrics_port = _ports(config, name, chosen, port, force)
 
-    spec = ServiceSpec(name, chosen, main_port, metrics_port, deps)
+    spec = ServiceSpec(name, chosen, main_port, metrics_port, deps,
+                       kit_version=kit_for(config.root).version)
     files = render_service(spec)
     clashes = [] if force else writer.existing(config.root, files)
     if clashes:

@@ -1,7 +1,10 @@
 """Service kinds: each is a folder under templates/ holding a manifest.yaml.
 
 A kind is data, not code: adding `templates/NAME/manifest.yaml` plus its `*.j2` files
-adds the kind `NAME`; nothing in shopctl lists kinds by name. The manifest:
+adds the kind `NAME`; nothing in shopctl lists kinds by name. shopctl ships the
+flask, fastapi, nameko and grpc kinds (shopctl.bundle); a project's own
+`templates/KIND/` (next to shop.yaml) overrides a shipped kind of that name or adds
+one. The manifest:
 
     description: one line shown by `shopctl scaffold kinds`
     runtime_kind: fastapi        # the `kind:` written to shop.yaml (how the runtimes
@@ -48,6 +51,7 @@ class Kind:
     files: tuple[tuple[str, str], ...]  # (target pattern, template), manifest order
     executable: frozenset[str]  # target patterns
     notes: str
+    source: str = "shopctl"  # "shopctl" (shipped) or "project" (the project's templates/)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +62,8 @@ class Kind:
             "metrics_ports": list(self.metrics_ports) if self.metrics_ports else None,
             "proto": self.proto,
             "files": [target for target, _ in self.files],
+            "source": self.source,
+            "path": str(self.path),
         }
 
 
@@ -65,7 +71,7 @@ def templates_dir(project_root: Path) -> Path:
     return Path(project_root) / TEMPLATES_DIR
 
 
-def discover_kinds(templates: Path) -> dict[str, Kind]:
+def discover_kinds(templates: Path, source: str = "shopctl") -> dict[str, Kind]:
     """Every kind under `templates`, by name (sorted). A folder without a manifest is
     not a kind (room for shared partials); a broken manifest is a ConfigError."""
     if not templates.is_dir():
@@ -73,21 +79,33 @@ def discover_kinds(templates: Path) -> dict[str, Kind]:
     kinds = {}
     for folder in sorted(p for p in templates.iterdir() if p.is_dir()):
         if (folder / MANIFEST).is_file():
-            kinds[folder.name] = load_kind(folder)
+            kinds[folder.name] = load_kind(folder, source)
     return kinds
 
 
-def get_kind(templates: Path, name: str) -> Kind:
-    """The kind `name`; UsageError naming the known kinds when there is none."""
-    kinds = discover_kinds(templates)
+def project_kinds(project_root: Path) -> dict[str, Kind]:
+    """The kinds a project can scaffold: shopctl's, then its own templates/ over them."""
+    from shopctl import bundle
+
+    kinds = discover_kinds(bundle.templates(), "shopctl")
+    own = templates_dir(project_root)
+    if own.resolve() != bundle.templates().resolve():
+        kinds.update(discover_kinds(own, "project"))
+    return dict(sorted(kinds.items()))
+
+
+def get_kind(templates: Path | dict[str, Kind], name: str) -> Kind:
+    """The kind `name` (from a templates folder, or from kinds already found); UsageError
+    naming the known kinds when there is none."""
+    kinds = discover_kinds(templates) if isinstance(templates, Path) else templates
     if name in kinds:
         return kinds[name]
-    known = ", ".join(kinds) or f"none (no {MANIFEST} under {templates})"
+    known = ", ".join(kinds) or f"none (no {MANIFEST} found)"
     hint = did_you_mean(name, kinds) or f"known kinds: {known}"
     raise UsageError(f"unknown kind '{name}'", hint=hint)
 
 
-def load_kind(folder: Path) -> Kind:
+def load_kind(folder: Path, source: str = "shopctl") -> Kind:
     manifest = folder / MANIFEST
     try:
         data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
@@ -124,6 +142,7 @@ def load_kind(folder: Path) -> Kind:
         files=tuple((str(t), str(f)) for t, f in files.items()),
         executable=frozenset(str(t) for t in executable),
         notes=str(data.get("notes") or "").strip(),
+        source=source,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from shopctl import bundle
 from shopctl.scaffold.kinds import Kind
 
 SHARED = "_shared"
@@ -33,6 +34,7 @@ class ServiceSpec:
     port: int
     metrics_port: int | None = None
     depends_on: tuple[str, ...] = ()
+    kit_version: str = ""  # the service kit (shopkit) version the service is made for
 
     @property
     def module(self) -> str:
@@ -57,6 +59,7 @@ def template_context(spec: ServiceSpec) -> dict[str, Any]:
         "depends_on": list(spec.depends_on),
         "service_dir": spec.service_dir,
         "proto_package": f"shop.{spec.module}.v1",
+        "kit_version": spec.kit_version,
     }
 
 
@@ -75,7 +78,9 @@ def render_service(spec: ServiceSpec) -> list[File]:
     env = jinja2.Environment(
         # The kind's own folder first, then templates/_shared (partials kinds include;
         # it has no manifest, so it is not a kind itself).
-        loader=jinja2.FileSystemLoader([str(spec.kind.path), str(spec.kind.path.parent / SHARED)]),
+        # A project's kind may also include the partials shopctl ships.
+        loader=jinja2.FileSystemLoader([str(spec.kind.path), str(spec.kind.path.parent / SHARED),
+                                        str(bundle.templates() / SHARED)]),
         undefined=jinja2.StrictUndefined,  # a typo in a template fails loudly, not blank
         keep_trailing_newline=True,
         autoescape=False,  # we render Python and YAML, not HTML

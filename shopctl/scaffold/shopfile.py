@@ -127,9 +127,15 @@ def plan_edit(shop_yaml: Path, entry: ServiceEntry) -> ShopfileEdit:
     or put where the existing block of that name was. Pure: reads, never writes."""
     before = shop_yaml.read_text(encoding="utf-8")
     doc = _yaml().load(before)
-    services = doc.get("services") if isinstance(doc, CommentedMap) else None
-    if not isinstance(services, CommentedMap) or not services:
-        raise UsageError(f"{shop_yaml.name} has no services mapping to add to")
+    if not isinstance(doc, CommentedMap):
+        raise UsageError(f"{shop_yaml.name} is not a mapping of settings")
+    services = doc.get("services")
+    if not services:  # a new project: no services yet (absent, `services:` or `{}`)
+        after = _first_service(doc, before, entry)
+        _check_only_entry_changed(before, after, entry)
+        return ShopfileEdit(shop_yaml, before, after)
+    if not isinstance(services, CommentedMap):
+        raise UsageError(f"{shop_yaml.name}: services is not a mapping to add to")
     if services.fa.flow_style():
         raise UsageError(
             f"{shop_yaml.name} writes services in flow style ({{...}}); "
@@ -153,6 +159,27 @@ def plan_edit(shop_yaml: Path, entry: ServiceEntry) -> ShopfileEdit:
     after = "".join(new_lines)
     _check_only_entry_changed(before, after, entry)
     return ShopfileEdit(shop_yaml, before, after)
+
+
+def _first_service(doc: CommentedMap, text: str, entry: ServiceEntry) -> str:
+    """`text` with the first service under `services:`, after the comments that sit
+    indented under that key (they describe what goes there), or with a new `services:`
+    section at the end when there is none. Any `{}` on the key's line goes."""
+    lines = text.splitlines(keepends=True)
+    block = _block_lines(entry, 2, 2)
+    if "services" not in doc:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines) + "\nservices:\n" + "".join(block)
+    at = doc.lc.key("services")[0]
+    key_line = lines[at]
+    value, sep, comment = key_line.partition("#")
+    head = value.split(":", 1)[0] + ":"
+    lines[at] = head + (" " + sep + comment if sep else "\n")
+    end = at + 1
+    while end < len(lines) and lines[end].strip().startswith("#") and lines[end][:1] == " ":
+        end += 1
+    return "".join(lines[:end] + block + lines[end:])
 
 
 def _child_indent(services: CommentedMap, first: str, col: int) -> int:
@@ -213,6 +240,7 @@ def _check_only_entry_changed(before: str, after: str, entry: ServiceEntry) -> N
     """Guard against a splice in the wrong place: the data must differ by the entry only."""
     old, new = _yaml().load(before), _yaml().load(after)
     expected = _plain(old)
+    expected["services"] = expected.get("services") or {}
     expected["services"][entry.name] = entry.as_data()
     if _plain(new) != expected:
         raise UsageError(

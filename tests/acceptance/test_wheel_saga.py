@@ -28,23 +28,6 @@ SHOP = Path(__file__).with_name("wheel_shop")
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory) -> Path:
-    """A fresh venv with shopctl installed from this checkout as a wheel would be."""
-    venv = tmp_path_factory.mktemp("wheel") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    build = tmp_path_factory.mktemp("src")
-    # Build from a copy: pip's in-tree build would leave build/ and *.egg-info behind.
-    shutil.copytree(REPO, build / "shopctl-src", ignore=shutil.ignore_patterns(
-        ".venv", ".git", ".shopctl", "__pycache__", "*.egg-info", "build", "tests",
-        "services", ".pytest_cache"))
-    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
-                           str(build / "shopctl-src")], capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return venv
-
-
-@pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     """The wheel test's shop, copied outside the checkout, its two services running."""
     root = tmp_path_factory.mktemp("parcels")

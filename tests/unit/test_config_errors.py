@@ -202,16 +202,6 @@ CASES = {
             " shopctl's infra",
         ],
     ),
-    "no services": (
-        """\
-        project: shop
-        services: {}
-        """,
-        [
-            "shop.yaml:2:1: services: expected at least one service, found none",
-            "  hint: add one, e.g.  shipping: {kind: fastapi, port: 8001}",
-        ],
-    ),
     "a service that is not a mapping": (
         """\
         project: shop
@@ -778,3 +768,12 @@ def test_bom_is_accepted(folder: Path) -> None:
         b"\xef\xbb\xbfproject: shop\nservices:\n  users: {kind: flask, port: 8001}\n"
     )
     assert load_config("shop.yaml", {}).project == "shop"
+
+
+def test_a_new_project_without_services_is_valid(folder: Path) -> None:
+    """What `shopctl init` writes: infra and no services yet (scaffold adds them)."""
+    (folder / "shop.yaml").write_text("project: fresh\nservices: {}\n", encoding="utf-8")
+    config = load_config("shop.yaml", {})
+    assert config.services == {} and config.start_order() == []
+    (folder / "shop.yaml").write_text("project: fresh\n", encoding="utf-8")
+    assert load_config("shop.yaml", {}).services == {}
