@@ -10,7 +10,7 @@ STAMP := $(VENV)/.shopctl-installed
 
 .PHONY: up test venv system engines lint clean
 
-up: venv system
+up: venv system engines
 	$(BIN)/shopctl up
 
 test: venv system engines
@@ -19,7 +19,7 @@ test: venv system engines
 venv: $(STAMP)
 
 # The stamp depends on every file that changes what gets installed.
-$(STAMP): pyproject.toml services/shopkit/pyproject.toml $(SERVICE_REQS)
+$(STAMP): pyproject.toml setup.py services/shopkit/pyproject.toml $(SERVICE_REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]' -e services/shopkit $(addprefix -r ,$(SERVICE_REQS))
