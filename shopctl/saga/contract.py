@@ -51,7 +51,7 @@ reason (why the saga compensates, else null), input, context}.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from shopctl.saga import template
@@ -95,14 +95,23 @@ class ActionSpec:
         return f"{self.service}.{self.action}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["refused"], data["retry"] = list(self.refused), list(self.retry)
+        """JSON-able, without the keys that hold their defaults: every saga's log row
+        carries the specs of its calls, so they are kept small."""
+        data = {key: value for key, value in asdict(self).items()
+                if value != _DEFAULTS.get(key, _REQUIRED)}
+        for key in ("refused", "retry"):
+            if key in data:
+                data[key] = list(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ActionSpec:
         return cls(**{**data, "refused": tuple(data.get("refused") or ()),
                       "retry": tuple(data.get("retry") or ())})
+
+
+_REQUIRED = object()
+_DEFAULTS = {f.name: f.default for f in fields(ActionSpec) if f.default is not MISSING}
 
 
 def camel(action: str) -> str:

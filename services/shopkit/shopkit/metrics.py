@@ -94,23 +94,43 @@ def instrument_flask(app, service: str) -> None:
         return Response(body, content_type=ctype)
 
 
-def instrument_fastapi(app, service: str) -> None:
-    """Count and time every FastAPI request by its route template, and serve GET /metrics."""
-    from fastapi import Request, Response
+class _RequestMetrics:
+    """Plain ASGI middleware: Starlette's BaseHTTPMiddleware (what @app.middleware
+    builds) costs more CPU than a small handler itself; this only watches the response
+    start go by."""
 
-    @app.middleware("http")
-    async def _record(request: Request, call_next):
+    def __init__(self, app, service: str):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         status = 500
+
+        async def watch(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, watch)
         finally:
-            route = request.scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            # The router sets the matched route on this same scope.
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
             if endpoint != "/metrics":
-                observe(service, endpoint, request.method, status, time.perf_counter() - start)
+                observe(self.service, endpoint, scope["method"], status,
+                        time.perf_counter() - start)
+
+
+def instrument_fastapi(app, service: str) -> None:
+    """Count and time every FastAPI request by its route template, and serve GET /metrics."""
+    from fastapi import Response
+
+    app.add_middleware(_RequestMetrics, service=service)
 
     @app.get("/metrics", include_in_schema=False)
     def _metrics():
