@@ -93,11 +93,13 @@ def refuse_existing(root: Path, force: bool) -> None:
         raise UsageError(f"{root} is a file, not a folder")
 
 
-def next_steps(root: Path, demo: bool) -> list[str]:
+def next_steps(root: Path, files: list[File], demo: bool) -> list[str]:
+    """What to run next. The demo's shop.yaml suggests commands of its own in comments
+    (`# shopctl saga run ...`): those come after `shopctl up`."""
     where = [] if root.resolve() == Path.cwd().resolve() else [f"cd {root}"]
-    if demo:
-        return [*where, "shopctl up",
-                "shopctl saga run order -i user_id=u-1 -i 'items=[{\"sku\": \"SKU-MUG-001\", "
-                "\"qty\": 2}]'"]
-    return [*where, "shopctl scaffold new-service shipping --kind fastapi", "shopctl up",
-            "shopctl status"]
+    if not demo:
+        return [*where, "shopctl scaffold new-service shipping --kind fastapi", "shopctl up",
+                "shopctl status"]
+    shop_yaml = next(f.content for f in files if str(f.path) == "shop.yaml")
+    suggested = re.findall(r"(?m)^\s*#\s*(shopctl [^\n]+?)\s*$", shop_yaml)
+    return [*where, "shopctl up", *suggested]

@@ -13,7 +13,7 @@ def init(
     name: Annotated[str | None, typer.Option(
         "--name", help="The project's name (default: made from the folder's name).")] = None,
     demo: Annotated[bool, typer.Option(
-        "--demo", help="The demo shop: five services, their protos and the order saga.")
+        "--demo", help="The demo shop shopctl ships: its services, protos and sagas.")
                     ] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Write into a folder that already holds a shop.yaml, replacing "
@@ -32,7 +32,7 @@ def init(
     files = project_init.plan_init(root, project, demo)
     root.mkdir(parents=True, exist_ok=True)
     write_files(root, files, force=True)  # refuse_existing decided; only our files change
-    steps = project_init.next_steps(root, demo)
+    steps = project_init.next_steps(root, files, demo)
     if json:
         console.print_json({"project": project, "root": str(root.resolve()), "demo": demo,
                             "files": [str(f.path) for f in files], "next": steps})
@@ -43,4 +43,4 @@ def init(
               markup=False)
     out.print("next:", markup=False)
     for step in steps:
-        out.print(f"  {step}", markup=False)
+        out.print(f"  {step}", markup=False, soft_wrap=True)
