@@ -623,6 +623,17 @@ class _Job:
         return self.result
 
 
+def _owned(result: Any) -> Any:
+    """A job's result as its caller may keep it: never a cursor of the shared connection.
+    A cursor handed to another thread keeps its statement busy until that thread drops
+    it, while this writer reuses the statement: SQLite then refuses the bind ("bad
+    parameter or other API misuse") and the write is lost."""
+    if isinstance(result, sqlite3.Cursor):
+        result.close()
+        return None
+    return result
+
+
 class _Writer:
     """The one write connection of this process to a log file, with group commit.
 
@@ -705,12 +716,12 @@ class _Writer:
                 conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:
-                batch[0].result = batch[0].work(conn)
+                batch[0].result = _owned(batch[0].work(conn))
             else:
                 for job in batch:
                     conn.execute("SAVEPOINT job")
                     try:
-                        job.result = job.work(conn)
+                        job.result = _owned(job.work(conn))
                     except Exception as exc:
                         conn.execute("ROLLBACK TO job")
                         job.error = exc

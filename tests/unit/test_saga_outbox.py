@@ -87,3 +87,54 @@ def test_close_with_the_broker_down_keeps_the_events_for_the_next_publisher(log)
         send = FlakySend()
         assert OutboxPublisher(later, send).start().close(timeout=5) == 0
     assert [m["saga_id"] for _, m in send.sent] == [saga_id]
+
+
+def test_sixteen_publishers_in_one_process_never_misuse_the_shared_writer(tmp_path, caplog):
+    """Each thread has its own SagaLog and publisher on one file, so they share one write
+    connection; none may leave a statement busy for another (SQLite's "bad parameter or
+    other API misuse"), and every event goes out once and is marked published."""
+    import logging
+    import threading
+
+    caplog.set_level(logging.WARNING, logger="shopctl.saga.outbox")
+    path = tmp_path / "saga.db"
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def send(_: str, message: dict) -> None:
+        time.sleep(0.0005)  # a broker's round trip: publishers overlap as they do live
+        with lock:
+            sent.append(message["saga_id"])
+
+    made: list[str] = []
+    errors: list[BaseException] = []
+    gate = threading.Barrier(16)
+
+    def worker() -> None:
+        try:
+            with L.SagaLog(path) as log:
+                publisher = OutboxPublisher(log, send, poll=0.01).start()
+                gate.wait(timeout=30)
+                try:
+                    for _ in range(250):
+                        saga_id = finished_saga(log)
+                        with lock:
+                            made.append(saga_id)
+                        publisher.notify()
+                finally:
+                    publisher.close(timeout=30)
+        except BaseException as exc:  # reported below, never lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    misuse = [r.getMessage() for r in caplog.records if "misuse" in r.getMessage()]
+    assert misuse == []
+    assert sorted(made) == sorted(set(sent)) and len(made) == 4000
+    with L.SagaLog(path) as log:
+        assert log.unpublished() == 0
+    assert len(sent) == len(set(sent)), "an event marked published was sent again"
