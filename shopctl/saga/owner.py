@@ -32,16 +32,27 @@ def _boot_id() -> str:
 BOOT = _boot_id()
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3 onwards of /proc/PID/stat (Linux), or None when there is no such file."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             data = stat.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    fields = data.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None  # field 22, starttime
+    return data.rpartition(")")[2].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None."""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None  # field 22, starttime
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, D, Z, X, ...), or None."""
+    fields = _stat(pid)
+    return fields[0] if fields else None  # field 3, state
 
 
 _token: tuple[int, str] | None = None
@@ -88,6 +99,8 @@ def alive(owner: str) -> bool | None:
         return False
     except PermissionError:
         pass  # it exists, and belongs to someone else
+    if _state(pid) in ("Z", "X"):
+        return False  # a zombie (killed, not yet reaped) still answers kill(pid, 0)
     if start and start != "-":
         now = _start_time(pid)
         return now is None or now == start

@@ -81,3 +81,20 @@ def test_force_takes_a_saga_over_whatever_its_driver(tmp_path, driver):
     with L.SagaLog(tmp_path / "saga.db") as log:
         engine = Engine(log, FakeActions(), sleep=lambda _: None)
         assert engine.resume(saga_id, force=True).status == L.COMPLETED
+
+
+def test_a_killed_driver_left_unreaped_is_no_driver(tmp_path, driver):
+    """The driver is SIGKILLed but its parent (this test) never waits for it: it stays a
+    zombie, whose pid still answers kill(pid, 0). It is gone all the same, so resume
+    takes the saga over instead of leaving it to a dead process."""
+    proc, saga_id = driver
+    proc.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed driver never became a zombie"
+        time.sleep(0.02)
+    os.kill(proc.pid, 0)  # a zombie still looks alive to a signal 0 probe
+    with L.SagaLog(tmp_path / "saga.db") as log:
+        done, busy = Engine(log, FakeActions(), sleep=lambda _: None).resume_all()
+    assert busy == [] and [(s.id, s.status) for s in done] == [(saga_id, L.COMPLETED)]
+    assert Path(f"/proc/{proc.pid}").exists()  # still unreaped: the fixture reaps it
