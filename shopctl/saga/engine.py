@@ -227,7 +227,10 @@ class Engine:
         try:
             forward = self._pivot_done(saga) or (saga.after_reboot and not self._refused(saga))
             status = L.RUNNING if forward else L.COMPENSATING
-            saga = self._set_status(saga, status)
+            # Compensating again: the saga fails for what failed first, not for the
+            # compensation that got it stuck (that stays in its history).
+            saga = self._set_status(saga, status,
+                                    error=None if forward else self._first_failure(saga))
         except BaseException:
             self.log.release(saga.id)
             raise
@@ -439,6 +442,16 @@ class Engine:
                 context.update(event.result)
                 results[event.step] = event.result
         return context, results
+
+    def _first_failure(self, saga: L.SagaRecord) -> str | None:
+        """Why the saga began to compensate: the forward step that failed last, as the
+        engine words it; None when no forward step failed (an abort)."""
+        failed = [e for e in _last_forward(self.log.events(saga.id)).values()
+                  if e.state == L.FAILED]
+        if not failed:
+            return None
+        last = max(failed, key=lambda e: e.seq)
+        return f"{last.step} failed: {last.error.get('message', '')}"
 
     def _refused(self, saga: L.SagaRecord) -> bool:
         """Whether a step before the pivot was refused for good (it applied nothing)."""

@@ -159,6 +159,11 @@ def test_failing_compensation_makes_the_saga_stuck_and_retry_finishes_it(log):
     assert actions.names()[-1] == "orders.cancel_order"
     # Stuck, then compensated: both outcomes are announced, in that order.
     assert [kind for kind, _ in outcome_events(log, saga)] == ["order.stuck", "order.compensated"]
+    # It failed because of the charge, not because a compensation once failed: that
+    # reason stays with the stuck event and the timeline.
+    assert saga.error.startswith("charge failed: injected failure")
+    assert outcome_events(log, saga)[-1][1]["reason"] == saga.error
+    assert "release_stock" in outcome_events(log, saga)[0][1]["reason"]
 
 
 def test_same_idempotency_key_returns_the_first_saga(log):
