@@ -43,6 +43,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(data: Any) -> None:
+    """One JSON document on one line: for commands that stream records (a worker)."""
+    sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
 def error(message: str, hint: str | None = None) -> None:
     from rich.markup import escape
 

@@ -281,6 +281,45 @@ def abort(
 
 
 @app.command()
+def worker(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.1, help="Seconds between passes.")] = 5.0,
+    retry_stuck_after: Annotated[float, typer.Option(
+        "--retry-stuck-after", min=0.0,
+        help="Retry a saga stuck by an outage once it has been stuck this long (s).")] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Keep the project's sagas moving without anyone typing a command: continue sagas
+    whose driver is gone, retry those stuck by an outage, and send the outbox's events
+    as they come. Ctrl+C (or SIGTERM) stops it between passes."""
+    import signal
+    import threading
+
+    from shopctl import console
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    _, opened = _engine(ctx)
+    with opened as engine:
+        while True:
+            resumed, retried = engine.sweep(retry_stuck_after=retry_stuck_after)
+            for how, sagas in (("resumed", resumed), ("retried", retried)):
+                for saga in sagas:
+                    if json:
+                        console.print_json_line({"action": how, **saga.to_dict()})
+                    else:
+                        console.out().print(f"{how} saga {saga.id} ({saga.name}): "
+                                            f"{saga.status}", markup=False)
+            if engine.publisher is not None:
+                engine.publisher.notify()  # and the publisher keeps draining the outbox
+            if once or stop.wait(interval):
+                break
+
+
+@app.command()
 def retry(ctx: typer.Context, saga_id: Annotated[str, typer.Argument(metavar="ID")],
           force: ForceOption = False, json: JsonOption = False) -> None:
     """Pick up a stuck saga again (forward after its pivot, else its compensations)."""

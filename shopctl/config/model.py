@@ -244,9 +244,16 @@ class SagaStep(_Section):
     call: Call
     compensate: OptionalCall = None
     pivot: bool = False
-    timeout: Duration = 10.0
-    retries: Annotated[int, PlainValidator(_integer(0))] = 3
+    timeout: Duration = 10.0  # each attempt's own deadline
+    # A failure that may pass (timeout, connection refused, broker down, 503,
+    # UNAVAILABLE) is retried with exponential backoff from `backoff` up to
+    # `max_backoff`, with jitter, until `deadline` has passed since the first attempt,
+    # or after `retries` retries when that is set.
+    retries: Annotated[int | None, PlainValidator(lambda v: None if v is None
+                                                   else _integer(0)(v))] = None
     backoff: Duration = 0.2
+    max_backoff: Duration = 5.0
+    deadline: Duration = 60.0
 
     @property
     def service(self) -> str:

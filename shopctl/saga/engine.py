@@ -5,6 +5,9 @@ Semantics (Garcia-Molina & Salem's sagas, with a pivot as in the literature):
     every step that may have applied (succeeded, or outcome unknown after a timeout or
     a crash). A step refused with a non-retryable error applied nothing and is skipped.
   * the pivot decides: once it succeeded, the saga can only go forward.
+  * a failure that may pass is retried, with capped exponential backoff and jitter,
+    until the step's deadline (60 s by default: longer than an ordinary restart of a
+    service or the broker) or its `retries`; a compensation is retried the same way.
   * steps after the pivot are retried forward, never compensated; when their retries
     run out the saga is `stuck` and `retry()` picks it up again.
   * a compensation is retried up to its step's limit; then the saga is `stuck`.
@@ -14,7 +17,8 @@ Semantics (Garcia-Molina & Salem's sagas, with a pivot as in the literature):
     then feeds the compensation; a refusal means it applied nothing (no compensation);
     a failure that may pass leaves it unknown, and the compensation runs anyway with
     the forward key (a participant's compensation must undo whatever that key did, or
-    nothing, and make a late forward call with that key fail).
+    nothing, and make a late forward call with that key fail). The repeat is one
+    attempt: the step's own retries were spent already.
 
 Retries use a small loop instead of tenacity: each attempt must be logged (started,
 then succeeded or failed) around the call, the decision depends on our own retryable
@@ -40,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import signal
 import time
 from collections import Counter
@@ -89,8 +94,10 @@ class StepDef:
     compensate: str | None
     pivot: bool
     timeout: float
-    retries: int
+    retries: int | None  # None: until the deadline
     backoff: float
+    max_backoff: float = MAX_BACKOFF
+    deadline: float = 60.0
     call_spec: dict[str, Any] | None = None
     compensate_spec: dict[str, Any] | None = None
 
@@ -120,7 +127,10 @@ def steps_of(definition: dict[str, Any]) -> list[StepDef]:
     actions = definition.get("actions") or {}
     return [StepDef(name=s["name"], call=s["call"], compensate=s.get("compensate"),
                     pivot=bool(s.get("pivot")), timeout=float(s.get("timeout", 10.0)),
-                    retries=int(s.get("retries", 3)), backoff=float(s.get("backoff", 0.2)),
+                    retries=None if s.get("retries") is None else int(s["retries"]),
+                    backoff=float(s.get("backoff", 0.2)),
+                    max_backoff=float(s.get("max_backoff", MAX_BACKOFF)),
+                    deadline=float(s.get("deadline", 60.0)),
                     call_spec=actions.get(s["call"]),
                     compensate_spec=actions.get(s.get("compensate")))
             for s in definition["steps"]]
@@ -143,12 +153,14 @@ class Engine:
     def __init__(self, log: L.SagaLog, actions: Actions, *,
                  publisher: Publisher | None = None,
                  on_event: Callable[[L.StepEvent], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0)):
         self.log = log
         self.actions = actions
         self.publisher = publisher
         self.on_event = on_event
         self.sleep = sleep
+        self.jitter = jitter
         self.crash_at = os.environ.get(CRASH_ENV)
         # saga id -> successes not committed yet; they go with the saga's next commit.
         self._deferred: dict[str, list[L.Transition]] = {}
@@ -217,6 +229,35 @@ class Engine:
                 except L.SagaBusy as exc:
                     busy.append(exc)
         return done, busy
+
+    def outage_stuck(self, older_than: float, now: float | None = None) -> list[L.SagaRecord]:
+        """Stuck sagas a worker may pick up again on its own: the failure that stopped
+        them may pass (an outage), they were not interrupted by a reboot (those wait for
+        a person, see retry), and they have been stuck for `older_than` seconds."""
+        now = time.time() if now is None else now
+        found = []
+        for saga in self.log.list(L.STUCK, 10_000):
+            if saga.after_reboot or now - saga.updated_at < older_than:
+                continue
+            failures = [e for e in self.log.events(saga.id)
+                        if e.state in (L.FAILED, L.COMPENSATION_FAILED)]
+            if failures and failures[-1].error.get("retryable", False):
+                found.append(saga)
+        return found
+
+    def sweep(self, *, retry_stuck_after: float = 60.0) -> tuple[list[L.SagaRecord],
+                                                                 list[L.SagaRecord]]:
+        """One pass of a worker: continue every unfinished saga whose driver is gone, and
+        retry the sagas stuck by an outage for `retry_stuck_after` s. Returns (resumed,
+        retried); sagas a live process drives are left to it."""
+        resumed, _ = self.resume_all()
+        retried = []
+        for saga in self.outage_stuck(retry_stuck_after):
+            try:
+                retried.append(self.retry(saga.id))
+            except L.SagaBusy:
+                continue  # someone (an operator's retry) took it meanwhile
+        return resumed, retried
 
     def retry(self, saga_id: str, *, force: bool = False) -> L.SagaRecord:
         """Pick up a stuck saga: forward when its pivot succeeded, else compensate."""
@@ -318,9 +359,10 @@ class Engine:
             if last_comp.get(step.name) == L.COMPENSATED_STEP:
                 continue
             if fwd.state != L.SUCCEEDED and not last_comp.get(step.name):
-                # Outcome unknown: repeat the call with its key to learn what it did.
-                unknown = self._attempts(saga, step, context, "forward",
-                                         started[step.name] + 1, settling=True,
+                # Outcome unknown: repeat the call once with its key to learn what it
+                # did (its retries were spent already; the compensation copes if not).
+                unknown = self._attempts(saga, dataclasses.replace(step, retries=0), context,
+                                         "forward", started[step.name] + 1, settling=True,
                                          results=results)
                 if unknown is not None and not unknown.retryable:
                     continue  # refused: the step applied nothing, so nothing to undo
@@ -354,7 +396,10 @@ class Engine:
         spec = step.call_spec if forward else step.compensate_spec
         results = {} if results is None else results
         failure: StepFailure | None = None
-        for attempt in range(first, first + step.retries + 1):
+        began, waited = time.monotonic(), 0.0
+        attempt = first - 1
+        while True:
+            attempt += 1
             if not (begun and attempt == first):
                 self._record(saga, step.name, begin, attempt)
             started = time.monotonic()
@@ -383,9 +428,20 @@ class Engine:
                          duration=time.monotonic() - started, error=failure.to_dict())
             if not failure.retryable:
                 return failure
-            if attempt < first + step.retries:
-                self.sleep(min(MAX_BACKOFF, step.backoff * 2 ** (attempt - first)))
-        return failure
+            # Full jitter over the upper half: concurrent sagas hitting the same outage
+            # do not come back in lockstep.
+            wait = min(step.max_backoff, step.backoff * 2 ** (attempt - first))
+            wait *= self.jitter()
+            # Time spent so far: the clock's, or the waits when `sleep` is a test's fake.
+            spent = max(time.monotonic() - began, waited)
+            out_of_retries = step.retries is not None and attempt - first >= step.retries
+            if out_of_retries or spent + wait >= step.deadline:
+                if attempt > first:
+                    failure.message += (f" (kept failing for {spent:.0f}s, "
+                                        f"{attempt - first + 1} attempts)")
+                return failure
+            self.sleep(wait)
+            waited += wait
 
     # -- helpers -----------------------------------------------------------------------
 

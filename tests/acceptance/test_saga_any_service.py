@@ -155,3 +155,18 @@ def test_sigkill_while_compensating_then_resume_all_ends_consistent(shop):
     code, resumed = saga(root, "resume", "--all")
     assert (code, resumed[0]["status"]) == (1, "compensated")
     assert states(root, endpoints, crashed["id"]) == ["released"] * 3 + [None]
+
+
+def test_the_worker_finishes_a_saga_whose_driver_died_without_being_asked(shop):
+    root, endpoints = shop
+    code, _ = saga(root, "run", "tour", "-i", "note=worker", env={CRASH_ENV: f"{STEPS[2]}:started"})
+    assert code == -9
+    _, (crashed,) = saga(root, "list", "--status", "running")
+    from tests.acceptance.conftest import run_shopctl
+
+    done = run_shopctl("saga", "worker", "--once", "--json", cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [json.loads(x) for x in done.stdout.splitlines() if x.strip().startswith("{")]
+    assert (line["action"], line["id"], line["status"]) == ("resumed", crashed["id"],
+                                                            "completed")
+    assert states(root, endpoints, crashed["id"]) == ["held"] * 4

@@ -335,6 +335,10 @@ def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db
 
     broken = dataclasses.replace(
         shop, addresses={**shop.addresses, "inventory": [f"127.0.0.1:{free_port()}"]})
+    with L.SagaLog(db) as log:  # inventory stays down: do not wait out the 60 s deadline
+        log._conn.execute("UPDATE sagas SET definition = ? WHERE id = ?", (json.dumps({
+            **DEFINITION, "steps": [{**s, "deadline": 2} for s in DEFINITION["steps"]]}),
+            saga.id))
     with open_engine(db, broken, PROTOS) as engine:
         stuck = engine.resume(saga.id)
     assert stuck.status == L.STUCK and stuck.after_reboot and "reboot" in stuck.error

@@ -195,12 +195,14 @@ def test_sagas(config: ShopConfig) -> None:
     reserve, charge, confirm = saga.steps
     assert (reserve.service, reserve.action) == ("catalog", "reserve_items")
     assert reserve.compensate == "catalog.release_items"
+    # By default a failure that may pass is retried until a 60 s deadline, not N times.
     assert (reserve.pivot, reserve.timeout, reserve.retries, reserve.backoff) == (
         False,
         10.0,
-        3,
+        None,
         0.2,
     )
+    assert (reserve.deadline, reserve.max_backoff) == (60.0, 5.0)
     assert (charge.pivot, charge.timeout, charge.retries, charge.backoff) == (True, 90.0, 0, 1.5)
     assert confirm.compensate is None
     assert isinstance(confirm, SagaStep)

@@ -403,3 +403,91 @@ def test_abort_refuses_a_saga_that_is_not_stuck(log):
     with pytest.raises(SagaNotAbortable, match="completed"):
         engine(log, FakeActions()).abort(saga.id)
     assert log.get(saga.id).status == L.COMPLETED
+
+
+# -- retries: until a deadline, with capped, jittered backoff --------------------------------
+
+OUTAGE = {
+    "name": "relay",
+    "steps": [
+        {"name": "hold", "call": "a.hold", "compensate": "a.release", "backoff": 0.5,
+         "max_backoff": 4, "deadline": 30},
+        {"name": "send", "call": "b.send", "compensate": "b.unsend", "pivot": True,
+         "deadline": 30},
+        {"name": "note", "call": "c.note", "deadline": 30},
+    ],
+}
+
+
+def timed_engine(log, actions):
+    """An engine whose sleeps are recorded instead of slept, with a fixed jitter."""
+    sleeps: list[float] = []
+    return Engine(log, actions, sleep=sleeps.append, jitter=lambda: 1.0), sleeps
+
+
+def test_an_outage_longer_than_a_few_retries_is_ridden_out_within_the_deadline(log):
+    down = StepFailure("connection refused", retryable=True)
+    actions = FakeActions(a__hold=[down] * 8 + [{"held": True}])
+    engine, sleeps = timed_engine(log, actions)
+    saga, _ = engine.start("relay", OUTAGE, {})
+    assert saga.status == L.COMPLETED
+    assert actions.names().count("a.hold") == 9  # more than the old 3 retries
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]  # doubling, capped
+
+
+def test_a_failure_that_outlasts_the_deadline_compensates_and_says_how_long(log):
+    down = StepFailure("broker down", retryable=True)
+    actions = FakeActions(b__send=[down])
+    engine, sleeps = timed_engine(log, actions)
+    saga, _ = engine.start("relay", OUTAGE, {})
+    assert saga.status == L.COMPENSATED
+    assert "send failed: broker down (kept failing for" in saga.error
+    forward = [e for e in log.events(saga.id) if e.step == "send" and e.state == L.FAILED]
+    assert 6 <= len(forward) <= 15  # bounded by the deadline, plus one settling repeat
+    assert actions.names()[-2:] == ["b.unsend", "a.release"]  # settled, then undone
+
+
+def test_a_compensation_is_retried_through_an_outage_too(log):
+    down = StepFailure("503 Service Unavailable", retryable=True)
+    actions = FakeActions(a__release=[down] * 6 + [{"released": True}])
+    engine, _ = timed_engine(log, actions)
+    saga, _ = engine.start("relay", OUTAGE, {}, fail_at="send")
+    assert saga.status == L.COMPENSATED
+    assert actions.names().count("a.release") == 7
+
+
+def test_jitter_spreads_the_waits_of_sagas_hit_by_the_same_outage(log):
+    down = StepFailure("timeout", retryable=True)
+    waits = []
+    for _ in range(2):
+        sleeps: list[float] = []
+        engine = Engine(log, FakeActions(a__hold=[down, down, {"held": True}]),
+                        sleep=sleeps.append)
+        engine.start("relay", OUTAGE, {})
+        assert all(0.25 <= w <= 0.5 for w in sleeps[:1]) and len(sleeps) == 2
+        waits.append(tuple(sleeps))
+    assert waits[0] != waits[1]
+
+
+def test_explicit_retries_still_cap_the_attempts(log):
+    capped = {**OUTAGE, "steps": [{**OUTAGE["steps"][0], "retries": 2}, *OUTAGE["steps"][1:]]}
+    actions = FakeActions(a__hold=[StepFailure("down", retryable=True)])
+    engine, _ = timed_engine(log, actions)
+    saga, _ = engine.start("relay", capped, {})
+    # 1 + 2 retries, then one more to settle its unknown outcome before undoing it
+    assert saga.status == L.COMPENSATED and actions.names().count("a.hold") == 4
+
+
+def test_a_sweep_retries_outage_stuck_sagas_but_not_what_a_person_must_decide(log):
+    down = StepFailure("broker down", retryable=True)
+    actions = FakeActions(c__note=[down])
+    engine, _ = timed_engine(log, actions)
+    outage, _ = engine.start("relay", OUTAGE, {})  # past the pivot, kept failing: stuck
+    refused = FakeActions(a__release=[StepFailure("no such hold", retryable=False)])
+    decided, _ = timed_engine(log, refused)[0].start("relay", OUTAGE, {}, fail_at="send")
+    assert (outage.status, decided.status) == (L.STUCK, L.STUCK)
+    assert engine.outage_stuck(older_than=3600) == []  # not stuck long enough yet
+    actions.script["c.note"] = [{"noted": True}]
+    resumed, retried = engine.sweep(retry_stuck_after=0)
+    assert resumed == [] and [(s.id, s.status) for s in retried] == [(outage.id, L.COMPLETED)]
+    assert log.get(decided.id).status == L.STUCK  # a refused compensation needs a person

@@ -1,0 +1,142 @@
+"""Sagas ride out a real broker outage: RabbitMQ's AMQP listener is stopped (rabbitmqctl
+stop_app) while 20 order sagas run, for 10 s, then for 90 s. After the short one no saga
+is stuck; after the long one the sagas stuck by it are exactly those a worker pass picks
+up, and after both every saga ends consistent, checked through the services' own state
+(get_order over RPC, CheckStock over gRPC, GET /charges over HTTP).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shopctl.saga import log as L
+from shopctl.saga.session import open_engine
+
+# The live services of test_saga_live.py (see test_saga_concurrency.py for why by path).
+_spec = importlib.util.spec_from_file_location(
+    "_shopctl_saga_outage_fixtures", Path(__file__).with_name("test_saga_live.py"))
+live = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = live
+_spec.loader.exec_module(live)
+amqp_uri = live.amqp_uri
+shop = live.shop
+
+pytestmark = pytest.mark.rabbitmq
+
+SAGAS = 20
+SKU = "SKU-MUG-001"
+
+
+def rabbitmq(action: str) -> None:
+    done = subprocess.run(["rabbitmqctl", action], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def broker_back():
+    """Whatever happens in the test, the broker's app runs again afterwards."""
+    yield
+    subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
+
+
+def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]:
+    """SAGAS sagas on their own threads; the broker goes away once they have started
+    and comes back `outage` seconds later. Returns the sagas as they ended."""
+    results: list = [None] * SAGAS
+    errors: list[BaseException] = []
+    started = threading.Barrier(SAGAS + 1)
+
+    def one(i: int) -> None:
+        try:
+            with open_engine(db, endpoints, live.PROTOS, publish_timeout=2) as engine:
+                started.wait(timeout=60)
+                time.sleep(i * 0.05)  # spread over the steps when the broker goes
+                saga, _ = engine.start("order", live.DEFINITION,
+                                       live.order_input(f"u-outage-{i}"))
+                results[i] = saga
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(SAGAS)]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=60)
+    time.sleep(0.3)
+    rabbitmq("stop_app")
+    time.sleep(outage)
+    rabbitmq("start_app")
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors, errors
+    assert all(r is not None for r in results)
+    return results
+
+
+def order_status(endpoints, oid) -> str:
+    """get_order, asked again while the service's broker connections settle after the
+    outage (a reply its stale publisher lost is a timeout here, not an answer)."""
+    from shopctl.nameko_rpc import RemoteError, RpcTimeout
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return live.order(endpoints, oid)["status"]
+        except RemoteError as exc:  # it answers: that is all this wait is for
+            return exc.exc_type
+        except RpcTimeout:
+            assert time.monotonic() < deadline, "orders never answered after the outage"
+
+
+def assert_consistent(endpoints, db: Path, sagas: list[L.SagaRecord], before, price: int):
+    completed = 0
+    with L.SagaLog(db) as log:
+        for saga in sagas:
+            saga = log.get(saga.id)
+            oid = live.order_id_of(log, saga.id)
+            charged = live.net_charged(live.payment(endpoints, oid)) if oid else 0
+            status = order_status(endpoints, oid) if oid else None
+            if saga.status == L.COMPLETED:
+                completed += 1
+                assert (status, charged) == ("SHIPPED", price), saga.id
+            else:
+                assert saga.status == L.COMPENSATED, (saga.status, saga.error)
+                assert status in (None, "CANCELLED") and charged == 0, (saga.id, status)
+    # Each completed saga holds exactly one unit; the compensated ones none.
+    assert live.stock(endpoints, SKU) == (before[0] - completed, before[1] + completed)
+    return completed
+
+
+def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, tmp_path, broker_back):
+    import httpx
+
+    price = httpx.get(f"{shop.base_url('catalog')}/products/{SKU}", timeout=5).json()[
+        "price_cents"]
+    db = tmp_path / "saga.db"
+
+    before = live.stock(shop, SKU)
+    short = run_through_outage(shop, db, outage=10)
+    statuses = {s.status for s in short}
+    assert L.STUCK not in statuses, [s.error for s in short if s.status == L.STUCK]
+    assert assert_consistent(shop, db, short, before, price) == SAGAS  # none had to give up
+
+    before = live.stock(shop, SKU)
+    long = run_through_outage(shop, db, outage=90)
+    # 90 s outlasts a step's 60 s deadline, and the nameko service itself takes a while
+    # to reconnect: some sagas wait as stuck, each for a failure that may pass. The
+    # worker's pass picks exactly those up once the services answer again.
+    stuck = [s for s in long if s.status == L.STUCK]
+    with open_engine(db, shop, live.PROTOS) as engine:
+        assert {s.id for s in engine.outage_stuck(older_than=0)} == {s.id for s in stuck}
+        for saga in stuck:
+            assert "kept failing for" in saga.error, saga.error
+        order_status(shop, 1)  # wait until orders answers again (any answer will do)
+        _, retried = engine.sweep(retry_stuck_after=0)
+    assert {s.id for s in retried} == {s.id for s in stuck}
+    assert_consistent(shop, db, long, before, price)
