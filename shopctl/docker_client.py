@@ -37,7 +37,8 @@ LONG_TIMEOUT = 1800
 
 _START_HINT = (
     "start an engine with `make engines` (or `scripts/start-engines.sh docker`, or "
-    "`sudo dockerd`), or run without Docker: `shopctl --runtime local ...`"
+    "`sudo dockerd`), or run without Docker: `--runtime local` after the command, as in "
+    "`shopctl up --runtime local`"
 )
 # "Bind for 127.0.0.1:8001 failed: port is already allocated" (another container) or
 # "listen tcp4 127.0.0.1:8001: bind: address already in use" (another process).
@@ -66,7 +67,7 @@ def docker_errors(doing: str) -> Iterator[None]:
     except docker.errors.ImageNotFound as exc:
         raise OperationFailed(
             f"{doing}: image not found ({_explanation(exc)})",
-            hint="images are built by `shopctl build` / `shopctl up`; there is no registry here",
+            hint="`shopctl up` builds the images it needs; there is no registry here",
         ) from None
     except docker.errors.APIError as exc:
         text = _explanation(exc)

@@ -50,3 +50,9 @@ class RuntimeUnavailable(ShopctlError):
 
 class OperationFailed(ShopctlError):
     """The operation ran but did not succeed (a build failed, a service stayed unhealthy)."""
+
+
+class ProjectStateError(ShopctlError):
+    """The project's state folder (.shopctl/: token secret, saga log, local runtime files)
+    cannot be created, written or read: a read-only folder, another user's files, a full
+    disk. Raised where the state is touched (shopctl.state), with the path and what to do."""

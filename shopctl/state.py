@@ -11,24 +11,112 @@ Layout (every path is derived here, so no other module spells a folder name):
       local/venv/                 the services' Python, when shopctl's own lacks their
                                   requirements (see shopctl.runtime.pyenv)
       saga.db                     the saga log (written by shopctl.saga)
+      runtime                     the runtime the project was brought up with
+                                  (shopctl.runtime.select)
 
 Nothing here touches a runtime or the network: creating folders and writing small
 files atomically is all this module does.
+
+A folder or file the user cannot create, write or read (a read-only project folder,
+another user's `.shopctl`, a full disk) is a ProjectStateError naming the path and what
+to do, raised here where the state is touched; `refused()` makes the same error from an
+OSError raised on a state path elsewhere (the CLI's last resort).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import tempfile
 from pathlib import Path
 
+from shopctl.errors import ProjectStateError
+
 STATE_DIR_NAME = ".shopctl"
 JWT_SECRET_NAME = "jwt_secret"
+RUNTIME_FILE_NAME = "runtime"
 
 # Folders hold secrets and environments that carry them: only the owner may list them.
 _DIR_MODE = 0o700
 _SECRET_MODE = 0o600
+
+
+# What the world refuses (as opposed to a bug): no permission, a read-only file system,
+# no space. Only these become a ProjectStateError; any other OSError keeps its traceback.
+_REFUSALS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def refused(exc: OSError, path: Path | str | None = None, *, verb: str = "write",
+            anywhere: bool = True) -> ProjectStateError | None:
+    """The ProjectStateError for `exc`, raised while shopctl touched `path` (default: the
+    exception's own filename) of a project's state; None when `exc` is not a refusal
+    (permission, read-only, full disk) or, with anywhere=False, when the path does not
+    lie inside a `.shopctl` folder."""
+    if exc.errno not in _REFUSALS:
+        return None
+    target = path if path is not None else exc.filename
+    if target is None:
+        return None
+    target = Path(os.fsdecode(target)).absolute()
+    if not anywhere and STATE_DIR_NAME not in target.parts:
+        return None
+    return _state_error(target, verb, exc.errno)
+
+
+def _state_error(path: Path, verb: str, code: int) -> ProjectStateError:
+    """'cannot VERB PATH: REASON', with a hint that says what the folder is and the fix."""
+    reason = _REFUSALS.get(code) or os.strerror(code).lower()
+    # os.path's tests, not Path's: they say False where a stat is refused, never raise.
+    if verb == "write" and not os.path.lexists(path):
+        verb = "create"
+    elif verb == "write" and os.path.isdir(path):
+        verb = "write in"
+    # The folder to fix is the nearest one that exists: where the refusal happened.
+    folder = next((p for p in (path, *path.parents) if os.path.isdir(p)), path)
+    what = (f"{_state_root(path)} holds this project's state (token secret, saga log, "
+            "local runtime files)")
+    if code == errno.EROFS:
+        fix = (f"{folder} is on a read-only file system: remount it read-write, or work in "
+               "a writable copy of the project")
+    elif code in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free some space on the disk that holds {folder}"
+    elif verb == "read":
+        fix = f"let this user ({_user()}) read it, or run as the user who owns it"
+    else:
+        fix = (f"make {folder} writable by this user ({_user()}), or work in a copy of "
+               "the project you can write to")
+    return ProjectStateError(f"cannot {verb} {path}: {reason}", hint=f"{what}; {fix}")
+
+
+def _state_root(path: Path) -> Path:
+    """The `.shopctl` folder that holds `path` (or `path` itself)."""
+    for candidate in (path, *path.parents):
+        if candidate.name == STATE_DIR_NAME:
+            return candidate
+    return path
+
+
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name}, uid {uid}"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _raise_refused(exc: OSError, path: Path, verb: str = "write") -> None:
+    error = refused(exc, path, verb=verb)
+    if error is not None:
+        raise error from None
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
@@ -36,8 +124,10 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     tmp = _write_temp(path, data, mode)
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _unlink(tmp)
+        if isinstance(exc, OSError):
+            _raise_refused(exc, path)
         raise
 
 
@@ -54,6 +144,9 @@ def write_new(path: Path, data: str | bytes, mode: int = 0o644) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError as exc:
+        _raise_refused(exc, path)
+        raise
     finally:
         _unlink(tmp)
 
@@ -66,15 +159,21 @@ def _write_temp(path: Path, data: str | bytes, mode: int) -> str:
     an instant; fsync so a crash after the rename cannot leave an empty file.
     """
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        _raise_refused(exc, path)
+        raise
     try:
         os.fchmod(fd, mode)  # mkstemp creates 0600; fchmod makes other modes exact too
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as exc:
         _unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk shows here
+            _raise_refused(exc, path)
         raise
     return tmp
 
@@ -89,9 +188,21 @@ def _unlink(path: str | Path) -> None:
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) if missing and make it 0700; returns `path`."""
     path.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
-    # mkdir's mode is filtered by the umask and ignored for existing folders.
-    os.chmod(path, _DIR_MODE)
+    # mkdir's mode is filtered by the umask and ignored for existing folders. Only when
+    # it differs: chmod fails on a read-only file system even when it would change nothing.
+    if path.stat().st_mode & 0o7777 != _DIR_MODE:
+        os.chmod(path, _DIR_MODE)
     return path
+
+
+def _check_writable(path: Path) -> None:
+    """ProjectStateError unless this process may create files in the folder `path`:
+    found here, before a caller (SQLite, a supervisor) fails on it with no path to show."""
+    effective = os.access in os.supports_effective_ids
+    if os.access(path, os.W_OK | os.X_OK, effective_ids=effective):
+        return
+    readonly = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    raise _state_error(path, "write", errno.EROFS if readonly else errno.EACCES)
 
 
 class ProjectState:
@@ -134,6 +245,10 @@ class ProjectState:
     def saga_db(self) -> Path:
         return self.dir / "saga.db"
 
+    @property
+    def runtime_file(self) -> Path:
+        return self.dir / RUNTIME_FILE_NAME
+
     # -- per-unit files of the local runtime -----------------------------------------
 
     def run_file(self, unit: str) -> Path:
@@ -149,14 +264,21 @@ class ProjectState:
         return self.data_root / unit
 
     def ensure(self, path: Path) -> Path:
-        """Create a folder inside the state dir, with it and every folder between 0700."""
+        """Create a folder inside the state dir, with it and every folder between 0700,
+        and check that files can be created in it: ProjectStateError (naming the folder
+        and what to do) when the project folder is read-only, another user's or full."""
         path = Path(path)
         if path != self.dir and self.dir not in path.parents:
             raise ValueError(f"{path} is not inside {self.dir}")
-        ensure_private_dir(self.dir)
         current = self.dir
-        for part in path.relative_to(self.dir).parts:
-            current = ensure_private_dir(current / part)
+        try:
+            ensure_private_dir(self.dir)
+            for part in path.relative_to(self.dir).parts:
+                current = ensure_private_dir(current / part)
+        except OSError as exc:
+            _raise_refused(exc, Path(os.fsdecode(exc.filename)) if exc.filename else current)
+            raise
+        _check_writable(path)
         return path
 
     # -- secrets ---------------------------------------------------------------------
@@ -183,3 +305,6 @@ def _read_secret(path: Path) -> str | None:
         return path.read_text().strip() or None
     except FileNotFoundError:
         return None
+    except OSError as exc:  # another user's 0600 secret
+        _raise_refused(exc, path, verb="read")
+        raise

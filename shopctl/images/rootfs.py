@@ -77,7 +77,7 @@ def bootstrap(
     if os.geteuid() != 0:
         raise RuntimeUnavailable(
             "building a base image needs root (debootstrap creates device files and chroots)",
-            hint="run this once as root (sudo shopctl build), or set infra.base_image "
+            hint="run `sudo shopctl up` once to build it, or set infra.base_image "
             "to an image your registry provides",
         )
     mirror = debian_mirror()

@@ -74,7 +74,8 @@ def collect(config: ShopConfig, service: str) -> ServiceSources:
     if not folder.is_dir():
         raise OperationFailed(
             f"service {service}: folder {folder} does not exist",
-            hint=f"create it (shopctl new {service}) or fix services.{service}.path",
+            hint=f"fix services.{service}.path, or regenerate the folder with "
+            f"`shopctl scaffold new-service {service} --kind {svc.kind} --force`",
         )
     app = walk_files(folder, _skip)
     requirements_file = folder / "requirements.txt"
