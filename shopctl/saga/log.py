@@ -659,6 +659,16 @@ class _Writer:
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
             self.conn.executescript(_SCHEMA)
             _migrate(self.conn)
+        except sqlite3.OperationalError as exc:
+            self.conn.close()
+            if "readonly" not in str(exc) and "unable to open" not in str(exc):
+                raise
+            # Another user's saga.db, or a read-only file in a writable folder.
+            from shopctl.errors import ProjectStateError
+
+            raise ProjectStateError(f"cannot write the saga log {path}: {exc}",
+                                    hint=f"make {path} (and its -wal and -shm files) "
+                                         "writable by this user") from None
         except BaseException:
             self.conn.close()
             raise

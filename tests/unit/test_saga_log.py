@@ -231,3 +231,32 @@ def test_owner_tokens_tell_a_live_process_from_a_dead_or_unknown_one():
     assert not owner.earlier_boot(owner.token())
     assert owner.alive(f"elsewhere.example/{pid}/{start}/{boot}") is None
     assert owner.describe(f"far.example/{pid}/1") == f"process {pid} on host far.example"
+
+
+def test_a_saga_log_file_this_user_cannot_write_is_a_clear_error():
+    """Another user's saga.db (root made it; uid 65534 opens it): one clear error naming
+    the file, not sqlite's 'attempt to write a readonly database' traceback."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="shopctl-ro-"))  # in /tmp, reachable by all
+    try:
+        folder.chmod(0o755)
+        db = folder / "saga.db"
+        with L.SagaLog(db):
+            pass
+        code = ("import sys; from shopctl.saga.log import SagaLog; "
+                "from shopctl.errors import ProjectStateError\n"
+                "try:\n    SagaLog(sys.argv[1])\nexcept ProjectStateError as e:\n"
+                "    print(e.message); sys.exit(7)\n")
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               sys.executable, "-c", code, str(db)], capture_output=True,
+                              text=True, timeout=60,
+                              env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        assert done.returncode == 7, done.stderr[-2000:]
+        assert f"cannot write the saga log {db}" in done.stdout
+    finally:
+        shutil.rmtree(folder)
