@@ -2,6 +2,9 @@
 
 A service is healthy only when its instance runs AND every Consul check passes; a
 container that crashed shows as exited/critical even though Consul still lists it.
+
+`summarize` says what the rows add up to (nothing runs, Consul unreachable), so the CLI
+says it once instead of on every row.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 from shopctl.config import ShopConfig
 from shopctl.runtime.base import ServiceState
+
+CONSUL_UNREACHABLE = "Consul not reachable"
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ def status_rows(
         state = observed.get(name)
         entry = None if health is None else health.get(name)
         if health is None:
-            status, output = "unknown", "Consul not reachable"
+            status, output = "unknown", CONSUL_UNREACHABLE
         elif entry is None:
             status, output = "critical", "not registered in Consul"
         else:
@@ -70,3 +75,36 @@ def status_rows(
             image=state.image if state else None,
         ))
     return rows
+
+
+@dataclass(frozen=True)
+class StatusSummary:
+    """What a set of status rows adds up to."""
+
+    project: str
+    services: int  # in the config
+    running: int  # state "running"
+    present: int  # any state but "missing" (running, starting, restarting, exited)
+    consul: str | None  # "reachable" | "unreachable"; None with no services to tell by
+
+    @property
+    def nothing_present(self) -> bool:
+        """No instance of any service exists (never started, or removed by `down`)."""
+        return self.services > 0 and self.present == 0
+
+    def to_dict(self) -> dict:
+        return {"project": self.project, "consul": self.consul, "running": self.running}
+
+
+def summarize(project: str, rows: list[ServiceRow]) -> StatusSummary:
+    """`status_rows` marks every row health "unknown" exactly when Consul did not answer."""
+    consul = None
+    if rows:
+        consul = "unreachable" if all(row.health == "unknown" for row in rows) else "reachable"
+    return StatusSummary(
+        project=project,
+        services=len(rows),
+        running=sum(row.state == "running" for row in rows),
+        present=sum(row.state != "missing" for row in rows),
+        consul=consul,
+    )

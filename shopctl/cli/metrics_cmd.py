@@ -50,34 +50,69 @@ def _number(value: float | None, fmt: str) -> str:
 BREAKER_STYLE = {"closed": "green", "open": "red", "half_open": "yellow"}
 
 
-def render(report) -> None:
+METRIC_COLUMNS = ("service", "req/s", "errors/s", "errors", "p50", "p95", "breaker")
+DROPPED_FIRST = ("p50", "errors/s", "breaker", "p95")  # when the width is short
+
+
+def _cells(row) -> dict[str, str]:
+    if not row.up:
+        return {"service": row.service, "req/s": "[dim]down[/]",
+                "breaker": row.breaker or ""} | dict.fromkeys(
+                    ("errors/s", "errors", "p50", "p95"), "")
+    ratio = "-" if row.error_ratio is None else f"{row.error_ratio:.1%}"
+    if row.error_ratio:
+        ratio = f"[red]{ratio}[/]"
+    breaker = row.breaker or "-"
+    if row.breaker in BREAKER_STYLE:
+        breaker = f"[{BREAKER_STYLE[row.breaker]}]{row.breaker}[/]"
+    return {
+        "service": row.service,
+        "req/s": _number(row.request_rate, ".2f"),
+        "errors/s": _number(row.error_rate, ".2f"),
+        "errors": ratio,
+        "p50": _number(row.p50_ms, ".1f") + (" ms" if row.p50_ms is not None else ""),
+        "p95": _number(row.p95_ms, ".1f") + (" ms" if row.p95_ms is not None else ""),
+        "breaker": breaker,
+    }
+
+
+def table(report, width: int):
+    """The widest table that fits `width` with no cell cut; why a service has no figures
+    goes below it, a line each, not into a cell."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     from shopctl import console
 
     where = f"Prometheus, rate over {report.window}" if report.source == "prometheus" else (
         f"/metrics read twice, {report.window} apart")
-    table = Table(title=f"metrics ({where})", title_justify="left")
-    for column in ("service", "req/s", "errors/s", "errors", "p50", "p95", "breaker"):
-        table.add_column(column, justify="left" if column in ("service", "breaker") else "right")
-    for row in report.services:
-        if not row.up:
-            table.add_row(row.service, f"[dim]{row.problem or 'down'}[/]", "", "", "", "",
-                          row.breaker or "")
-            continue
-        ratio = "-" if row.error_ratio is None else f"{row.error_ratio:.1%}"
-        if row.error_ratio:
-            ratio = f"[red]{ratio}[/]"
-        breaker = row.breaker or "-"
-        if row.breaker in BREAKER_STYLE:
-            breaker = f"[{BREAKER_STYLE[row.breaker]}]{row.breaker}[/]"
-        table.add_row(
-            row.service, _number(row.request_rate, ".2f"), _number(row.error_rate, ".2f"), ratio,
-            _number(row.p50_ms, ".1f") + (" ms" if row.p50_ms is not None else ""),
-            _number(row.p95_ms, ".1f") + (" ms" if row.p95_ms is not None else ""),
-            breaker,
-        )
-    console.out().print(table)
+    rows = [_cells(row) for row in report.services]
+    out = console.out()
+    columns = list(METRIC_COLUMNS)
+    while True:
+        made = Table(title=f"metrics ({where})", title_justify="left")
+        for column in columns:
+            made.add_column(column, no_wrap=True,
+                            justify="left" if column in ("service", "breaker") else "right")
+        for cells in rows:
+            made.add_row(*(cells[c] for c in columns))
+        needed = Measurement.get(out, out.options.update(width=10_000), made).maximum
+        dropped = [c for c in DROPPED_FIRST if c in columns]
+        if needed <= width or not dropped:
+            break
+        columns.remove(dropped[0])
+    notes = [Text.from_markup(f"{escape(row.service)}: [dim]{escape(row.problem)}[/]")
+             for row in report.services if not row.up and row.problem]
+    return Group(made, *notes)
+
+
+def render(report) -> None:
+    from shopctl import console
+
+    console.out().print(table(report, console.out().width))
 
 
 def register(app: typer.Typer) -> None:

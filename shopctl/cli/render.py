@@ -45,34 +45,136 @@ def plan(plan, runtime: str) -> None:
     console.out().print(f"{changes} to change, {len(plan.steps) - changes} unchanged")
 
 
-def status_table(rows, runtime: str):
+# status columns, most important first where it matters: service, state, health and
+# address are never cut; the others go, least useful first, when the width is short.
+STATUS_COLUMNS = ("service", "kind", "state", "health", "address", "uptime", "restarts",
+                  "image", "req/s")
+DROPPED_FIRST = ("image", "uptime", "restarts", "req/s", "kind")
+
+
+def _address(row) -> str:
+    if row.address:
+        return f"{row.address}:{row.port}"
+    return f":{row.port}" if row.port else "-"
+
+
+def _short_image(image: str) -> str:
+    """shopctl-PROJECT/SERVICE:HASH -> HASH (the rest is the project and the row's name)."""
+    repository, _, tag = image.rpartition(":")
+    return tag if repository and "/" not in tag else image
+
+
+def _status_cells(row, image: str) -> dict[str, str]:
+    health = f"[{HEALTH_STYLE.get(row.health, '')}]{row.health}[/]"
+    return {
+        "service": row.name,
+        "kind": row.kind,
+        "state": f"[{STATE_STYLE.get(row.state, '')}]{row.state}[/]",
+        "health": health,
+        "address": _address(row),
+        "uptime": duration(row.uptime_s),
+        "restarts": str(row.restarts),
+        "image": (row.image if image == "full" else _short_image(row.image)) if row.image else "-",
+        "req/s": "-" if row.request_rate is None else f"{row.request_rate:.2f}",
+    }
+
+
+def _status_layouts(rates: bool, images: bool):
+    """(columns, image form) from the widest layout to the narrowest."""
+    columns = [c for c in STATUS_COLUMNS
+               if (c != "req/s" or rates) and (c != "image" or images)]
+    yield columns, "full"
+    yield columns, "short"
+    for dropped in DROPPED_FIRST:
+        if dropped in columns:
+            columns = [c for c in columns if c != dropped]
+            yield columns, "short"
+
+
+def _table(rows, runtime: str, columns, image: str, box=True):
+    from rich import box as boxes
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} services ({runtime})", title_justify="left")
-    rates = any(getattr(row, "request_rate", None) is not None for row in rows)
-    columns = ("service", "kind", "state", "health", "address", "uptime", "restarts", "image")
-    for column in columns + (("req/s",) if rates else ()):
-        table.add_column(column, no_wrap=column in ("service", "address"),
-                         justify="right" if column == "req/s" else "left")
+    table = Table(title=f"{len(rows)} services ({runtime})", title_justify="left",
+                  **({} if box else {"box": boxes.SIMPLE_HEAD, "show_edge": False}))
+    for column in columns:
+        table.add_column(column, no_wrap=True, justify="right" if column == "req/s" else "left")
     for row in rows:
-        health = f"[{HEALTH_STYLE.get(row.health, '')}]{row.health}[/]"
-        if row.health != "passing" and row.check_output:
-            health += f"\n[dim]{row.check_output[:80]}[/]"
-        cells = [
-            row.name, row.kind,
-            f"[{STATE_STYLE.get(row.state, '')}]{row.state}[/]",
-            health,
-            f"{row.address}:{row.port}" if row.address else (f":{row.port}" if row.port else "-"),
-            duration(row.uptime_s), str(row.restarts), row.image or "-",
-        ]
-        if rates:
-            cells.append("-" if row.request_rate is None else f"{row.request_rate:.2f}")
-        table.add_row(*cells)
+        cells = _status_cells(row, image)
+        table.add_row(*(cells[c] for c in columns))
     return table
 
 
-def status(rows, runtime: str) -> None:
-    console.out().print(status_table(rows, runtime))
+def _fits(table, width: int) -> bool:
+    from rich.measure import Measurement
+
+    out = console.out()
+    # unclamped: the width the table takes with no cell cut or wrapped
+    return Measurement.get(out, out.options.update(width=10_000), table).maximum <= width
+
+
+def status_table(rows, runtime: str, width: int | None = None):
+    """The widest layout of the table that fits `width` (the console's by default)
+    without cutting a cell; below the narrowest one, a line a service."""
+    width = console.out().width if width is None else width
+    rates = any(getattr(row, "request_rate", None) is not None for row in rows)
+    layouts = list(_status_layouts(rates, any(row.image for row in rows)))
+    for columns, image in layouts:
+        table = _table(rows, runtime, columns, image)
+        if _fits(table, width):
+            return table
+    columns, image = layouts[-1]
+    table = _table(rows, runtime, columns, image, box=False)
+    if _fits(table, width):
+        return table
+    from rich.console import Group
+    from rich.text import Text
+
+    lines = [Text(f"{len(rows)} services ({runtime})", style="italic")]
+    for row in rows:
+        cells = _status_cells(row, image)
+        line = Text.from_markup(f"{row.name}: {cells['state']} {cells['health']} "
+                                f"{cells['address']}")
+        line.no_wrap, line.overflow = False, "fold"
+        lines.append(line)
+    return Group(*lines)
+
+
+def status_view(rows, runtime: str, project: str, width: int | None = None):
+    """What `status` prints: one line when nothing of the project exists, else the table,
+    then one line for an unreachable Consul and one a failing check."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.text import Text
+
+    from shopctl.status import CONSUL_UNREACHABLE, summarize
+
+    summary = summarize(project, rows)
+    if summary.nothing_present:
+        if summary.consul == "reachable":
+            line = (f"no service of project {project!r} runs (its Consul answers); "
+                    "`shopctl up` starts them")
+        else:
+            line = f"nothing of project {project!r} runs; `shopctl up` starts it"
+        return Text(line)
+    parts: list = [status_table(rows, runtime, width)]
+    if summary.consul == "unreachable":
+        parts.append(Text.from_markup(
+            "[yellow]Consul is not reachable[/]: health unknown; `shopctl up` brings it back"))
+    for row in rows:
+        output = (row.check_output or "").strip().splitlines()
+        if (row.state == "running" and row.health not in ("passing", "unknown") and output
+                and output[0] != CONSUL_UNREACHABLE):
+            style = HEALTH_STYLE.get(row.health, "")
+            parts.append(Text.from_markup(f"[{style}]{escape(row.name)}[/]: "
+                                          f"[dim]{escape(output[0][:200])}[/]"))
+    if any(row.state in ("missing", "exited") for row in rows):
+        parts.append(Text("`shopctl up` starts what does not run"))
+    return Group(*parts)
+
+
+def status(rows, runtime: str, project: str = "") -> None:
+    console.out().print(status_view(rows, runtime, project))
 
 
 def watch_status(shop, interval: float = 2.0) -> None:
@@ -80,21 +182,21 @@ def watch_status(shop, interval: float = 2.0) -> None:
 
     from shopctl.metrics import with_request_rates
 
-    def rows():
-        return with_request_rates(shop.config, shop.status())[1]
+    def view():
+        rows = with_request_rates(shop.config, shop.status())[1]
+        return status_view(rows, shop.runtime.name, shop.config.project)
 
-    with Live(status_table(rows(), shop.runtime.name), console=console.out(),
-              refresh_per_second=2) as live:
+    with Live(view(), console=console.out(), refresh_per_second=2) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(status_table(rows(), shop.runtime.name))
+                live.update(view())
         except KeyboardInterrupt:
             pass
 
 
-def up_summary(result) -> None:
-    status(result.rows, result.runtime)
+def up_summary(result, project: str = "") -> None:
+    status(result.rows, result.runtime, project)
     changed = len(result.plan.changes)
     console.out().print(
         f"[green]up[/] in {result.seconds:.1f}s: {changed} changed, "
@@ -107,7 +209,8 @@ def probes(results) -> None:
 
     table = Table(title="health checks, run now", title_justify="left")
     for column in ("service", "status", "latency", "output"):
-        table.add_column(column)
+        # the output wraps; the service, its status and the latency are never cut
+        table.add_column(column, no_wrap=column != "output")
     for r in results:
         latency = "-" if r.latency_ms is None else f"{r.latency_ms:.1f} ms"
         table.add_row(r.service, f"[{HEALTH_STYLE.get(r.status, '')}]{r.status}[/]", latency,

@@ -65,12 +65,14 @@ def up(
         else:
             render.plan(plan, shop.runtime.name)
         return
-    with LiveView(f"up ({shop.runtime.name})", console.err()) as view:
+    start_periods = {name: svc.health.start_period for name, svc in shop.config.services.items()}
+    with LiveView(f"up ({shop.runtime.name})", console.err(), verbose=app_context(ctx).verbose,
+                  start_periods=start_periods) as view:
         result = shop.up(services, progress=view)
     if json:
         console.print_json(result.to_dict())
     else:
-        render.up_summary(result)
+        render.up_summary(result, shop.config.project)
 
 
 def down(
@@ -92,10 +94,28 @@ def down(
     from shopctl.cli.live import LiveView
 
     shop = _shop(ctx, runtime)
-    with LiveView("down", console.err()) as view:
-        shop.down(volumes=volumes, images=rmi, progress=view)
-    console.out().print(f"[green]down[/]: project {shop.config.project!r} removed"
+    found: list[tuple[str, str]] = []  # what the runtime reported stopping or removing
+
+    with LiveView("down", console.err(), verbose=app_context(ctx).verbose) as view:
+        def progress(subject: str, message: str) -> None:
+            if not _nothing_done(subject, message):
+                found.append((subject, message))
+            view(subject, message)
+
+        shop.down(volumes=volumes, images=rmi, progress=progress)
+    project = shop.config.project
+    if not found:
+        console.out().print(f"[green]down[/]: nothing of project {project!r} to remove")
+        return
+    console.out().print(f"[green]down[/]: project {project!r} removed"
                         + (" with its data" if volumes else " (data kept; --volumes deletes it)"))
+
+
+def _nothing_done(subject: str, message: str) -> bool:
+    """News of `down` that removes nothing: a Consul that held none of the project's
+    services (or could not be asked)."""
+    return subject == "consul" and (message == "deregistered 0 services"
+                                    or message.startswith("not deregistered"))
 
 
 def status(
@@ -107,8 +127,10 @@ def status(
         typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C."),
     ] = False,
 ) -> None:
-    """One row a service: state, Consul health, address, uptime, restarts, image.
-    Exits 0 only when every service is healthy."""
+    """One row a service: state, Consul health, address, uptime, restarts, image (the
+    columns that do not fit the width are left out; state, health and address never
+    are). One line when nothing of the project runs. Exits 0 only when every service is
+    healthy."""
     from shopctl import console
     from shopctl.cli import render
 
@@ -117,13 +139,16 @@ def status(
         render.watch_status(shop)
         return
     from shopctl.metrics import with_request_rates
+    from shopctl.status import summarize
 
     rates_from, rows = with_request_rates(shop.config, shop.status())
     if json:
-        console.print_json({"runtime": shop.runtime.name, "request_rate_from": rates_from,
+        console.print_json({"runtime": shop.runtime.name,
+                            **summarize(shop.config.project, rows).to_dict(),
+                            "request_rate_from": rates_from,
                             "services": [r.to_dict() for r in rows]})
     else:
-        render.status(rows, shop.runtime.name)
+        render.status(rows, shop.runtime.name, shop.config.project)
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
 
