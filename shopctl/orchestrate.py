@@ -11,13 +11,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from shopctl.config import ShopConfig
 from shopctl.errors import OperationFailed
 from shopctl.launch import launch_spec
 from shopctl.plan import Action, Plan, make_plan
+from shopctl.ports import PortNeed, is_port_free, port_holder
 from shopctl.runtime.base import (
     InfraEndpoints,
     LaunchSpec,
@@ -28,6 +29,11 @@ from shopctl.runtime.base import (
 )
 
 POLL_SECONDS = 0.1  # between looks at the local Consul agent (and probes) while waiting
+CRASHES_TO_FAIL = 2  # a first crash may be a dependency not answering yet; a second is not
+EXIT_CODE_WAIT = 3.0  # seconds to wait for a crash-looping instance's exit code (docker
+# shows it only while the container is down between two runs)
+SUMMARY_PROBE_SECONDS = 1.0  # the longest a failing `up` waits to say which others are up
+LOOPBACK = "127.0.0.1"  # where both runtimes publish the services' and infra's host ports
 
 
 @dataclass
@@ -68,6 +74,52 @@ def plan_up(
     observed = runtime.observe(config)
     hashes = {name: spec.config_hash for name, spec in specs.items()}
     return make_plan(config.start_order(), hashes, observed), observed
+
+
+def ports_needed(config: ShopConfig, runtime: Runtime, plan: Plan) -> list[PortNeed]:
+    """Every host port applying `plan` takes: the infra's (as the runtime starts it) and
+    each service's port and metrics_port for the services it creates or replaces."""
+    infra_ports = getattr(runtime, "infra_ports", None)
+    needs = list(infra_ports(config)) if infra_ports is not None else []
+    for step in plan.changes:
+        svc = config.services[step.service]
+        needs.append(PortNeed(svc.port, f"services.{svc.name}.port", svc.name))
+        if svc.metrics_port and svc.metrics_port != svc.port:
+            needs.append(PortNeed(svc.metrics_port, f"services.{svc.name}.metrics_port",
+                                  svc.name))
+    return needs
+
+
+def check_ports(config: ShopConfig, runtime: Runtime, plan: Plan) -> None:
+    """Fail before anything starts when a host port the plan needs is taken, naming each
+    such port, its setting in shop.yaml and who holds it (pid, container). A port held
+    by this project's own instance of the same unit (a service kept or replaced, infra
+    already running) is no conflict, nor one held by a service this plan replaces."""
+    busy = [need for need in ports_needed(config, runtime, plan)
+            if not is_port_free(LOOPBACK, need.port)]
+    if not busy:
+        return
+    owners_of = getattr(runtime, "port_owners", None)
+    owners = owners_of(config, sorted({need.port for need in busy})) if owners_of else {}
+    replaced = {step.service for step in plan.changes}
+    conflicts = []
+    for need in busy:
+        unit, known = owners.get(need.port, (None, None))
+        if unit is not None and (unit == need.unit or unit in replaced):
+            continue
+        who = [f"{config.project}'s own {unit}"] if unit is not None else []
+        who += [known] if known else []
+        who += [port_holder(need.port) or ("" if who else "a process this user cannot see")]
+        conflicts.append(f"port {need.port} ({need.setting}) is in use by "
+                         + ", ".join(w for w in who if w))
+    if not conflicts:
+        return
+    head = conflicts[0] if len(conflicts) == 1 else (
+        f"{len(conflicts)} host ports shop.yaml needs are in use:\n  " + "\n  ".join(conflicts))
+    raise OperationFailed(
+        f"{head}\nnothing was started",
+        hint="stop what holds the port, or change that setting in shop.yaml",
+    )
 
 
 class InfraStartup:
@@ -148,6 +200,13 @@ def apply_up(
     interval. The result is still Consul's: this returns only when every planned
     service passes there. `before_start` runs once Consul answers, before any service
     starts (Shop.up writes the KV settings the services read when they start).
+
+    While it waits, the gate also watches each instance in the runtime (when the runtime
+    has `instance`): one that exits for good, or crashes a second time, fails `up` at
+    once (`start_failure_error`: its exit code, its last log lines, and what the other
+    services were left doing) instead of waiting out its start period. An instance is
+    registered in Consul once the runtime gives it an address (a container that crashed
+    before its first look has none), and again when that address changes.
     """
     changed = [step.service for step in plan.changes]
     if changed:
@@ -162,15 +221,28 @@ def apply_up(
     pending = dict(steps)  # not started yet
     starting: dict[str, Future] = {}
     started: dict[str, ServiceState] = {}
+    registered: dict[str, str] = {}  # service -> the address Consul has for it
     probes: dict[str, Future] = {}
     answered: set[str] = set()  # passed shopctl's own probe of their check
     deadlines: dict[str, float] = {}
     reported: dict[str, str] = {}
+    watch = getattr(runtime, "instance", None)
+    crash_watch = CrashWatch(clock)
+    for name, step in steps.items():
+        current = observed.get(name)
+        if step.action is Action.NOOP and current is not None:
+            crash_watch.baseline[name] = current.crashes  # old crashes are not this up's
 
     def report(name: str, message: str) -> None:
         if reported.get(name) != message:
             reported[name] = message
             progress(name, message)
+
+    def register(name: str, state: ServiceState) -> None:
+        if state.address and registered.get(name) != state.address:
+            registry.register(config.services[name], state, runtime.name)
+            registered[name] = state.address
+            report(name, "registered, waiting for checks")
 
     pool = ThreadPoolExecutor(max_workers=max(1, len(steps) + len(awaited)),
                               thread_name_prefix="shopctl-up")
@@ -183,7 +255,10 @@ def apply_up(
                 health = registry.health()
                 for name in started:
                     status = getattr(health.get(name), "status", "critical")
-                    report(name, "healthy" if status == "passing" else f"check {status}")
+                    if status != "passing" and name in crash_watch.down:
+                        report(name, crash_watch.down[name])
+                    else:
+                        report(name, "healthy" if status == "passing" else f"check {status}")
                     if status == "passing":
                         passing.add(name)
             for name in list(pending):
@@ -194,13 +269,28 @@ def apply_up(
                 step = pending.pop(name)
                 grace = config.services[name].health.start_period + timeout_extra
                 deadlines[name] = clock() + grace
-                starting[name] = pool.submit(_apply_step, config, runtime, registry, step.action,
+                starting[name] = pool.submit(_apply_step, config, runtime, step.action,
                                              specs[name], observed.get(name), progress)
             for name, future in list(starting.items()):
                 if future.done():
                     del starting[name]
                     started[name] = future.result()  # a failed start raises here
-                    reported[name] = "registered, waiting for checks"
+                    register(name, started[name])
+                    report(name, "registered, waiting for checks" if name in registered
+                           else f"{started[name].state}, not registered yet (no address)")
+            if watch is not None:
+                for name in [n for n in started if n not in passing]:
+                    state = watch(config, name) or _gone(started[name])
+                    started[name] = state
+                    crash_watch.look(name, state)
+                    if state.state == "running":
+                        register(name, state)
+                failed = crash_watch.failed()
+                if failed:
+                    raise start_failure_error(
+                        config, runtime, registry, {n: started[n] for n in failed}, crash_watch,
+                        _others(steps, failed, starting, started, passing | answered),
+                    )
             for name in (awaited & started.keys()) - passing - answered:
                 future = probes.pop(name, None)
                 if future is None:
@@ -219,6 +309,152 @@ def apply_up(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class CrashWatch:
+    """What the runtime said of each starting instance, and which ones failed to start.
+
+    An instance fails when it is down for good ("exited": it exited and will not be
+    restarted, or its supervisor is gone) or has crashed CRASHES_TO_FAIL times since
+    this `up` started it. Its exit code is the last one the runtime showed.
+    """
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.baseline: dict[str, int] = {}  # crashes before this up (instances it kept)
+        self.exit_codes: dict[str, int] = {}
+        self.crashes: dict[str, int] = {}
+        self.down: dict[str, str] = {}  # service -> progress line while it crashes
+        self._failing_since: dict[str, float] = {}
+        self._gone: set[str] = set()
+
+    def look(self, name: str, state: ServiceState) -> None:
+        crashes = max(0, state.crashes - self.baseline.get(name, 0))
+        if state.exit_code is not None and (state.state != "running" or crashes):
+            self.exit_codes[name] = state.exit_code
+        self.crashes[name] = crashes
+        code = self.exit_codes.get(name)
+        why = f"exit code {code}" if code is not None else "crashed"
+        if state.state == "exited":
+            self._gone.add(name)
+            self.down[name] = f"exited ({why})"
+        elif crashes:
+            times = "1 crash" if crashes == 1 else f"{crashes} crashes"
+            self.down[name] = (f"restarting ({why})" if state.state == "restarting"
+                               else f"running again after {times} ({why})")
+            if crashes >= CRASHES_TO_FAIL:
+                self._failing_since.setdefault(name, self.clock())
+        else:
+            self.down.pop(name, None)
+
+    def failed(self) -> list[str]:
+        """Services that failed to start, in the order they were seen failing."""
+        out = [name for name in self._gone]
+        for name, since in self._failing_since.items():
+            if name in out:
+                continue
+            # The code shows while the instance is down; do not wait long for it.
+            if name in self.exit_codes or self.clock() - since >= EXIT_CODE_WAIT:
+                out.append(name)
+        return out
+
+
+def _gone(last: ServiceState) -> ServiceState:
+    """The state of an instance that no longer exists (removed while starting)."""
+    return ServiceState(last.service, "exited", exit_code=None, crashes=last.crashes)
+
+
+def _others(
+    steps: Mapping[str, object],
+    failed: list[str],
+    starting: Mapping[str, Future],
+    started: Mapping[str, ServiceState],
+    healthy: set[str],
+) -> dict[str, str]:
+    """What each other planned service was doing when `up` gave up: "healthy", "running"
+    (not healthy yet), "starting" or "not started"."""
+    out = {}
+    for name in steps:
+        if name in failed:
+            continue
+        if name in healthy:
+            out[name] = "healthy"
+        elif name in started:
+            out[name] = "running" if started[name].state == "running" else started[name].state
+        elif name in starting:
+            out[name] = "starting"
+        else:
+            out[name] = "not started"
+    return out
+
+
+def start_failure_error(
+    config: ShopConfig,
+    runtime: Runtime,
+    registry,
+    failed: Mapping[str, ServiceState],
+    watch: CrashWatch,
+    others: dict[str, str],
+) -> OperationFailed:
+    """One error for services that crashed or exited while starting: for each, how (exit
+    code, crashes) and its last log lines; then what the other services were left doing,
+    with a last look at those that run but did not pass a check yet."""
+    parts = []
+    for name, state in failed.items():
+        code = watch.exit_codes.get(name)
+        code_text = f"exit code {code}" if code is not None else "exit code unknown"
+        if state.state == "exited":
+            what = f"{name} exited while starting ({code_text}) and was not restarted"
+        else:
+            what = (f"{name} crashed while starting ({code_text}); crashed "
+                    f"{watch.crashes.get(name, 0)} times, the {runtime.name} runtime keeps "
+                    f"restarting it")
+        try:
+            lines = [line.text for line in runtime.logs(config, [name], follow=False, tail=20)]
+        except Exception as exc:  # noqa: BLE001 - logs are a courtesy; the crash is the news
+            lines = [f"(logs unavailable: {exc})"]
+        shown = "\n".join(f"    {text}" for text in lines[-20:]) or "    (no output)"
+        parts.append(f"{what}\n  last log lines:\n{shown}")
+    running = [name for name, doing in others.items() if doing == "running"]
+    for name, passes in _quick_probes(config, registry, runtime, running).items():
+        if passes:
+            others[name] = "healthy"  # Consul has not run its check yet; it passes
+    groups: dict[str, list[str]] = {}
+    for name, doing in others.items():
+        groups.setdefault(doing, []).append(name)
+    if others:
+        labels = {"healthy": "up and healthy", "running": "running, not healthy yet",
+                  "starting": "starting", "not started": "not started"}
+        lines = [f"  {labels.get(doing, doing)}: {', '.join(names)}"
+                 for doing, names in sorted(groups.items(), key=lambda kv: _ORDER.get(kv[0], 9))]
+        parts.append("the other services were left as they are:\n" + "\n".join(lines))
+    names = ", ".join(failed)
+    return OperationFailed(
+        "\n".join(parts),
+        hint=f"fix {names} and run `shopctl up` again; `shopctl logs {next(iter(failed))}` "
+             "shows more, `shopctl down` stops everything",
+    )
+
+
+_ORDER = {"healthy": 0, "running": 1, "starting": 2, "restarting": 3, "not started": 4}
+
+
+def _quick_probes(config: ShopConfig, registry, runtime: Runtime, names: list[str]) -> dict:
+    """{service: its check passes now}, for what answers within SUMMARY_PROBE_SECONDS."""
+    watch = getattr(runtime, "instance", None)
+    if not names or watch is None:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="shopctl-probe")
+    try:
+        futures = {}
+        for name in names:
+            state = watch(config, name)
+            if state is not None:
+                futures[name] = pool.submit(_probe_passes, config, registry, state)
+        wait(futures.values(), timeout=SUMMARY_PROBE_SECONDS)
+        return {name: f.result() for name, f in futures.items() if f.done()}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _probe_passes(config: ShopConfig, registry, state: ServiceState) -> bool:
     try:
         return registry.probe(state, config.services[state.service]).status == "passing"
@@ -226,18 +462,15 @@ def _probe_passes(config: ShopConfig, registry, state: ServiceState) -> bool:
         return False
 
 
-def _apply_step(config, runtime, registry, action, spec, current, progress) -> ServiceState:
+def _apply_step(config, runtime, action, spec, current, progress) -> ServiceState:
+    """Start (or keep) one service's instance; the caller registers it in Consul."""
     name = spec.service
     if action is Action.NOOP and current is not None:
-        registry.register(config.services[name], current, runtime.name)
         progress(name, "unchanged")
         return current
     progress(name, {Action.CREATE: "starting", Action.RECREATE: "replacing",
                     Action.START: "restarting"}[action])
-    state = runtime.start_service(config, spec, progress)
-    registry.register(config.services[name], state, runtime.name)
-    progress(name, "registered, waiting for checks")
-    return state
+    return runtime.start_service(config, spec, progress)
 
 
 def unhealthy_error(

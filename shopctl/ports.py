@@ -9,7 +9,10 @@ Contract:
   It is a snapshot: the port may be taken a moment later.
 - `port_holder(port)` describes the process listening on that TCP port (any local
   address, IPv4 or IPv6) as "pid 123 (cmdline)", or None when unknown (no listener,
-  not Linux, or the process belongs to a user whose /proc we cannot read).
+  not Linux, or the process belongs to a user whose /proc we cannot read);
+  `listening_pid(port)` is that process's pid alone.
+- `PortNeed` is one host port a plan needs, with the shop.yaml setting it comes from
+  (what `up` checks before it starts anything: shopctl.orchestrate.check_ports).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -38,15 +42,41 @@ def is_port_free(host: str, port: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class PortNeed:
+    """A host port that starting `unit` (a service, or an infra part: consul, rabbitmq,
+    prometheus) takes, and the shop.yaml setting that says so (services.NAME.port)."""
+
+    port: int
+    setting: str
+    unit: str
+
+
 def port_holder(port: int) -> str | None:
     """'pid N (cmdline)' of the process listening on TCP `port`, or None when unknown."""
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return None
-    pid = _pid_owning(inodes)
+    pid = listening_pid(port)
     if pid is None:
         return None
     return f"pid {pid} ({_cmdline(pid)})"
+
+
+def listening_pid(port: int) -> int | None:
+    """The pid of the process listening on TCP `port`, or None when unknown."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    return _pid_owning(inodes)
+
+
+def environ_of(pid: int) -> dict[str, str] | None:
+    """The environment `pid` was started with, or None when it cannot be read (gone, or
+    another user's)."""
+    try:
+        raw = (_PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
 
 
 def _listening_inodes(port: int) -> set[str]:

@@ -7,7 +7,8 @@ calls `start_service` for independent services from several threads at once, so
 implementations must be thread-safe across different services.
 
 Lifecycle verbs are the same in both runtimes: ensure_infra, observe, start_service,
-stop_service, logs, down.
+stop_service, logs, down; `up` also watches a starting instance (instance) and checks
+host ports before it starts anything (infra_ports, port_owners).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig
+    from shopctl.ports import PortNeed
 
 State = Literal["running", "starting", "restarting", "exited", "missing"]
 
@@ -70,7 +72,13 @@ class ServiceState:
     restarts: int = 0
     image: str | None = None  # docker image tag; None for local processes
     config_hash: str | None = None
+    # The last exit's code (shell style: 128+N for signal N) while the instance is down
+    # (exited, or restarting after a crash); the local runtime also keeps it once the
+    # child runs again. None when unknown.
     exit_code: int | None = None
+    # Exits nobody asked for since this instance was created, counting one it is about
+    # to be restarted after (restarts can lag: the restart comes after a backoff).
+    crashes: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -98,6 +106,21 @@ class Runtime(Protocol):
     def observe(self, config: ShopConfig) -> dict[str, ServiceState]:
         """The current state of every service of this project that exists in this runtime
         (keyed by service name); services that do not exist are absent."""
+
+    def instance(self, config: ShopConfig, service: str) -> ServiceState | None:
+        """The current state of one service's instance (None when it does not exist);
+        cheap enough to ask several times a second while `up` waits for it."""
+
+    def infra_ports(self, config: ShopConfig) -> list[PortNeed]:
+        """The host ports starting the project's infra takes (Consul, RabbitMQ,
+        Prometheus as enabled), including those its own running infra already holds."""
+
+    def port_owners(
+        self, config: ShopConfig, ports: list[int]
+    ) -> dict[int, tuple[str | None, str | None]]:
+        """For each busy port: (the unit of THIS project holding it: a service name or
+        consul / rabbitmq / prometheus, else None; what the runtime knows of the holder,
+        e.g. "container NAME", else None)."""
 
     def prepare(
         self, config: ShopConfig, services: list[str], progress: Progress = no_progress

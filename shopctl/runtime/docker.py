@@ -39,8 +39,8 @@ from shopctl.images.service import (
     build_service_images,
     image_repository,
 )
-from shopctl.infra_names import CONSUL, RABBITMQ
-from shopctl.ports import is_port_free
+from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ
+from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime.base import (
     LABEL_HASH,
     LABEL_PROJECT,
@@ -233,6 +233,43 @@ class DockerRuntime:
             state = self._state(container.attrs, config)
             states[state.service] = state
         return states
+
+    def instance(self, config: ShopConfig, service: str) -> ServiceState | None:
+        found = self._container(container_name(config.project, service))
+        if found is None or found.labels.get(LABEL_PROJECT) != config.project:
+            return None
+        return self._state(found.attrs, config)
+
+    def infra_ports(self, config: ShopConfig) -> list[PortNeed]:
+        infra = config.infra
+        needs = [PortNeed(getattr(infra, part).port, f"infra.{part}.port", part)
+                 for part in self._enabled_infra(config)]
+        if infra.rabbitmq.enabled and infra.rabbitmq.management_port:
+            needs.append(PortNeed(infra.rabbitmq.management_port,
+                                  "infra.rabbitmq.management_port", RABBITMQ))
+        if infra.prometheus.enabled:
+            needs.append(PortNeed(infra.prometheus.port, "infra.prometheus.port", PROMETHEUS))
+        return needs
+
+    def port_owners(
+        self, config: ShopConfig, ports: list[int]
+    ) -> dict[int, tuple[str | None, str | None]]:
+        """Who publishes each port among the running containers of every project (a
+        container's host port is held by the engine's proxy, not by the container)."""
+        wanted = {str(port) for port in ports}
+        owners: dict[int, tuple[str | None, str | None]] = {}
+        with docker_errors("listing containers"):
+            containers = self.client.containers.list(ignore_removed=True)
+        for container in containers:
+            for bindings in (container.ports or {}).values():
+                for binding in bindings or []:
+                    host_port = binding.get("HostPort")
+                    if host_port not in wanted:
+                        continue
+                    ours = container.labels.get(LABEL_PROJECT) == config.project
+                    unit = container.labels.get(LABEL_SERVICE) if ours else None
+                    owners[int(host_port)] = (unit, f"container {container.name}")
+        return owners
 
     def logs(
         self, config: ShopConfig, services: list[str], follow: bool, tail: int | None
@@ -439,6 +476,7 @@ class DockerRuntime:
             network_name(config.project)
         )
         extra = {"container": attrs["Name"].lstrip("/"), "docker_status": status}
+        restarts = int(attrs.get("RestartCount", 0))
         if svc and svc.metrics_port:
             extra["metrics_port"] = str(svc.metrics_port)
         return ServiceState(
@@ -449,10 +487,14 @@ class DockerRuntime:
             port=port,
             host_port=_published(attrs, port),
             started_at=parse_time(raw.get("StartedAt", "")),
-            restarts=int(attrs.get("RestartCount", 0)),
+            restarts=restarts,
             image=attrs["Config"].get("Image"),
             config_hash=labels.get(LABEL_HASH),
-            exit_code=raw.get("ExitCode") if state == "exited" else None,
+            # The engine keeps the last exit's code while the container is down; a
+            # container running again reports 0.
+            exit_code=raw.get("ExitCode") if state in ("exited", "restarting") else None,
+            # The engine counts a restart when it schedules it, i.e. at the crash.
+            crashes=restarts,
             extra=extra,
         )
 

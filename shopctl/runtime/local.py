@@ -32,7 +32,7 @@ import httpx
 
 from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
-from shopctl.ports import is_port_free, port_holder
+from shopctl.ports import PortNeed, environ_of, is_port_free, listening_pid, port_holder
 from shopctl.runtime.base import (
     InfraEndpoints,
     LaunchSpec,
@@ -190,6 +190,40 @@ class LocalRuntime:
             if record.get("role") == "service":
                 states[unit] = service_state(record, supervisor_alive(ps, unit, record))
         return states
+
+    def instance(self, config: ShopConfig, service: str) -> ServiceState | None:
+        ps = ProjectState(config.root)
+        record = read_record(ps, service)
+        if record is None or record.get("role") != "service":
+            return None
+        return service_state(record, supervisor_alive(ps, service, record))
+
+    def infra_ports(self, config: ShopConfig) -> list[PortNeed]:
+        """Consul's and Prometheus' ports, and RabbitMQ's unless a broker already answers
+        AMQP there (ours, or one this runtime reuses: see _ensure_rabbitmq)."""
+        infra = config.infra
+        needs = []
+        if infra.consul.enabled:
+            needs.append(PortNeed(infra.consul.port, "infra.consul.port", "consul"))
+        if infra.rabbitmq.enabled and not amqp_answers(infra.rabbitmq.port):
+            needs.append(PortNeed(infra.rabbitmq.port, "infra.rabbitmq.port", "rabbitmq"))
+        if infra.prometheus.enabled:
+            needs.append(PortNeed(infra.prometheus.port, "infra.prometheus.port", "prometheus"))
+        return needs
+
+    def port_owners(
+        self, config: ShopConfig, ports: list[int]
+    ) -> dict[int, tuple[str | None, str | None]]:
+        """A listener is this project's when its environment carries the project's marker
+        (every process a supervisor starts does); its unit is the marker's."""
+        state_dir = str(ProjectState(config.root).dir)
+        owners: dict[int, tuple[str | None, str | None]] = {}
+        for port in ports:
+            pid = listening_pid(port)
+            environ = environ_of(pid) if pid is not None else None
+            if environ and environ.get(ENV_STATE_DIR) == state_dir and environ.get(ENV_UNIT):
+                owners[port] = (environ[ENV_UNIT].lstrip("_"), None)
+        return owners
 
     def prepare(
         self, config: ShopConfig, services: list[str], progress: Progress = no_progress
@@ -521,6 +555,7 @@ def service_state(record: Mapping[str, Any], alive: bool) -> ServiceState:
     meta = record.get("meta") or {}
     state = record.get("state") if alive else "exited"
     child = record.get("child_pid") if alive else None
+    restarts = int(record.get("restarts") or 0)
     return ServiceState(
         service=record["unit"],
         state=state if state in ("starting", "running", "restarting") else "exited",
@@ -529,9 +564,12 @@ def service_state(record: Mapping[str, Any], alive: bool) -> ServiceState:
         port=meta.get("port"),
         host_port=meta.get("port"),
         started_at=record.get("started_at"),
-        restarts=int(record.get("restarts") or 0),
+        restarts=restarts,
         config_hash=record.get("config_hash") or None,
         exit_code=record.get("last_exit_code"),
+        # The supervisor counts a restart when it starts the child again, after the
+        # backoff; while it waits ("restarting") the crash is not counted yet.
+        crashes=restarts + (1 if state == "restarting" else 0),
         extra={"supervisor_pid": str(record.get("supervisor_pid")), "log": str(record.get("log"))},
     )
 

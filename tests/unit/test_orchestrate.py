@@ -14,6 +14,7 @@ from shopctl.config import ShopConfig
 from shopctl.errors import OperationFailed
 from shopctl.orchestrate import POLL_SECONDS, InfraStartup, apply_up
 from shopctl.plan import make_plan
+from shopctl.registry import registration
 from shopctl.runtime.base import InfraEndpoints, LaunchSpec, ServiceState
 
 ENDPOINTS = InfraEndpoints("http://127.0.0.1:8500", "amqp://x", "consul:8500", "amqp://y")
@@ -221,3 +222,178 @@ def test_a_runtime_without_start_infra_is_ready_at_once():
     infra = InfraStartup(shop_config(), Runtime())
     assert infra.endpoints == ENDPOINTS
     assert infra.all_ready() and infra.ready("rabbitmq")
+
+
+# -- the crash watch (issue 12, item 6) ---------------------------------------------------
+
+
+class Watched(FakeShop):
+    """A runtime that also shows each instance's state (`instance`): `script[name]` is a
+    list of (seconds after its start, ServiceState fields) that apply from then on."""
+
+    def __init__(self, clock, boot, script, lag=0.5):
+        super().__init__(clock, boot, lag)
+        self.script = script
+        self.looked: list[str] = []
+
+    def _now(self, name: str) -> dict:
+        fields = {"state": "running", "address": "10.0.0.2", "port": 1}
+        for after, change in self.script.get(name, []):
+            if self.clock() >= self.started_at[name] + after:
+                fields.update(change)
+        return fields
+
+    def start_service(self, config, spec, progress) -> ServiceState:
+        super().start_service(config, spec, progress)
+        return ServiceState(spec.service, **self._now(spec.service))
+
+    def instance(self, config, name) -> ServiceState | None:
+        self.looked.append(name)
+        return ServiceState(name, **self._now(name))
+
+    def register(self, service, state, runtime) -> str:
+        registration("t", service, state, runtime)  # refuses an instance with no address
+        return super().register(service, state, runtime)
+
+    def logs(self, config, names, follow, tail):
+        from shopctl.runtime.base import LogLine
+
+        return [LogLine(n, f"{n}: RuntimeError: boom") for n in names]
+
+
+CRASHING = [(0.3, {"state": "restarting", "address": None, "exit_code": 3, "crashes": 1}),
+            (0.5, {"state": "running", "address": "10.0.0.2", "exit_code": None}),
+            (0.8, {"state": "restarting", "address": None, "exit_code": 3, "crashes": 2})]
+
+
+def test_a_service_crashing_twice_at_start_fails_up_at_once_with_its_exit_code_and_logs():
+    config = shop_config(payments={"start_period": 60.0})
+    clock = Clock()
+    shop = Watched(clock, {"users": 0.2, "inventory": 0.2, "payments": None, "catalog": 0.2},
+                   {"payments": CRASHING})
+    with pytest.raises(OperationFailed) as failed:
+        run_up(config, shop, clock)
+    message = failed.value.message
+    assert message.startswith("payments crashed while starting (exit code 3); crashed 2 times")
+    assert "payments: RuntimeError: boom" in message
+    assert "up and healthy: users, inventory, catalog" in message
+    assert "not started: orders" in message  # it depends on payments
+    assert "orders" not in shop.started_at
+    assert clock() < 0.8 + 3 * POLL_SECONDS  # not the start period
+
+
+def test_an_instance_that_exits_and_is_not_restarted_fails_up_at_once():
+    config, clock = shop_config(), Clock()
+    exits = [(0.2, {"state": "exited", "address": None, "exit_code": 0})]
+    shop = Watched(clock, {"users": None}, {"users": exits})
+    with pytest.raises(OperationFailed, match=r"users exited while starting \(exit code 0\) "
+                                              r"and was not restarted"):
+        run_up(config, shop, clock)
+    assert clock() < 0.2 + 3 * POLL_SECONDS
+
+
+def test_one_crash_at_start_even_before_the_first_look_is_forgiven():
+    """The container crashed before start_service looked at it, so it had no address to
+    register (this was "cannot register users in Consul ... (state: restarting)"); it is
+    registered once it runs again, and `up` succeeds: only a second crash fails it."""
+    config, clock = shop_config(), Clock()
+    early = [(0.0, {"state": "restarting", "address": None, "exit_code": 1, "crashes": 1}),
+             (0.3, {"state": "running", "address": "10.0.0.2", "exit_code": None})]
+    shop = Watched(clock, dict.fromkeys(config.services, 0.5), {"users": early})
+    health = run_up(config, shop, clock)
+    assert {h.status for h in health.values()} == {"passing"}
+    assert shop.registered.count("users") == 1
+
+
+def test_crashes_of_a_kept_instance_before_this_up_do_not_count():
+    config, clock = shop_config(), Clock()
+    # As the local runtime shows it: the last crash's exit code stays while it runs again.
+    shop = Watched(clock, dict.fromkeys(config.services, 0.0),
+                   {"users": [(0.0, {"crashes": 5, "exit_code": 1})]}, lag=0.0)
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    kept = {"users": ServiceState("users", "running", address="10.0.0.2", port=1,
+                                  config_hash="h", crashes=5, exit_code=1)}
+    shop.started_at["users"] = -10.0
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, kept)
+    apply_up(config, shop, shop, plan, specs, kept, clock=clock, sleep=clock.sleep)
+
+
+# -- ports, before anything starts (issue 12, item 8) ---------------------------------------
+
+
+class PortShop:
+    """A runtime that only answers the port questions."""
+
+    name = "fake"
+
+    def __init__(self, infra, owners):
+        self._infra = infra
+        self._owners = owners
+
+    def infra_ports(self, config):
+        return self._infra
+
+    def port_owners(self, config, ports):
+        return {port: owner for port, owner in self._owners.items() if port in ports}
+
+
+def listening(stack) -> int:
+    import socket
+
+    sock = stack.enter_context(socket.socket())
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock.getsockname()[1]
+
+
+def port_config(ports: dict[str, int]) -> ShopConfig:
+    return ShopConfig.model_validate({"project": "t", "services": {
+        name: {"kind": "flask", "path": f"services/{name}", "port": port}
+        for name, port in ports.items()}})
+
+
+def test_ports_held_by_someone_else_are_all_named_with_setting_and_pid():
+    import os
+    from contextlib import ExitStack
+
+    from shopctl.orchestrate import check_ports
+    from shopctl.ports import PortNeed
+
+    with ExitStack() as stack:
+        consul, users, kept = listening(stack), listening(stack), listening(stack)
+        config = port_config({"users": users, "kept": kept})
+        plan = make_plan([["users", "kept"]], {"users": "h", "kept": "h"},
+                         {"kept": ServiceState("kept", "running", config_hash="h")})
+        runtime = PortShop([PortNeed(consul, "infra.consul.port", "consul")], {})
+        with pytest.raises(OperationFailed) as failed:
+            check_ports(config, runtime, plan)
+    message, me = failed.value.message, os.getpid()
+    assert f"port {consul} (infra.consul.port) is in use by pid {me}" in message
+    assert f"port {users} (services.users.port) is in use by pid {me}" in message
+    assert str(kept) not in message  # kept runs as it is: its port is not needed
+    assert message.startswith("2 host ports") and message.endswith("nothing was started")
+
+
+def test_ports_held_by_the_projects_own_instances_are_no_conflict():
+    from contextlib import ExitStack
+
+    from shopctl.orchestrate import check_ports
+    from shopctl.ports import PortNeed
+
+    with ExitStack() as stack:
+        consul, users, other = listening(stack), listening(stack), listening(stack)
+        config = port_config({"users": users, "orders": other})
+        plan = make_plan([["users", "orders"]], {"users": "new", "orders": "h"}, {
+            "users": ServiceState("users", "running", config_hash="old"),
+            "orders": ServiceState("orders", "running", config_hash="old"),
+        })
+        owners = {consul: ("consul", None), users: ("users", "container t-users"),
+                  other: ("orders", "container t-orders")}
+        check_ports(config, PortShop([PortNeed(consul, "infra.consul.port", "consul")], owners),
+                    plan)
+        # The same port held by the project's own consul is a conflict for a service.
+        clash = port_config({"users": consul})
+        plan = make_plan([["users"]], {"users": "h"}, {})
+        with pytest.raises(OperationFailed, match=rf"port {consul} \(services.users.port\) is "
+                                                  r"in use by t's own consul"):
+            check_ports(clash, PortShop([], owners), plan)
