@@ -79,6 +79,14 @@ class Shop:
 
         return planned_specs(self.config, self.runtime, infra, self.state.jwt_secret(), targets)
 
+    def _check_ports(self, targets: list[str]) -> None:
+        from shopctl.launch import PLANNING_ENDPOINTS
+        from shopctl.orchestrate import check_ports, plan_up
+
+        # The plan does not depend on where the infra is (see launch_spec).
+        plan, _ = plan_up(self.config, self.runtime, self._specs(PLANNING_ENDPOINTS, targets))
+        check_ports(self.config, self.runtime, plan)
+
     # -- verbs -----------------------------------------------------------------------
 
     def plan(self, services: list[str] | None = None) -> Plan:
@@ -96,6 +104,7 @@ class Shop:
 
         start = time.monotonic()
         targets = self._targets(services)
+        self._check_ports(targets)  # before anything starts, so a conflict leaves nothing
         remember(self.state.dir, self.runtime.name)
         # Infra boots (RabbitMQ takes seconds) while images are checked and services start.
         infra = InfraStartup(self.config, self.runtime, progress)
@@ -126,10 +135,17 @@ class Shop:
     def status(self) -> list[ServiceRow]:
         observed = self.runtime.observe(self.config)
         infra = self.runtime.infra_endpoints(self.config)
+        # The runtime reports no endpoints unless all of its infra answers; Consul alone
+        # (the broker down) still tells the services' health, on its published port.
+        consul = infra.consul_http if infra is not None else (
+            f"127.0.0.1:{self.config.infra.consul.port}"
+            if self.config.infra.consul.enabled else None)
         health = None
-        if infra is not None:
+        if consul:
+            from shopctl.registry import Registry
+
             try:
-                health = self._registry(infra).health()
+                health = Registry(consul, self.config.project, timeout=2.0).health()
             except ShopctlError:
                 health = None
         return status_rows(self.config, observed, health)
