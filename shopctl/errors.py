@@ -56,3 +56,10 @@ class ProjectStateError(ShopctlError):
     """The project's state folder (.shopctl/: token secret, saga log, local runtime files)
     cannot be created, written or read: a read-only folder, another user's files, a full
     disk. Raised where the state is touched (shopctl.state), with the path and what to do."""
+
+
+class Cancelled(Exception):
+    """The user interrupted the work (Ctrl+C, SIGTERM): raised by the core where it
+    checks its cancellation token (a threading.Event the CLI sets from its signal
+    handler). Not a ShopctlError: what to tell the user (what was left running) is the
+    command's to say, and no `except ShopctlError` on the way may swallow it."""

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from shopctl.config import ShopConfig
-from shopctl.errors import OperationFailed
+from shopctl.errors import Cancelled, OperationFailed
 from shopctl.launch import launch_spec
 from shopctl.plan import Action, Plan, make_plan
 from shopctl.ports import PortNeed, is_port_free, port_holder
@@ -33,6 +33,7 @@ CRASHES_TO_FAIL = 2  # a first crash may be a dependency not answering yet; a se
 EXIT_CODE_WAIT = 3.0  # seconds to wait for a crash-looping instance's exit code (docker
 # shows it only while the container is down between two runs)
 SUMMARY_PROBE_SECONDS = 1.0  # the longest a failing `up` waits to say which others are up
+CANCEL_WAIT = 0.8  # the longest a cancelled `up` waits for the starts under way to return
 LOOPBACK = "127.0.0.1"  # where both runtimes publish the services' and infra's host ports
 
 
@@ -166,12 +167,19 @@ class InfraStartup:
     def all_ready(self) -> bool:
         return all([self.ready(part) for part in self._done])
 
-    def wait(self, part: str) -> None:
-        """Block until `part` answers; raises its failure (the waiter has its own timeout)."""
+    def wait(self, part: str, cancel: threading.Event | None = None) -> None:
+        """Block until `part` answers; raises its failure (the waiter has its own timeout),
+        or Cancelled once `cancel` is set."""
         done = self._done.get(part)
         if done is not None:
-            done.wait()
+            while not done.wait(POLL_SECONDS if cancel is not None else None):
+                _check(cancel)
         self.ready(part)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("up cancelled")
 
 
 def apply_up(
@@ -187,6 +195,7 @@ def apply_up(
     before_start: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    cancel: threading.Event | None = None,
 ) -> dict[str, object]:
     """Start each planned service as soon as what it needs is there, register it, and
     wait until every planned service's Consul checks pass (and all infra answers).
@@ -207,12 +216,19 @@ def apply_up(
     services were left doing) instead of waiting out its start period. An instance is
     registered in Consul once the runtime gives it an address (a container that crashed
     before its first look has none), and again when that address changes.
+
+    `cancel` (a threading.Event, set by the CLI on Ctrl+C or SIGTERM) is looked at
+    between every two units of work: once set, nothing more is built, started or
+    registered; builds under way are stopped (see runtime.prepare), starts under way get
+    CANCEL_WAIT seconds to return, and Cancelled is raised. What was started runs on.
     """
     changed = [step.service for step in plan.changes]
     if changed:
-        runtime.prepare(config, changed, progress)
+        runtime.prepare(config, changed, progress, cancel=cancel)
+    _check(cancel)
     if infra is not None:
-        infra.wait("consul")
+        infra.wait("consul", cancel)
+    _check(cancel)
     if before_start is not None:
         before_start()
     steps = {step.service: step for step in plan.steps}
@@ -248,6 +264,9 @@ def apply_up(
                               thread_name_prefix="shopctl-up")
     try:
         while True:
+            if cancel is not None and cancel.is_set():
+                wait(starting.values(), timeout=CANCEL_WAIT)
+                raise Cancelled("up cancelled")
             infra_ready = infra is None or infra.all_ready()  # raises an infra failure
             passing: set[str] = set()
             health: Mapping[str, object] = {}
@@ -306,7 +325,8 @@ def apply_up(
                 raise unhealthy_error(config, runtime, health, late)
             sleep(POLL_SECONDS)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # A cancelled up does not wait for a start stuck in the runtime.
+        pool.shutdown(wait=not (cancel is not None and cancel.is_set()), cancel_futures=True)
 
 
 class CrashWatch:

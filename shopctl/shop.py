@@ -6,12 +6,13 @@ returns plain values for the CLI to print.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from shopctl.config import ShopConfig
-from shopctl.errors import ShopctlError
+from shopctl.errors import Cancelled, ShopctlError
 from shopctl.plan import Plan
 from shopctl.runtime.base import InfraEndpoints, LogLine, Progress, Runtime, no_progress
 from shopctl.state import ProjectState
@@ -98,16 +99,29 @@ class Shop:
         plan, _ = plan_up(self.config, self.runtime, self._specs(infra, targets))
         return plan
 
-    def up(self, services: list[str] | None = None, progress: Progress = no_progress) -> UpResult:
+    def up(
+        self,
+        services: list[str] | None = None,
+        progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
+    ) -> UpResult:
+        """Raises Cancelled once `cancel` is set (see orchestrate.apply_up): what was
+        started by then runs on (`running()` names it; `down` removes it)."""
         from shopctl.orchestrate import InfraStartup, apply_up, plan_up, push_settings
         from shopctl.runtime.select import remember
+
+        def check() -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("up cancelled")
 
         start = time.monotonic()
         targets = self._targets(services)
         self._check_ports(targets)  # before anything starts, so a conflict leaves nothing
+        check()
         remember(self.state.dir, self.runtime.name)
         # Infra boots (RabbitMQ takes seconds) while images are checked and services start.
         infra = InfraStartup(self.config, self.runtime, progress)
+        check()
         registry = self._registry(infra.endpoints)
         specs = self._specs(infra.endpoints, targets)
         plan, observed = plan_up(self.config, self.runtime, specs)
@@ -116,7 +130,7 @@ class Shop:
             push_settings(self.config, registry, self.state.jwt_secret(), targets)
 
         apply_up(self.config, self.runtime, registry, plan, specs, observed, progress,
-                 infra=infra, before_start=settings)
+                 infra=infra, before_start=settings, cancel=cancel)
         rows = [row for row in self.status() if row.name in targets]
         return UpResult(self.runtime.name, plan, time.monotonic() - start, rows)
 
@@ -131,6 +145,17 @@ class Shop:
             except ShopctlError as exc:
                 progress("consul", f"not deregistered: {exc.message}")
         self.runtime.down(self.config, volumes, progress, images=images)
+
+    def running(self) -> list[str]:
+        """What of the project runs now: its infra parts, then its services (for the
+        word a cancelled `up` leaves). Empty when the runtime cannot say."""
+        units = getattr(self.runtime, "running_units", None)
+        if units is not None:
+            return units(self.config)
+        infra = getattr(self.runtime, "observe_infra", lambda config: {})(self.config)
+        services = self.runtime.observe(self.config)
+        return [name for name, state in [*infra.items(), *services.items()]
+                if state.state in ("running", "starting", "restarting")]
 
     def status(self) -> list[ServiceRow]:
         observed = self.runtime.observe(self.config)

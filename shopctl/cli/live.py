@@ -97,6 +97,15 @@ class LiveView:
             self.live.refresh()
             self.live.__exit__(exc_type, *exc)
 
+    def abort(self) -> None:
+        """End the view from another thread (the work was interrupted and is being left
+        as it is): lines in progress are shown as they were, the terminal restored."""
+        with self.lock:
+            if self.ended is None:
+                self.ended = "failed"
+        if self.live is not None:
+            self.live.stop()
+
     def __call__(self, subject: str, message: str) -> None:
         with self.lock:
             step = BUILD_STEP.match(message)

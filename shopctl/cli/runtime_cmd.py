@@ -52,6 +52,7 @@ def up(
     """Build, start and register the services, and wait until every check passes."""
     from shopctl import console
     from shopctl.cli import render
+    from shopctl.cli.interrupt import Interrupts
     from shopctl.cli.live import LiveView
 
     shop = _shop(ctx, runtime)
@@ -66,13 +67,43 @@ def up(
             render.plan(plan, shop.runtime.name)
         return
     start_periods = {name: svc.health.start_period for name, svc in shop.config.services.items()}
-    with LiveView(f"up ({shop.runtime.name})", console.err(), verbose=app_context(ctx).verbose,
-                  start_periods=start_periods) as view:
-        result = shop.up(services, progress=view)
+    with Interrupts(lambda: _say_interrupted(shop)) as interrupts:
+        try:
+            with LiveView(f"up ({shop.runtime.name})", console.err(),
+                          verbose=app_context(ctx).verbose, start_periods=start_periods) as view:
+                interrupts.view = view
+                result = shop.up(services, progress=view, cancel=interrupts.cancel)
+        except Exception:
+            if not interrupts.cancel.is_set():
+                raise
+            # Cancelled, or a failure the interruption caused: the interruption is the news.
+        if interrupts.cancel.is_set():
+            interrupts.finish()  # says what runs, exits 130 (SIGINT) or 143 (SIGTERM)
     if json:
         console.print_json(result.to_dict())
     else:
         render.up_summary(result, shop.config.project)
+
+
+def _say_interrupted(shop) -> None:
+    """The one line an interrupted `up` leaves: what of the project runs, and how to
+    remove it or go on."""
+    from shopctl import console
+
+    try:
+        running = shop.running()
+    except Exception:  # noqa: BLE001 - the runtime may not answer; say what is known
+        running = None
+    if running is None:
+        what = "some of the project may be running"
+    elif running:
+        what = f"running now: {', '.join(running)}"
+    else:
+        what = f"nothing of project {shop.config.project!r} runs"
+    tail = ("; `shopctl down` removes them (`shopctl up` goes on)" if running is None or running
+            else "")
+    console.err().print(f"interrupted: {what}{tail}", markup=False, highlight=False,
+                        soft_wrap=True)
 
 
 def down(

@@ -12,10 +12,14 @@ Contract:
   time: more only makes the engine and pip fight over two cores) and returns
   {service: (tag, content_hash)}; if any fails, the first failure is raised after all
   have finished, so one bad service does not leave the others half-built.
+- With a `cancel` event (threading.Event), a build not begun when it is set is not
+  begun, and one under way is stopped with its containers removed
+  (shopctl.images.engine); the call then raises Cancelled.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 import docker
 
 from shopctl.docker_client import connect
+from shopctl.errors import Cancelled
 from shopctl.images import dockerfile
 from shopctl.images.base import ensure_image
 from shopctl.images.cache import file_lock
@@ -73,9 +78,11 @@ def build_service_image(
     service: str,
     progress: Progress = no_progress,
     client: docker.DockerClient | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[str, str]:
     """Build (when missing) the image of `service`; returns (tag, content_hash)."""
     client = client or connect()
+    _check(cancel)
     ensure_image(client, config.infra.base_image, progress)
     plan = plan_service_image(config, service, client)
     if plan.exists:
@@ -84,7 +91,7 @@ def build_service_image(
     # Two processes planning the same tag must not both build it.
     with file_lock(f"build-{plan.tag}"):
         if image_id(client, plan.tag) is None:
-            _build(client, config, plan, progress)
+            _build(client, config, plan, progress, cancel)
     return plan.tag, plan.content_hash
 
 
@@ -93,6 +100,7 @@ def build_service_images(
     services: list[str],
     progress: Progress = no_progress,
     client: docker.DockerClient | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, tuple[str, str]]:
     """Build several service images, PARALLEL_BUILDS at a time (see module contract)."""
     client = client or connect()
@@ -100,11 +108,12 @@ def build_service_images(
     ensure_image(client, config.infra.base_image, progress)
     with ThreadPoolExecutor(PARALLEL_BUILDS, thread_name_prefix="shopctl-build") as pool:
         futures = {
-            name: pool.submit(build_service_image, config, name, progress, client)
+            name: pool.submit(build_service_image, config, name, progress, client, cancel)
             for name in services
         }
     results: dict[str, tuple[str, str]] = {}
     first_error: BaseException | None = None
+    _check(cancel)  # a cancelled build is the news, not the failures it caused
     for name, future in futures.items():
         error = future.exception()
         if error is None:
@@ -116,12 +125,22 @@ def build_service_images(
     return results
 
 
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("build cancelled")
+
+
 def _build(
-    client: docker.DockerClient, config: ShopConfig, plan: ServiceImagePlan, progress: Progress
+    client: docker.DockerClient,
+    config: ShopConfig,
+    plan: ServiceImagePlan,
+    progress: Progress,
+    cancel: threading.Event | None = None,
 ) -> None:
     service = plan.service
     python = image_python(client, config.infra.base_image)
     wheels = wheelhouse(plan.sources.requirement_lines, python, subject=service, progress=progress)
+    _check(cancel)
     progress(service, f"building image {plan.tag}")
     context = ContextTar()
     context.add_bytes("Dockerfile", plan.dockerfile.encode())
@@ -137,6 +156,5 @@ def _build(
         LABEL_SERVICE: service,
         LABEL_HASH: plan.content_hash,
     }
-    build_from_context(
-        client, context.finish(), plan.tag, labels=labels, subject=service, progress=progress
-    )
+    build_from_context(client, context.finish(), plan.tag, labels=labels, subject=service,
+                       progress=progress, cancel=cancel)

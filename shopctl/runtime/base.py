@@ -13,6 +13,7 @@ host ports before it starts anything (infra_ports, port_owners).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -123,10 +124,12 @@ class Runtime(Protocol):
         e.g. "container NAME", else None)."""
 
     def prepare(
-        self, config: ShopConfig, services: list[str], progress: Progress = no_progress
+        self, config: ShopConfig, services: list[str], progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Build whatever starting needs (images for docker; nothing much for local).
-        Raises OperationFailed naming the failing step."""
+        Raises OperationFailed naming the failing step; Cancelled once `cancel` is set
+        (builds under way are stopped and leave nothing behind)."""
 
     def start_service(
         self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress

@@ -167,9 +167,10 @@ class DockerRuntime:
     # ---- services -------------------------------------------------------------------------
 
     def prepare(
-        self, config: ShopConfig, services: list[str], progress: Progress = no_progress
+        self, config: ShopConfig, services: list[str], progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
     ) -> None:
-        built = build_service_images(config, services, progress, self.client)
+        built = build_service_images(config, services, progress, self.client, cancel)
         for service, (tag, _hash) in built.items():
             self._images[(config.project, service)] = tag
 
@@ -222,6 +223,14 @@ class DockerRuntime:
         found = self._container(container_name(config.project, service))
         if found is not None:
             self._remove(found)
+
+    def running_units(self, config: ShopConfig) -> list[str]:
+        """The infra parts, then the services, of the project whose containers run now."""
+        with docker_errors("listing containers"):
+            found = self.client.containers.list(filters={"label": _project_label(config)})
+        names = [(c.labels.get(LABEL_ROLE) != "infra", c.labels.get(LABEL_SERVICE, c.name))
+                 for c in found]
+        return [name for _, name in sorted(names)]
 
     def observe(self, config: ShopConfig) -> dict[str, ServiceState]:
         with docker_errors("listing containers"):

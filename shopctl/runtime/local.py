@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -226,7 +227,8 @@ class LocalRuntime:
         return owners
 
     def prepare(
-        self, config: ShopConfig, services: list[str], progress: Progress = no_progress
+        self, config: ShopConfig, services: list[str], progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Nothing to build locally; fail now, by name, if a service cannot be started."""
         missing = [

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from shopctl.config import ShopConfig
-from shopctl.errors import OperationFailed
+from shopctl.errors import Cancelled, OperationFailed
 from shopctl.orchestrate import POLL_SECONDS, InfraStartup, apply_up
 from shopctl.plan import make_plan
 from shopctl.registry import registration
@@ -72,7 +72,7 @@ class FakeShop:
         self.lock = threading.Lock()
 
     # runtime
-    def prepare(self, config, services, progress) -> None:
+    def prepare(self, config, services, progress, cancel=None) -> None:
         self.events.append("prepare")
 
     def start_service(self, config, spec, progress) -> ServiceState:
@@ -397,3 +397,37 @@ def test_ports_held_by_the_projects_own_instances_are_no_conflict():
         with pytest.raises(OperationFailed, match=rf"port {consul} \(services.users.port\) is "
                                                   r"in use by t's own consul"):
             check_ports(clash, PortShop([], owners), plan)
+
+
+def test_a_cancelled_up_starts_nothing_more_and_raises_cancelled():
+    """Issue 12 item 7: once the token is set (Ctrl+C), the services waiting for their
+    dependencies are not started, and apply_up ends at once with Cancelled."""
+    config, clock = shop_config(), Clock()
+    shop = FakeShop(clock, {"users": 5.0, "catalog": 1.0, "inventory": 5.0, "payments": 5.0,
+                            "orders": 1.0})
+    cancel = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now >= 1.0:
+            cancel.set()
+
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, {})
+    with pytest.raises(Cancelled):
+        apply_up(config, shop, shop, plan, specs, {}, clock=clock, sleep=sleep, cancel=cancel)
+    assert clock.now < 1.0 + 2 * POLL_SECONDS
+    assert sorted(shop.started_at) == ["inventory", "payments", "users"]  # not catalog, orders
+
+
+def test_an_up_cancelled_before_it_starts_starts_nothing():
+    config, clock = shop_config(), Clock()
+    shop = FakeShop(clock)
+    cancel = threading.Event()
+    cancel.set()
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, {})
+    with pytest.raises(Cancelled):
+        apply_up(config, shop, shop, plan, specs, {}, clock=clock, sleep=clock.sleep,
+                 cancel=cancel)
+    assert shop.started_at == {}
