@@ -17,8 +17,8 @@ Semantics (Garcia-Molina & Salem's sagas, with a pivot as in the literature):
     then feeds the compensation; a refusal means it applied nothing (no compensation);
     a failure that may pass leaves it unknown, and the compensation runs anyway with
     the forward key (a participant's compensation must undo whatever that key did, or
-    nothing, and make a late forward call with that key fail). The repeat is one
-    attempt: the step's own retries were spent already.
+    nothing, and make a late forward call with that key fail). The repeat follows the
+    step's own retry policy, so an outage that outlasted the forward attempts may pass.
 
 Retries use a small loop instead of tenacity: each attempt must be logged (started,
 then succeeded or failed) around the call, the decision depends on our own retryable
@@ -359,10 +359,11 @@ class Engine:
             if last_comp.get(step.name) == L.COMPENSATED_STEP:
                 continue
             if fwd.state != L.SUCCEEDED and not last_comp.get(step.name):
-                # Outcome unknown: repeat the call once with its key to learn what it
-                # did (its retries were spent already; the compensation copes if not).
-                unknown = self._attempts(saga, dataclasses.replace(step, retries=0), context,
-                                         "forward", started[step.name] + 1, settling=True,
+                # Outcome unknown: repeat the call with its key, under the step's own
+                # retry policy, to learn what it did (an outage may still be passing:
+                # a compensation built without the step's result could only be refused).
+                unknown = self._attempts(saga, step, context, "forward",
+                                         started[step.name] + 1, settling=True,
                                          results=results)
                 if unknown is not None and not unknown.retryable:
                     continue  # refused: the step applied nothing, so nothing to undo

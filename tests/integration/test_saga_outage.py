@@ -64,9 +64,19 @@ def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]
         except BaseException as exc:
             errors.append(exc)
 
+    # The demo's nameko service may exit while its broker stays away (nameko kills its
+    # container); a runtime's supervisor starts it again, and so does this watcher.
+    watching = threading.Event()
+
+    def supervise() -> None:
+        while not watching.wait(1.0):
+            live.SUPERVISE[id(endpoints)]()
+
     threads = [threading.Thread(target=one, args=(i,)) for i in range(SAGAS)]
     for thread in threads:
         thread.start()
+    supervisor = threading.Thread(target=supervise, daemon=True)
+    supervisor.start()
     started.wait(timeout=60)
     time.sleep(0.3)
     rabbitmq("stop_app")
@@ -74,6 +84,8 @@ def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]
     rabbitmq("start_app")
     for thread in threads:
         thread.join(timeout=600)
+    watching.set()
+    supervisor.join(timeout=10)
     assert not errors, errors
     assert all(r is not None for r in results)
     return results
@@ -136,6 +148,7 @@ def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, tmp_path, broker_
         assert {s.id for s in engine.outage_stuck(older_than=0)} == {s.id for s in stuck}
         for saga in stuck:
             assert "kept failing for" in saga.error, saga.error
+        live.SUPERVISE[id(shop)]()
         order_status(shop, 1)  # wait until orders answers again (any answer will do)
         _, retried = engine.sweep(retry_stuck_after=0)
     assert {s.id for s in retried} == {s.id for s in stuck}

@@ -443,7 +443,7 @@ def test_a_failure_that_outlasts_the_deadline_compensates_and_says_how_long(log)
     assert saga.status == L.COMPENSATED
     assert "send failed: broker down (kept failing for" in saga.error
     forward = [e for e in log.events(saga.id) if e.step == "send" and e.state == L.FAILED]
-    assert 6 <= len(forward) <= 15  # bounded by the deadline, plus one settling repeat
+    assert 6 <= len(forward) <= 40  # bounded by the deadline, twice (forward, settling)
     assert actions.names()[-2:] == ["b.unsend", "a.release"]  # settled, then undone
 
 
@@ -474,8 +474,8 @@ def test_explicit_retries_still_cap_the_attempts(log):
     actions = FakeActions(a__hold=[StepFailure("down", retryable=True)])
     engine, _ = timed_engine(log, actions)
     saga, _ = engine.start("relay", capped, {})
-    # 1 + 2 retries, then one more to settle its unknown outcome before undoing it
-    assert saga.status == L.COMPENSATED and actions.names().count("a.hold") == 4
+    # 1 + 2 retries, then the same again to settle its unknown outcome before undoing it
+    assert saga.status == L.COMPENSATED and actions.names().count("a.hold") == 6
 
 
 def test_a_sweep_retries_outage_stuck_sagas_but_not_what_a_person_must_decide(log):
