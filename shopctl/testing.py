@@ -68,6 +68,20 @@ def copy_demo_shop(source: Path, dest: Path, prefix: str) -> dict:
     return data
 
 
+def load_sibling(test_file: str, module: str, name: str):
+    """The test module `module` (a file next to `test_file`) loaded by path under `name`,
+    so its fixtures can be bound in another module (--import-mode=importlib puts no test
+    folder on sys.path, so `import tests.integration...` is not reliable)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, Path(test_file).with_name(module))
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
 def wait_for(
     condition: Callable[[], object],
     timeout: float = 15.0,

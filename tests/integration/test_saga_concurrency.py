@@ -12,9 +12,7 @@ over RPC, GET /charges over HTTP), never through the saga log alone:
 
 from __future__ import annotations
 
-import importlib.util
 import queue
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,16 +23,13 @@ import pytest
 from shopctl.nameko_rpc import NamekoRpc
 from shopctl.saga import log as L
 from shopctl.saga.session import open_engine
+from shopctl.testing import load_sibling
 
 # The fixtures of test_saga_live.py, loaded by path (--import-mode=importlib puts no test
 # folder on sys.path, so `import tests.integration...` is not reliable). Binding the
 # fixture functions in this module's namespace is enough for pytest to discover them;
 # `shop` is module-scoped, so this module gets its own services with fresh data.
-_spec = importlib.util.spec_from_file_location(
-    "_shopctl_saga_live_fixtures", Path(__file__).with_name("test_saga_live.py"))
-live = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = live
-_spec.loader.exec_module(live)
+live = load_sibling(__file__, "test_saga_live.py", "_shopctl_saga_live_fixtures")
 amqp_uri = live.amqp_uri
 shop = live.shop
 

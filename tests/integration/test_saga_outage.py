@@ -7,9 +7,7 @@ up, and after both every saga ends consistent, checked through the services' own
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,13 +16,10 @@ import pytest
 
 from shopctl.saga import log as L
 from shopctl.saga.session import open_engine
+from shopctl.testing import load_sibling
 
 # The live services of test_saga_live.py (see test_saga_concurrency.py for why by path).
-_spec = importlib.util.spec_from_file_location(
-    "_shopctl_saga_outage_fixtures", Path(__file__).with_name("test_saga_live.py"))
-live = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = live
-_spec.loader.exec_module(live)
+live = load_sibling(__file__, "test_saga_live.py", "_shopctl_saga_outage_fixtures")
 amqp_uri = live.amqp_uri
 shop = live.shop
 
