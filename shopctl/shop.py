@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shopctl.config import ShopConfig
 from shopctl.errors import Cancelled, ShopctlError
@@ -18,6 +19,9 @@ from shopctl.runtime.base import InfraEndpoints, LogLine, Progress, Runtime, no_
 from shopctl.state import ProjectState
 from shopctl.status import ServiceRow, status_rows
 
+if TYPE_CHECKING:
+    from shopctl.saga.worker import WorkerChange, WorkerStatus
+
 
 @dataclass
 class UpResult:
@@ -25,6 +29,7 @@ class UpResult:
     plan: Plan
     seconds: float
     rows: list[ServiceRow] = field(default_factory=list)
+    worker: WorkerChange | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -32,6 +37,8 @@ class UpResult:
             "seconds": round(self.seconds, 2),
             "plan": self.plan.to_dict(),
             "services": [row.to_dict() for row in self.rows],
+            "saga_worker": None if self.worker is None else {
+                "action": self.worker.action, **self.worker.status.to_dict()},
         }
 
 
@@ -46,6 +53,9 @@ class ProbeRow:
         return {"service": self.service, "status": self.status,
                 "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
                 "output": self.output}
+
+
+WORKER_SUBJECT = "saga-worker"  # what progress calls it
 
 
 class Shop:
@@ -131,12 +141,28 @@ class Shop:
 
         apply_up(self.config, self.runtime, registry, plan, specs, observed, progress,
                  infra=infra, before_start=settings, cancel=cancel)
+        check()
+        worker = self._ensure_worker(progress)
         rows = [row for row in self.status() if row.name in targets]
-        return UpResult(self.runtime.name, plan, time.monotonic() - start, rows)
+        return UpResult(self.runtime.name, plan, time.monotonic() - start, rows, worker)
+
+    def _ensure_worker(self, progress: Progress) -> WorkerChange:
+        """Once the services pass: the saga worker as shop.yaml wants it."""
+        from shopctl.saga import worker
+
+        change = worker.ensure(self.config, self.state)
+        if change.action != "none":
+            pid = f" (pid {change.status.pid})" if change.status.pid else ""
+            progress(WORKER_SUBJECT, f"{change.action}{pid}")
+        return change
 
     def down(
         self, volumes: bool = False, progress: Progress = no_progress, images: bool = False
     ) -> None:
+        from shopctl.saga import worker
+
+        if worker.stop(self.config, self.state):  # first: it drives sagas over the services
+            progress(WORKER_SUBJECT, "stopped")
         infra = self.runtime.infra_endpoints(self.config)
         if infra is not None:
             try:
@@ -174,6 +200,11 @@ class Shop:
             except ShopctlError:
                 health = None
         return status_rows(self.config, observed, health)
+
+    def worker(self) -> WorkerStatus:
+        from shopctl.saga import worker
+
+        return worker.observe(self.config, self.state)
 
     def probe(self, services: list[str] | None = None) -> list[ProbeRow]:
         from concurrent.futures import ThreadPoolExecutor

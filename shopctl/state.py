@@ -246,6 +246,15 @@ class ProjectState:
         return self.dir / "saga.db"
 
     @property
+    def worker_file(self) -> Path:
+        """The saga worker's heartbeat (shopctl.saga.worker)."""
+        return self.dir / "saga-worker.json"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.dir / "saga-worker.log"
+
+    @property
     def runtime_file(self) -> Path:
         return self.dir / RUNTIME_FILE_NAME
 

@@ -140,9 +140,31 @@ def status_table(rows, runtime: str, width: int | None = None):
     return Group(*lines)
 
 
-def status_view(rows, runtime: str, project: str, width: int | None = None):
+def worker_line(worker) -> str | None:
+    """The saga worker's line of `status`: None when it is neither wanted nor running."""
+    from rich.markup import escape
+
+    if worker is None or (worker.state == "stopped" and not worker.enabled):
+        return None
+    if worker.state == "stopped":
+        why = f"; last error: {escape(worker.last_error)}" if worker.last_error else ""
+        return (f"saga worker: [red]stopped[/] (enabled in shop.yaml{why}); "
+                "`shopctl up` starts it")
+    ago = ("no pass yet" if worker.last_pass_ago is None
+           else f"last pass {worker.last_pass_ago:.0f}s ago")
+    counts = f"{worker.resumed} resumed, {worker.retried} retried"
+    how = "" if worker.managed else ", run by hand"
+    if worker.state == "stale":
+        return (f"saga worker: [yellow]stale[/] (pid {worker.pid}, {ago}{how}): it is alive "
+                f"but not working; its log: {escape(worker.log or '-')}")
+    error = f"; last pass failed: {escape(worker.last_error)}" if worker.last_error else ""
+    return f"saga worker: [green]running[/] (pid {worker.pid}, {ago}, {counts}{how}){error}"
+
+
+def status_view(rows, runtime: str, project: str, width: int | None = None, worker=None):
     """What `status` prints: one line when nothing of the project exists, else the table,
-    then one line for an unreachable Consul and one a failing check."""
+    then one line for an unreachable Consul, one a failing check and one for the saga
+    worker."""
     from rich.console import Group
     from rich.markup import escape
     from rich.text import Text
@@ -150,7 +172,8 @@ def status_view(rows, runtime: str, project: str, width: int | None = None):
     from shopctl.status import CONSUL_UNREACHABLE, summarize
 
     summary = summarize(project, rows)
-    if summary.nothing_present:
+    worker_text = worker_line(worker)
+    if summary.nothing_present and (worker is None or worker.state == "stopped"):
         if summary.consul == "reachable":
             line = (f"no service of project {project!r} runs (its Consul answers); "
                     "`shopctl up` starts them")
@@ -170,11 +193,15 @@ def status_view(rows, runtime: str, project: str, width: int | None = None):
                                           f"[dim]{escape(output[0][:200])}[/]"))
     if any(row.state in ("missing", "exited") for row in rows):
         parts.append(Text("`shopctl up` starts what does not run"))
+    if worker_text:
+        line = Text.from_markup(worker_text)
+        line.no_wrap, line.overflow = False, "fold"
+        parts.append(line)
     return Group(*parts)
 
 
-def status(rows, runtime: str, project: str = "") -> None:
-    console.out().print(status_view(rows, runtime, project))
+def status(rows, runtime: str, project: str = "", worker=None) -> None:
+    console.out().print(status_view(rows, runtime, project, worker=worker))
 
 
 def watch_status(shop, interval: float = 2.0) -> None:
@@ -184,7 +211,8 @@ def watch_status(shop, interval: float = 2.0) -> None:
 
     def view():
         rows = with_request_rates(shop.config, shop.status())[1]
-        return status_view(rows, shop.runtime.name, shop.config.project)
+        return status_view(rows, shop.runtime.name, shop.config.project,
+                           worker=shop.worker())
 
     with Live(view(), console=console.out(), refresh_per_second=2) as live:
         try:
@@ -196,7 +224,8 @@ def watch_status(shop, interval: float = 2.0) -> None:
 
 
 def up_summary(result, project: str = "") -> None:
-    status(result.rows, result.runtime, project)
+    status(result.rows, result.runtime, project,
+           worker=result.worker.status if result.worker else None)
     changed = len(result.plan.changes)
     console.out().print(
         f"[green]up[/] in {result.seconds:.1f}s: {changed} changed, "

@@ -160,8 +160,8 @@ def status(
 ) -> None:
     """One row a service: state, Consul health, address, uptime, restarts, image (the
     columns that do not fit the width are left out; state, health and address never
-    are). One line when nothing of the project runs. Exits 0 only when every service is
-    healthy."""
+    are), then the saga worker's line. One line when nothing of the project runs. Exits
+    0 only when every service is healthy and the saga worker, if enabled, works."""
     from shopctl import console
     from shopctl.cli import render
 
@@ -173,14 +173,16 @@ def status(
     from shopctl.status import summarize
 
     rates_from, rows = with_request_rates(shop.config, shop.status())
+    worker = shop.worker()
     if json:
         console.print_json({"runtime": shop.runtime.name,
                             **summarize(shop.config.project, rows).to_dict(),
                             "request_rate_from": rates_from,
-                            "services": [r.to_dict() for r in rows]})
+                            "services": [r.to_dict() for r in rows],
+                            "saga_worker": worker.to_dict()})
     else:
-        render.status(rows, shop.runtime.name, shop.config.project)
-    if not all(r.healthy for r in rows):
+        render.status(rows, shop.runtime.name, shop.config.project, worker=worker)
+    if not all(r.healthy for r in rows) or not worker.healthy:
         raise typer.Exit(1)
 
 

@@ -289,34 +289,33 @@ def worker(
         "--retry-stuck-after", min=0.0,
         help="Retry a saga stuck by an outage once it has been stuck this long (s).")] = 60.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    managed: Annotated[bool, typer.Option("--managed", hidden=True)] = False,
     json: JsonOption = False,
 ) -> None:
     """Keep the project's sagas moving without anyone typing a command: continue sagas
     whose driver is gone, retry those stuck by an outage, and send the outbox's events
-    as they come. Ctrl+C (or SIGTERM) stops it between passes."""
+    as they come. Ctrl+C (or SIGTERM) stops it between passes. `up` runs one beside the
+    shop when shop.yaml has `saga_worker: {enabled: true}`; `status` shows it."""
     import signal
     import threading
 
     from shopctl import console
+    from shopctl.saga.worker import run
+
+    def said(how: str, saga) -> None:
+        if json:
+            console.print_json_line({"action": how, **saga.to_dict()})
+        else:
+            console.out().print(f"{how} saga {saga.id} ({saga.name}): {saga.status}",
+                                markup=False)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    _, opened = _engine(ctx)
+    config, opened = _engine(ctx)
     with opened as engine:
-        while True:
-            resumed, retried = engine.sweep(retry_stuck_after=retry_stuck_after)
-            for how, sagas in (("resumed", resumed), ("retried", retried)):
-                for saga in sagas:
-                    if json:
-                        console.print_json_line({"action": how, **saga.to_dict()})
-                    else:
-                        console.out().print(f"{how} saga {saga.id} ({saga.name}): "
-                                            f"{saga.status}", markup=False)
-            if engine.publisher is not None:
-                engine.publisher.notify()  # and the publisher keeps draining the outbox
-            if once or stop.wait(interval):
-                break
+        run(engine, config, interval=interval, retry_stuck_after=retry_stuck_after,
+            stop_event=stop, once=once, managed=managed, on_saga=said)
 
 
 @app.command()

@@ -300,11 +300,21 @@ class SagaConfig(_Section):
         return steps
 
 
+class SagaWorkerConfig(_Section):
+    """`shopctl up` runs `shopctl saga worker` beside the shop when enabled: it resumes
+    sagas whose driver died, retries those an outage left stuck, and drains the outbox."""
+
+    enabled: bool = False
+    interval: Duration = 5.0  # between passes
+    retry_stuck_after: Duration = 60.0  # how long an outage-stuck saga waits for a retry
+
+
 class ShopConfig(_Section):
     project: ProjectName
     infra: InfraConfig = Field(default_factory=InfraConfig)
     services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)  # none yet: fine
     sagas: dict[SagaName, SagaConfig] = Field(default_factory=dict)
+    saga_worker: SagaWorkerConfig = Field(default_factory=SagaWorkerConfig)
 
     _root: Path | None = PrivateAttr(default=None)
     _source: Path | None = PrivateAttr(default=None)
@@ -318,7 +328,7 @@ class ShopConfig(_Section):
         data = {
             key: value
             for key, value in data.items()
-            if not (key in ("infra", "services", "sagas") and value is None)
+            if not (key in ("infra", "services", "sagas", "saga_worker") and value is None)
             and not (isinstance(key, str) and key.startswith("x-"))  # anchors live there
         }
         for section in ("services", "sagas"):

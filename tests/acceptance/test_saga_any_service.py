@@ -170,3 +170,124 @@ def test_the_worker_finishes_a_saga_whose_driver_died_without_being_asked(shop):
     assert (line["action"], line["id"], line["status"]) == ("resumed", crashed["id"],
                                                             "completed")
     assert states(root, endpoints, crashed["id"]) == ["held"] * 4
+
+
+# -- the saga worker run by `up` (last in this module: it enables the worker) ------------
+
+def cli(root, *args: str, env: dict | None = None):
+    from tests.acceptance.conftest import run_shopctl
+
+    return run_shopctl(*args, cwd=root, env=env, timeout=300)
+
+
+def shopctl_json(root, *args: str) -> tuple[int, dict]:
+    done = cli(root, *args, "--json")
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.returncode, json.loads(done.stdout)
+
+
+def set_worker(root, settings: str) -> None:
+    """Replace (or add) the top-level saga_worker section of shop.yaml."""
+    text = (root / "shop.yaml").read_text()
+    text = text.split("\nsaga_worker:")[0].rstrip("\n") + "\n"
+    (root / "shop.yaml").write_text(text + f"saga_worker: {settings}\n")
+
+
+def wait_for(predicate, seconds: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds}s")
+
+
+def pid_runs(pid: int) -> bool:
+    from shopctl.saga import owner
+
+    return owner._state(pid) not in (None, "Z", "X")
+
+
+def test_up_runs_the_worker_which_finishes_orphans_and_status_shows_it(shop):
+    root, endpoints = shop
+    set_worker(root, "{enabled: true, interval: 500ms, retry_stuck_after: 2s}")
+    code, up = shopctl_json(root, "up", *SERVICES, "--runtime", "local")
+    assert code == 0 and up["saga_worker"]["action"] == "started", up["saga_worker"]
+    pid = up["saga_worker"]["pid"]
+    assert pid_runs(pid)
+    # the worker's settings do not touch the services
+    assert {step["action"] for step in up["plan"]} == {"noop"}
+
+    before = {s["id"] for s in saga(root, "list")[1]}
+    code, _ = saga(root, "run", "tour", "-i", "note=unit", env={CRASH_ENV: f"{STEPS[1]}:started"})
+    assert code == -9
+    (crashed,) = [s for s in saga(root, "list")[1] if s["id"] not in before]
+    # Nobody types a command: the worker takes the orphan over and finishes it.
+    wait_for(lambda: saga(root, "show", crashed["id"])[1]["status"] == "completed")
+    assert states(root, endpoints, crashed["id"]) == ["held"] * 4
+
+    code, status = shopctl_json(root, "status", "--runtime", "local")
+    worker = status["saga_worker"]
+    # (status exits 1 here for the project's other services, which this module never starts)
+    assert (worker["state"], worker["pid"], worker["managed"]) == ("running", pid, True)
+    assert worker["resumed"] >= 1 and worker["last_pass_ago"] < 5
+    shown = cli(root, "status", "--runtime", "local", env={"COLUMNS": "80"})
+    assert f"saga worker: running (pid {pid}" in shown.stdout
+
+    code, again = shopctl_json(root, "up", *SERVICES, "--runtime", "local")
+    assert (again["saga_worker"]["action"], again["saga_worker"]["pid"]) == ("kept", pid)
+
+
+def test_a_dead_worker_shows_in_status_and_up_brings_it_back(shop):
+    import os
+    import signal
+
+    root, _ = shop
+    _, status = shopctl_json(root, "status", "--runtime", "local")
+    pid = status["saga_worker"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_runs(pid), 10)
+    code, status = shopctl_json(root, "status", "--runtime", "local")
+    assert status["saga_worker"]["state"] == "stopped" and status["saga_worker"]["enabled"]
+    shown = cli(root, "status", "--runtime", "local")
+    assert "saga worker: stopped" in shown.stdout
+    assert "`shopctl up` starts it" in shown.stdout
+
+    code, up = shopctl_json(root, "up", *SERVICES, "--runtime", "local")
+    assert code == 0 and up["saga_worker"]["action"] == "started"
+    assert up["saga_worker"]["pid"] != pid and pid_runs(up["saga_worker"]["pid"])
+
+
+def test_changed_settings_restart_the_worker_and_disabling_stops_it(shop):
+    root, _ = shop
+    _, status = shopctl_json(root, "status", "--runtime", "local")
+    old = status["saga_worker"]["pid"]
+    set_worker(root, "{enabled: true, interval: 700ms}")
+    code, up = shopctl_json(root, "up", *SERVICES, "--runtime", "local")
+    assert (code, up["saga_worker"]["action"]) == (0, "restarted")
+    new = up["saga_worker"]["pid"]
+    assert new != old and not pid_runs(old) and pid_runs(new)
+
+    set_worker(root, "{enabled: false}")
+    code, up = shopctl_json(root, "up", *SERVICES, "--runtime", "local")
+    assert (code, up["saga_worker"]["action"], up["saga_worker"]["state"]) == (0, "stopped",
+                                                                             "stopped")
+    assert not pid_runs(new)
+    code, status = shopctl_json(root, "status", "--runtime", "local")
+    assert status["saga_worker"]["state"] == "stopped" and not status["saga_worker"]["enabled"]
+    assert "saga worker" not in cli(root, "status", "--runtime", "local").stdout
+
+
+def test_down_stops_the_worker_with_the_shop(shop):
+    root, _ = shop
+    set_worker(root, "{enabled: true, interval: 1s}")
+    code, up = shopctl_json(root, "up", *SERVICES, "--runtime", "local")
+    pid = up["saga_worker"]["pid"]
+    assert code == 0 and pid_runs(pid)
+    down = cli(root, "down", "--runtime", "local")
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "saga-worker" in down.stderr and not pid_runs(pid)
+    assert not (root / ".shopctl" / "saga-worker.json").exists()
