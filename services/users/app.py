@@ -8,9 +8,11 @@
     GET  /health    200 {"status": "ok", "service": "users"} or 503 when the DB fails
     GET  /metrics   Prometheus exposition
 
-Every error is a JSON object {"error": <code>, "message": <text>}. Access tokens are
-HS256 JWTs (sub = user id as a string, type "access") signed with the per-project
-secret, so the other services verify them with `shopkit.tokens.verify_access_token`.
+Every error is a JSON object {"error": <code>, "message": <text>}; bad input of any kind
+(invalid JSON, NaN, lone UTF-16 surrogates, deep nesting: shopkit.jsonbody) is a 400,
+a body over 16 KiB a 413, never a 500. Access tokens are HS256 JWTs (sub = user id as a
+string, type "access") signed with the per-project secret; /me checks them as every
+other service does, with `shopkit.tokens` (through shopkit.flask_kit.token_required).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, jsonify, request
-from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
+from flask import Flask, g, jsonify, request
+from flask_jwt_extended import JWTManager, create_access_token
 from passwords import PasswordHasher
+from shopkit.flask_kit import harden, token_required, unauthorized
 from shopkit.metrics import instrument_flask
 from shopkit.settings import ServiceEnv, jwt_secret, load_settings
+from shopkit.tokens import user_id
 from store import EmailTaken, UserStore
 from werkzeug.exceptions import HTTPException
 
@@ -40,6 +44,7 @@ MAX_NAME = 200
 # only provable by sending mail, which this demo does not do.
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_EMAIL = 254  # RFC 5321 path limit
+MAX_BODY = 16 * 1024  # the largest valid body is about 1.5 KB
 
 log = logging.getLogger(SERVICE)
 
@@ -68,12 +73,6 @@ class Settings:
 def error(status: int, code: str, message: str, **extra):
     body = {"error": code, "message": message, **extra}
     return jsonify(body), status
-
-
-def unauthorized(message: str):
-    response, status = error(401, "unauthorized", message)
-    response.headers["WWW-Authenticate"] = "Bearer"
-    return response, status
 
 
 def _json_object() -> dict | None:
@@ -111,11 +110,13 @@ def create_app(settings: Settings, hasher: PasswordHasher | None = None) -> Flas
         JWT_ALGORITHM="HS256",
         JWT_TOKEN_LOCATION=["headers"],
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
-        MAX_CONTENT_LENGTH=16 * 1024,
     )
+    harden(app, max_body=MAX_BODY)
     store = UserStore(settings.data_dir / "users.db")
     hasher = hasher or PasswordHasher()
-    _install_error_handlers(app, JWTManager(app))
+    # flask-jwt-extended only issues tokens here; shopkit.tokens checks them.
+    JWTManager(app)
+    _install_error_handlers(app)
     instrument_flask(app, SERVICE)
 
     @app.post("/register")
@@ -158,10 +159,9 @@ def create_app(settings: Settings, hasher: PasswordHasher | None = None) -> Flas
         )
 
     @app.get("/me")
-    @jwt_required()
+    @token_required(settings.jwt_secret)
     def me():
-        subject = get_jwt_identity()
-        user = store.by_id(int(subject)) if subject.isdigit() else None
+        user = store.by_id(user_id(g.claims))
         if user is None:
             return unauthorized("account no longer exists")
         return jsonify(user.public())
@@ -178,21 +178,8 @@ def create_app(settings: Settings, hasher: PasswordHasher | None = None) -> Flas
     return app
 
 
-def _install_error_handlers(app: Flask, jwt: JWTManager) -> None:
-    """JSON bodies for every error: Flask's defaults are HTML, and flask-jwt-extended
-    answers 422 for a forged token where a client expects 401."""
-
-    @jwt.unauthorized_loader
-    def _missing_token(reason: str):
-        return unauthorized("missing bearer token")
-
-    @jwt.invalid_token_loader
-    def _invalid_token(reason: str):
-        return unauthorized("invalid token")
-
-    @jwt.expired_token_loader
-    def _expired_token(header: dict, claims: dict):
-        return unauthorized("token expired")
+def _install_error_handlers(app: Flask) -> None:
+    """JSON bodies for every error: Flask's defaults are HTML."""
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
