@@ -12,6 +12,10 @@
     GET  /metrics          Prometheus exposition
     GET  /openapi.json, /docs
 
+Any request may also get 413 {"detail"} (body over 1 MiB), and any with a body 422
+for JSON that is malformed or not strict (shopkit.fastapi_kit.harden): bad input never
+gets a 5xx. The OpenAPI document lists every status of every route with its body.
+
 Tokens are checked locally with the per-project secret (`shopkit.tokens`); catalog
 never calls users. Products from `shopkit.seed.PRODUCTS` are inserted on start.
 """
@@ -25,27 +29,15 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Response, status
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from models import ErrorDetail, Health, Product, Quote, QuoteLine, QuoteRequest
+from models import Health, Product, Quote, QuoteLine, QuoteRequest
+from shopkit.fastapi_kit import UNAUTHORIZED, ErrorDetail, bearer_auth, harden
 from shopkit.metrics import instrument_fastapi
 from shopkit.seed import PRODUCTS
-from shopkit.tokens import InvalidToken, verify_access_token
 from store import CatalogStore, SkuExists
 
 SERVICE = "catalog"
 
 log = logging.getLogger(SERVICE)
-
-_bearer = HTTPBearer(auto_error=False, description="An access token from the users service")
-
-
-def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
-    # RFC 6750: name the scheme, and say why when a token was sent but refused.
-    challenge = f'Bearer error="{error}"' if error else "Bearer"
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge}
-    )
-
 
 def create_app(data_dir: Path, jwt_secret: str) -> FastAPI:
     """The catalog ASGI app over SQLite in `data_dir`, seeded on creation."""
@@ -54,18 +46,10 @@ def create_app(data_dir: Path, jwt_secret: str) -> FastAPI:
     if inserted:
         log.info("catalog seeded", extra={"inserted": inserted})
 
-    def access_claims(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> dict:
-        """The verified claims of the request's bearer token, else 401."""
-        if credentials is None:
-            raise _unauthorized("not authenticated")
-        try:
-            return verify_access_token(credentials.credentials, jwt_secret)
-        except InvalidToken as exc:
-            raise _unauthorized(str(exc), error="invalid_token") from exc
+    access_claims = bearer_auth(jwt_secret)
 
     app = FastAPI(title="catalog", summary="The demo shop's products", version="1.0.0")
+    harden(app)
     instrument_fastapi(app, SERVICE)
 
     @app.get("/products")
@@ -86,7 +70,7 @@ def create_app(data_dir: Path, jwt_secret: str) -> FastAPI:
         "/products",
         status_code=status.HTTP_201_CREATED,
         responses={
-            401: {"model": ErrorDetail, "description": "Missing, invalid or expired token"},
+            **UNAUTHORIZED,
             409: {"model": ErrorDetail, "description": "SKU already exists"},
         },
     )

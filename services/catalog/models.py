@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from shopkit.fastapi_kit import json_int
 
 SKU_PATTERN = r"^SKU-[A-Z]{3}-[0-9]{3}$"
 # A sanity bound (one million in major units) that also keeps the value in SQLite's
 # 64-bit INTEGER range.
 MAX_PRICE_CENTS = 100_000_000
+# SKUs are 11 characters (SKU_PATTERN); a quote's SKU is only checked against the store,
+# and echoed in its 404, so it gets a bound too.
+MAX_SKU = 64
 
 
 class Product(BaseModel):
@@ -19,8 +23,8 @@ class Product(BaseModel):
 
     sku: Annotated[str, Field(pattern=SKU_PATTERN, examples=["SKU-MUG-001"])]
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    # strict: JSON true or "1450" must not silently become a price.
-    price_cents: Annotated[int, Field(strict=True, gt=0, le=MAX_PRICE_CENTS)]
+    # json_int: JSON true or "1450" must not silently become a price; 1450.0 is 1450.
+    price_cents: json_int(gt=0, le=MAX_PRICE_CENTS)
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")] = "EUR"
 
 
@@ -29,9 +33,9 @@ class QuoteItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sku: Annotated[str, Field(min_length=1, examples=["SKU-MUG-001"])]
-    # strict: JSON true or "2" must not silently become a quantity.
-    qty: Annotated[int, Field(strict=True, ge=1)]
+    sku: Annotated[str, Field(min_length=1, max_length=MAX_SKU, examples=["SKU-MUG-001"])]
+    # json_int: JSON true or "2" must not silently become a quantity; 2.0 is 2.
+    qty: json_int(ge=1)
 
 
 class QuoteRequest(BaseModel):
@@ -63,10 +67,6 @@ class Quote(BaseModel):
 
     items: list[QuoteLine]
     total_cents: int
-
-
-class ErrorDetail(BaseModel):
-    detail: str
 
 
 class Health(BaseModel):

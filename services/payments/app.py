@@ -18,6 +18,11 @@ GET /admin/faults, PUT /admin/faults {knob: value, ...}   the knobs in force (fa
 GET /admin/breaker   {"state", "fail_max", "reset_timeout_s", "failures"}
 GET /health   200 {"status": "ok", "service", "breaker"} | 503 when the database fails
 GET /metrics  Prometheus (shopkit request and breaker metrics + breaker.py's counters)
+
+Any request may also get 413 {"detail"} (body over 1 MiB), and any with a body a 422
+{"detail": [...]} for malformed or non-strict JSON or invalid fields
+(shopkit.fastapi_kit.harden): bad input never gets a 5xx. The OpenAPI document lists
+every status of every route with its body schema; the models below are that schema.
 """
 
 from __future__ import annotations
@@ -26,33 +31,112 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from breaker import GuardedProvider, Unavailable
 from config import Config
-from fastapi import Body, FastAPI, Header, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
-from faults import FaultStore, KnobError, KvWatcher
+from faults import MAX_LATENCY_MS, FaultStore, KnobError, KvWatcher
 from ledger import ChargeStatus, Conflict, Ledger
 from payments import Payments
 from provider import SimulatedProvider
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
+from shopkit.fastapi_kit import ErrorDetail, harden, json_int, validation_body
 from shopkit.metrics import instrument_fastapi
 from shopkit.settings import ServiceEnv, kv_prefix, read_kv
 
 log = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
+# The ledger's amounts are SQLite INTEGERs (64-bit signed).
+MAX_AMOUNT_CENTS = 2**63 - 1
+OrderId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class ChargeRequest(BaseModel):
-    order_id: str = Field(min_length=1, max_length=128)
-    amount_cents: StrictInt = Field(gt=0)
+    order_id: OrderId
+    # json_int: 1450.0 is 1450 (JSON Schema's integer); "1450" and true are refused.
+    amount_cents: json_int(gt=0, le=MAX_AMOUNT_CENTS)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
 
 
 class RefundRequest(BaseModel):
-    order_id: str = Field(min_length=1, max_length=128)
+    order_id: OrderId
+
+
+class KnobsUpdate(BaseModel):
+    """Any subset of the fault knobs (faults.py); a knob left out or null keeps its value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failure_rate: Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    latency_ms: json_int(ge=0, le=MAX_LATENCY_MS) | None = None
+    decline: StrictBool | None = None
+
+
+# Response bodies, as documented in OpenAPI.
+class Charge(BaseModel):
+    charge_id: str
+    order_id: str
+    amount_cents: int
+    currency: str
+    status: Literal["PENDING", "FAILED", "SUCCEEDED", "DECLINED", "VOIDED"]
+
+
+class Declined(Charge):
+    status: Literal["DECLINED"]
+    retryable: Literal[False]
+
+
+class Refund(BaseModel):
+    refund_id: str | None = Field(description="null for NOTHING_TO_REFUND")
+    order_id: str
+    amount_cents: int
+    status: Literal["REFUNDED", "NOTHING_TO_REFUND"]
+
+
+class Payment(BaseModel):
+    order_id: str
+    charge: Charge | None
+    refund: Refund | None
+
+
+class ConflictBody(BaseModel):
+    status: Literal["CONFLICT"]
+    detail: str
+
+
+class UnavailableBody(BaseModel):
+    status: Literal["UNAVAILABLE"]
+    retryable: Literal[True]
+    breaker: Literal["closed", "open", "half_open"]
+    reason: Literal["breaker_open", "provider_error", "provider_timeout"]
+
+
+class Knobs(BaseModel):
+    failure_rate: float
+    latency_ms: int
+    decline: bool
+
+
+class Breaker(BaseModel):
+    state: Literal["closed", "open", "half_open"]
+    fail_max: int
+    reset_timeout_s: float
+    failures: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    service: str
+    breaker: Literal["closed", "open", "half_open"] | None = None
+
+
+CONFLICT = {409: {"model": ConflictBody, "description": "Contradicts what the order has "
+                  "(other amount or currency, reused key, refunded order)"}}
+UNAVAILABLE = {503: {"model": UnavailableBody,
+                     "description": "The provider cannot be used now; retry later"}}
 
 
 def create_app(senv: ServiceEnv) -> FastAPI:
@@ -85,6 +169,7 @@ def create_app(senv: ServiceEnv) -> FastAPI:
             provider.close()
 
     app = FastAPI(title="payments", lifespan=lifespan)
+    harden(app)
     # Tests count real provider charges through it.
     app.state.provider = provider
     instrument_fastapi(app, senv.service)
@@ -99,7 +184,11 @@ def create_app(senv: ServiceEnv) -> FastAPI:
                 "reason": exc.reason}
         return JSONResponse(body, status_code=503)
 
-    @app.post("/charges")
+    @app.post("/charges", status_code=201, response_model=Charge, responses={
+        201: {"description": "Charged now"},
+        200: {"model": Charge, "description": "Charged by an earlier request: that charge"},
+        402: {"model": Declined, "description": "Declined by the provider (final)"},
+        **CONFLICT, **UNAVAILABLE})
     def create_charge(req: ChargeRequest, idempotency_key: IdempotencyKey = None):
         charge, fresh = payments.charge(req.order_id, req.amount_cents, req.currency,
                                         idempotency_key)
@@ -107,11 +196,12 @@ def create_app(senv: ServiceEnv) -> FastAPI:
             return JSONResponse({**charge.public(), "retryable": False}, status_code=402)
         return JSONResponse(charge.public(), status_code=201 if fresh else 200)
 
-    @app.post("/refunds")
+    @app.post("/refunds", response_model=Refund, responses={**CONFLICT, **UNAVAILABLE})
     def create_refund(req: RefundRequest, idempotency_key: IdempotencyKey = None):
         return payments.refund(req.order_id, idempotency_key).public()
 
-    @app.get("/charges/{order_id}")
+    @app.get("/charges/{order_id}", response_model=Payment, responses={
+        404: {"model": ErrorDetail, "description": "The order has no charge and no refund"}})
     def get_charge(order_id: str):
         charge, refund = ledger.charge(order_id), ledger.refund(order_id)
         if charge is None and refund is None:
@@ -122,23 +212,25 @@ def create_app(senv: ServiceEnv) -> FastAPI:
             "refund": refund.public() if refund else None,
         }
 
-    @app.get("/admin/faults")
+    @app.get("/admin/faults", response_model=Knobs)
     def get_faults():
         return faults.current().as_dict()
 
-    @app.put("/admin/faults")
-    def put_faults(changes: Annotated[dict[str, Any], Body()]):
+    @app.put("/admin/faults", response_model=Knobs)
+    def put_faults(changes: KnobsUpdate):
         try:
-            return faults.update(changes, source="admin").as_dict()
-        except KnobError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
+            return faults.update(changes.model_dump(exclude_none=True), source="admin").as_dict()
+        except KnobError as exc:  # the model admits only valid knobs; kept as a safety net
+            error = {"type": "value_error", "loc": ["body"], "msg": str(exc)}
+            return JSONResponse(validation_body([error]), status_code=422)
 
-    @app.get("/admin/breaker")
+    @app.get("/admin/breaker", response_model=Breaker)
     def get_breaker():
         return {"state": guarded.state(), "fail_max": guarded.fail_max,
                 "reset_timeout_s": guarded.reset_timeout_s, "failures": guarded.failures}
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses={
+        503: {"model": Health, "description": "The database fails"}})
     def health():
         try:
             ledger.ping()

@@ -67,7 +67,7 @@ def test_create_without_token_is_401_with_a_bearer_challenge(client):
 
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"] == "Bearer"
-    assert resp.json() == {"detail": "not authenticated"}
+    assert resp.json() == {"detail": "missing bearer token"}
     assert client.get("/products/SKU-HAT-900").status_code == 404
 
 

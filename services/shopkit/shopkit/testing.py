@@ -1,8 +1,9 @@
-"""Test helpers for shop services: run a service's main.py as a real process, and keep
+"""Test helpers for shop services: run a service's main.py as a real process, keep
 each service's flat modules (app.py, store.py, ...) apart when many services' tests share
-one interpreter.
+one interpreter, and fuzz a running HTTP service against its OpenAPI document.
 
-Imported by tests only; it needs pytest and httpx, which services do not.
+Imported by tests only; it needs pytest and httpx (and schemathesis for fuzz_openapi),
+which services do not.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -112,3 +115,120 @@ def service_starter(workdir: Path, default_dir: Path) -> Iterator:
         if service.proc.poll() is None:
             service.proc.kill()
             service.proc.wait()
+
+
+def post_json_bytes(url: str, raw: bytes, chunked: bool = False,
+                    content_type: str = "application/json") -> httpx.Response:
+    """POST `raw` as it is: with a Content-Length, or `chunked` in 64 KiB pieces with
+    none (how a body limit that trusts Content-Length alone is got round)."""
+    content = iter([raw[i:i + 65536] for i in range(0, len(raw), 65536)]) if chunked else raw
+    return httpx.post(url, content=content, headers={"Content-Type": content_type},
+                      timeout=30)
+
+
+@contextmanager
+def running_service(workdir: Path, service_dir: Path, **env: str) -> Iterator[ServiceProcess]:
+    """One healthy service process for the with-block (a module-scoped fixture's, say):
+    cheaper than a process a test when the tests do not disturb each other."""
+    starter = service_starter(workdir, service_dir)
+    start = next(starter)
+    try:
+        yield start(**env)
+    finally:
+        next(starter, None)
+
+
+# schemathesis' own list of answers that accept a schema-valid request (5xx included:
+# its not_a_server_error check reports those).
+POSITIVE_ANSWERS = ("2xx", "3xx", "401", "403", "404", "409", "429", "5xx")
+
+
+@dataclass
+class FuzzReport:
+    """What `fuzz_openapi` did: cases sent, and each distinct failure (operation,
+    schemathesis code and title) with the first response that showed it."""
+
+    operations: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"{self.examples} cases on {self.operations} operations in "
+                 f"{self.seconds:.1f} s, {len(self.failures)} distinct failures"]
+        lines += [f"\n== {key}\n{detail}" for key, detail in self.failures.items()]
+        return "\n".join(lines)
+
+
+def fuzz_openapi(base_url: str, *, max_examples: int = 50,
+                 headers: dict[str, str] | None = None,
+                 fits: Callable[[object], bool] | None = None,
+                 accepted: tuple[int, ...] = ()) -> FuzzReport:
+    """Schema-based fuzzing of a running HTTP service with schemathesis: for every
+    operation of its /openapi.json, up to `max_examples` requests that fit the schema
+    and up to as many that do not, each response run through all of schemathesis'
+    checks (no 5xx, status codes, content types, headers and bodies as documented,
+    schema-valid requests accepted, schema-invalid ones refused).
+
+    Deterministic (a fixed seed, no example database); `headers` go with every request
+    (a valid bearer token, say). Operations are fuzzed in the schema's order. `fits`,
+    for rules JSON Schema cannot express (each SKU at most once in a list): a
+    schema-valid case for which fits(case) is false is not sent. `accepted`: more
+    statuses that answer a schema-valid request as the API intends (schemathesis takes
+    2xx, 3xx, 401, 403, 404, 409 and 429; payments adds 402, a declined card).
+    """
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, reject, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.core.failures import Failure
+
+    started = time.monotonic()
+    report = FuzzReport()
+    accepting = [*POSITIVE_ANSWERS, *(str(status) for status in accepted)]
+    # An explicit configuration: none is looked up in the working directory.
+    config = schemathesis.Config.from_dict(
+        {"checks": {"positive_data_acceptance": {"expected-statuses": accepting}}})
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
+
+    def record(label: str, error: BaseException, case, response) -> None:
+        found = error.exceptions if isinstance(error, BaseExceptionGroup) else (error,)
+        sent = case.as_curl_command(headers=headers)
+        answer = "no response" if response is None else (
+            f"{response.status_code} {response.text[:500]}")
+        for failure in found:
+            if isinstance(failure, Failure):
+                key = f"{label}: {failure.code} {failure.title}"
+            else:
+                key = f"{label}: {type(failure).__name__} {failure}"
+            report.failures.setdefault(key, f"{sent}\n-> {answer}")
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        report.operations += 1
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            label = f"{operation.label} ({mode.value})"
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=max_examples, deadline=None, database=None,
+                      derandomize=True, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            def probe(case):
+                if mode.is_positive and fits is not None and not fits(case):  # noqa: B023
+                    reject()
+                report.examples += 1
+                response = None
+                try:
+                    response = case.call(base_url=base_url, headers=headers)
+                    # The checks that send more requests (unsupported_method, ignored_auth,
+                    # ...) send them where this one went.
+                    case.validate_response(response, headers=headers, transport_kwargs={
+                        "base_url": base_url, "headers": dict(headers or {})})
+                except (AssertionError, BaseExceptionGroup, OSError) as error:
+                    record(label, error, case, response)  # noqa: B023 (runs in this iteration)
+
+            try:
+                probe()
+            except Unsatisfiable:  # nothing of this mode fits, e.g. negative for GET /health
+                pass
+    report.seconds = time.monotonic() - started
+    return report

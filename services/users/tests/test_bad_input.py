@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from shopkit.testing import service_starter
+from shopkit.testing import post_json_bytes, running_service
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 ACCOUNT = {"email": "first@example.com", "password": "long enough", "name": "First"}
@@ -19,20 +19,17 @@ ACCOUNT = {"email": "first@example.com", "password": "long enough", "name": "Fir
 @pytest.fixture(scope="module")
 def users(tmp_path_factory):
     """One users process for the module, with user 1 registered; its secret attached."""
-    starter = service_starter(tmp_path_factory.mktemp("users"), SERVICE_DIR)
-    start = next(starter)
     secret = secrets.token_urlsafe(32)
-    service = start(SHOP_JWT_SECRET=secret)
-    service.secret = secret
-    registered = httpx.post(f"{service.url}/register", json=ACCOUNT)
-    assert registered.json()["id"] == 1
-    yield service
-    next(starter, None)
+    with running_service(tmp_path_factory.mktemp("users"), SERVICE_DIR,
+                         SHOP_JWT_SECRET=secret) as service:
+        service.secret = secret
+        registered = httpx.post(f"{service.url}/register", json=ACCOUNT)
+        assert registered.json()["id"] == 1
+        yield service
 
 
-def post(users, path: str, raw: bytes, **headers: str) -> httpx.Response:
-    return httpx.post(f"{users.url}{path}", content=raw, timeout=10,
-                      headers={"Content-Type": "application/json", **headers})
+def post(users, path: str, raw: bytes) -> httpx.Response:
+    return post_json_bytes(f"{users.url}{path}", raw)
 
 
 def token(users, **claims) -> str:
@@ -118,11 +115,8 @@ def test_a_users_token_passes_the_shared_check(users):
 def test_a_body_over_16_kib_is_a_413_chunked_or_not(users):
     big = b'{"email": "' + b"x" * 20_000 + b'"}'
 
-    sized = post(users, "/register", big)
-    chunked = httpx.post(f"{users.url}/register", content=iter([big[:10_000], big[10_000:]]),
-                         headers={"Content-Type": "application/json"})
-
-    for response in (sized, chunked):
+    for chunked in (False, True):
+        response = post_json_bytes(f"{users.url}/register", big, chunked)
         assert response.status_code == 413
         assert response.json()["error"] == "content_too_large"
         assert len(response.content) < 200
