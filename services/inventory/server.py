@@ -16,6 +16,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 from shopkit.metrics import observe
@@ -24,6 +25,22 @@ from servicer import SERVICE_NAME, InventoryServicer, inventory_pb2_grpc
 from stock import StockLedger
 
 DB_FILE = "inventory.db"
+# What the lenient deserializer hands the handler for bytes that are no valid message.
+MALFORMED = object()
+
+
+def _lenient(deserialize):
+    """A request deserializer that returns MALFORMED where grpcio would log a traceback
+    and answer INTERNAL ("Exception deserializing request!"): the client sent bad bytes,
+    which is INVALID_ARGUMENT, as for any other malformed request."""
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return MALFORMED
+
+    return parse
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
@@ -31,7 +48,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
     endpoint = the full method name (/shop.inventory.v1.Inventory/ReserveStock),
     method = "grpc", status = the gRPC code name (OK, FAILED_PRECONDITION, ...).
-    Streaming RPCs (only Health/Watch here) pass through unrecorded.
+    Streaming RPCs (only Health/Watch here) pass through unrecorded. Unary requests that
+    do not parse are answered INVALID_ARGUMENT here (see _lenient).
     """
 
     def __init__(self, service: str):
@@ -48,6 +66,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             start = time.perf_counter()
             failed = True
             try:
+                if request is MALFORMED:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  "malformed request: not a valid protobuf message")
                 response = behaviour(request, context)
                 failed = False
                 return response
@@ -57,9 +78,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                 code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
                 observe(self._service, endpoint, "grpc", code.name, time.perf_counter() - start)
 
+        deserialize = handler.request_deserializer
         return grpc.unary_unary_rpc_method_handler(
             recorded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(deserialize) if deserialize else None,
             response_serializer=handler.response_serializer,
         )
 

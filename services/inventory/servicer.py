@@ -5,9 +5,14 @@ Status codes (the contract in protos/inventory.proto):
     NOT_FOUND            unknown SKU in CheckStock
     FAILED_PRECONDITION  ReserveStock refused for a business reason; not retryable. The
                          rich status carries a google.rpc.ErrorInfo whose reason is
-                         INSUFFICIENT_STOCK (plus an InsufficientStock detail) or
-                         ORDER_RELEASED. Clients read them with
-                         grpc_status.rpc_status.from_call(error).
+                         INSUFFICIENT_STOCK (plus an InsufficientStock detail listing the
+                         first MAX_DETAIL_SHORTAGES shortages) or ORDER_RELEASED. Clients
+                         read them with grpc_status.rpc_status.from_call(error).
+
+Messages and details stay small whatever the request (stock.py's Bounds): the status
+travels in the trailers, which a default client refuses over 8 KiB. Bytes that are not
+a valid request message get INVALID_ARGUMENT too, not grpcio's own INTERNAL
+("Exception deserializing request!"): server.py's interceptor parses them.
 
 Importing this module generates the stubs when they are missing or stale
 (protogen.load_stubs).
@@ -38,6 +43,7 @@ SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name
 ERROR_DOMAIN = "inventory.shop"
 REASON_INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
 REASON_ORDER_RELEASED = "ORDER_RELEASED"
+MAX_DETAIL_SHORTAGES = 20
 
 _RESERVE_STATUS = {
     ReserveOutcome.RESERVED: inventory_pb2.RESERVE_STATUS_RESERVED,
@@ -78,7 +84,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServicer):
                     inventory_pb2.StockShortage(
                         sku=s.sku, requested=s.requested, available=s.available
                     )
-                    for s in exc.shortages
+                    for s in exc.shortages[:MAX_DETAIL_SHORTAGES]
                 ]
             )
             context.abort_with_status(

@@ -28,6 +28,12 @@ write lock before reading, so check-then-decrement cannot interleave with anothe
 writer, even in another process on the same file. Within the process one connection is
 shared behind a lock: writers queue on the lock instead of spinning in SQLite's busy
 handler. The CHECK constraints keep stock from going negative whatever the code does.
+
+Bounds. A request names at most MAX_ITEMS items, SKUs of at most MAX_SKU characters and
+an order_id of at most MAX_ORDER_ID (InvalidRequest otherwise), and an error message
+quotes at most MAX_SHOWN_ITEMS of the values it is about, each cut to MAX_SHOWN_CHARS:
+10,000 unknown SKUs make a short INVALID_ARGUMENT, not a message too large for the
+client (RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
@@ -44,6 +50,12 @@ from pathlib import Path
 from shopkit.seed import PRODUCTS, SeedProduct
 
 log = logging.getLogger(__name__)
+
+MAX_ITEMS = 1000  # also keeps reserve's `IN (?, ...)` within SQLite's variable limit
+MAX_SKU = 64
+MAX_ORDER_ID = 128
+MAX_SHOWN_ITEMS = 10
+MAX_SHOWN_CHARS = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -119,18 +131,32 @@ class InvalidRequest(LedgerError):
     """The request is malformed; retrying it unchanged cannot succeed."""
 
 
+def shown(value: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """`value` as an error message quotes it: cut to `limit` characters."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def listing(values: Sequence[str], limit: int = MAX_SHOWN_ITEMS) -> str:
+    """The first `limit` values, each cut short, and how many more there are: an error
+    message stays small however many a request names (a gRPC status message travels in
+    the trailers, which a default client caps at 8 KiB)."""
+    text = ", ".join(shown(value) for value in values[:limit])
+    more = len(values) - limit
+    return f"{text} and {more} more" if more > 0 else text
+
+
 class UnknownSku(InvalidRequest):
     def __init__(self, skus: Sequence[str]):
         self.skus = tuple(skus)
-        super().__init__(f"unknown SKU: {', '.join(self.skus)}")
+        super().__init__(f"unknown SKU: {listing(self.skus)}")
 
 
 class InsufficientStock(LedgerError):
     def __init__(self, shortages: Sequence[Shortage]):
         self.shortages = tuple(shortages)
-        detail = ", ".join(
+        detail = listing([
             f"{s.sku} (requested {s.requested}, available {s.available})" for s in self.shortages
-        )
+        ])
         super().__init__(f"insufficient stock: {detail}")
 
 
@@ -296,15 +322,21 @@ class StockLedger:
 def _check_order_id(order_id: str) -> None:
     if not order_id or not order_id.strip():
         raise InvalidRequest("order_id is required")
+    if len(order_id) > MAX_ORDER_ID:
+        raise InvalidRequest(f"order_id is longer than {MAX_ORDER_ID} characters")
 
 
 def _check_items(items: Sequence[Item]) -> None:
     if not items:
         raise InvalidRequest("at least one item is required")
+    if len(items) > MAX_ITEMS:
+        raise InvalidRequest(f"at most {MAX_ITEMS} items, got {len(items)}")
     seen: set[str] = set()
     for item in items:
         if not item.sku:
             raise InvalidRequest("every item needs a sku")
+        if len(item.sku) > MAX_SKU:
+            raise InvalidRequest(f"SKU {shown(item.sku)} is longer than {MAX_SKU} characters")
         if item.quantity <= 0:
             raise InvalidRequest(f"quantity of {item.sku} must be > 0, got {item.quantity}")
         if item.sku in seen:
