@@ -9,9 +9,13 @@ Modules: base (recipes for the shopctl/ images), rootfs (debootstrap + import), 
 (plan and build), sources (what goes in, and its hash), dockerfile (the template),
 wheels (host-side wheelhouses), tarball (deterministic contexts), engine (build
 streaming and errors), cache (cache folder and file locks).
+
+SERVICE_UID / SERVICE_GID: the unprivileged user every service runs as in its container
+(see dockerfile); give files meant for a service (its secrets) to this owner.
 """
 
 from shopctl.images.base import EnsuredImage, ensure_base_images, ensure_image
+from shopctl.images.dockerfile import SERVICE_GID, SERVICE_UID, SERVICE_USER
 from shopctl.images.service import (
     ServiceImagePlan,
     build_service_image,
@@ -20,6 +24,9 @@ from shopctl.images.service import (
 )
 
 __all__ = [
+    "SERVICE_GID",
+    "SERVICE_UID",
+    "SERVICE_USER",
     "EnsuredImage",
     "ServiceImagePlan",
     "build_service_image",

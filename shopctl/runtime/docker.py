@@ -34,6 +34,7 @@ import httpx
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
 from shopctl.errors import OperationFailed
 from shopctl.images.base import ensure_base_images
+from shopctl.images.dockerfile import DATA_DIR, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import (
     build_service_image,
     build_service_images,
@@ -41,6 +42,7 @@ from shopctl.images.service import (
 )
 from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ
 from shopctl.ports import PortNeed, is_port_free
+from shopctl.runtime import docker_volumes
 from shopctl.runtime.base import (
     LABEL_HASH,
     LABEL_PROJECT,
@@ -202,6 +204,7 @@ class DockerRuntime:
                 binds={volume: {"bind": "/data", "mode": "rw"}},
                 restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
                 network_mode=network_name(project),
+                security_opt=["no-new-privileges"],  # no way back to root (setuid binaries)
             )
             networking = api.create_networking_config(
                 {network_name(project): api.create_endpoint_config(aliases=[service])}
@@ -210,12 +213,17 @@ class DockerRuntime:
                 tag,
                 name=name,
                 hostname=service,
+                user=f"{SERVICE_UID}:{SERVICE_GID}",  # as the image says; never root
                 environment=_service_env(config, svc, spec),
                 labels=labels,
                 ports=[(port, "tcp") for port in _host_ports(svc)],
                 host_config=host_config,
                 networking_config=networking,
             )
+            # A volume an older shopctl's root-run service wrote: give its files to the user.
+            docker_volumes.hand_over(self.client, created["Id"], tag, DATA_DIR, SERVICE_UID,
+                                     SERVICE_GID, labels=labels, subject=service,
+                                     progress=progress)
             api.start(created["Id"])
             return self._state(self.client.containers.get(created["Id"]).attrs, config)
 

@@ -24,8 +24,15 @@ from shopctl import testing
 from shopctl.config import ShopConfig, load_config
 from shopctl.docker_client import connect
 from shopctl.errors import OperationFailed, RuntimeUnavailable
+from shopctl.images import SERVICE_GID, SERVICE_UID
 from shopctl.images.service import build_service_image
-from shopctl.runtime.base import LABEL_PROJECT, LABEL_SERVICE, InfraEndpoints, LaunchSpec
+from shopctl.runtime.base import (
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    InfraEndpoints,
+    LaunchSpec,
+)
 from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,6 +175,90 @@ def test_replacing_keeps_data_and_swaps_the_container(runtime, config, endpoints
     assert second.instance_id != first.instance_id
     assert runtime.observe(config)["users"].config_hash == "h2"
     wait_for(lambda: healthy(port), what="users up after replace")
+
+
+def in_users(client: docker.DockerClient, script: str, user: str = "") -> tuple[int, str]:
+    """Run `script` in the users container, as its own user unless told otherwise."""
+    container = client.containers.get(container_name(PROJECT, "users"))
+    code, out = container.exec_run(["sh", "-c", script], user=user)
+    return code, out.decode(errors="replace").strip()
+
+
+def account(port: int, email: str, path: str = "/register") -> int:
+    body = {"email": email, "password": "correct horse battery", "name": "Vol Ume"}
+    return httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=10).status_code
+
+
+def test_the_service_runs_unprivileged_and_cannot_change_its_code(
+    runtime, config, endpoints, client
+):
+    port = config.services["users"].port
+    runtime.start_service(config, users_spec(endpoints))
+    wait_for(lambda: healthy(port), what="users up")
+    container = client.containers.get(container_name(PROJECT, "users"))
+    assert container.attrs["Config"]["User"] == f"{SERVICE_UID}:{SERVICE_GID}"
+    top = container.top(ps_args="-o pid,uid,args")
+    uids = {row[top["Titles"].index("UID")] for row in top["Processes"]}
+    assert uids == {str(SERVICE_UID)}, top  # every process of the container, seen by the host
+    assert in_users(client, "id -u; id -g") == (0, f"{SERVICE_UID}\n{SERVICE_GID}")
+    # Nothing of the code, the venv or the system is writable by the service...
+    # (find cannot enter root's private folders such as /etc/ssl/private: not writable either)
+    writable = in_users(client, "find /app /opt /usr /etc /wheels -writable 2>/dev/null")[1]
+    assert writable == ""
+    assert in_users(client, "echo x >> /app/main.py")[0] != 0
+    # ...its data folder is, and setuid binaries cannot bring root back.
+    assert in_users(client, "echo probe > /data/probe && cat /data/probe") == (0, "probe")
+    assert in_users(client, "grep NoNewPrivs /proc/1/status")[1].split() == ["NoNewPrivs:", "1"]
+
+
+def test_data_written_before_survives_a_recreate(runtime, config, endpoints, client):
+    port = config.services["users"].port
+    runtime.start_service(config, users_spec(endpoints, "h1"))
+    wait_for(lambda: healthy(port), what="users up")
+    assert account(port, "kept@example.com") == 201
+    runtime.start_service(config, users_spec(endpoints, "h2"))  # a new container
+    wait_for(lambda: healthy(port), what="users up after recreate")
+    assert account(port, "kept@example.com", "/login") == 200
+    assert in_users(client, "find /data ! -user shop -o ! -group shop") == (0, "")
+
+
+def test_a_volume_an_older_shopctl_left_to_root_is_handed_over_with_its_data(
+    runtime, config, endpoints, client
+):
+    port = config.services["users"].port
+    runtime.start_service(config, users_spec(endpoints))
+    wait_for(lambda: healthy(port), what="users up")
+    assert account(port, "older@example.com") == 201
+    runtime.stop_service(config, "users")
+    # What an older shopctl left: its services ran as root, so root owns every file.
+    older = (
+        "chown -R 0:0 /data && chmod 755 /data && mkdir -p /data/old/deeper && "
+        "echo kept > /data/old/deeper/note && chmod 600 /data/old/deeper/note && "
+        "ln -s /nowhere /data/old/dangling"
+    )
+    volume = {volume_name(PROJECT, "users"): {"bind": "/data", "mode": "rw"}}
+    client.containers.run(config.infra.base_image, ["sh", "-c", older], volumes=volume,
+                          remove=True)
+    seen: list[tuple[str, str]] = []
+    runtime.start_service(config, users_spec(endpoints, "h4"),
+                          progress=lambda s, m: seen.append((s, m)))
+    wait_for(lambda: healthy(port), what="users up on the handed-over volume")
+    assert account(port, "older@example.com", "/login") == 200
+    assert account(port, "newer@example.com") == 201  # it writes its database again
+    assert in_users(client, "echo more >> /data/old/deeper/note && cat /data/old/deeper/note")\
+        == (0, "kept\nmore")
+    assert in_users(client, "find /data ! -user shop -o ! -group shop") == (0, "")
+    assert any(s == "users" and "older shopctl" in m for s, m in seen), seen
+    helpers = client.containers.list(
+        all=True, filters={"label": [f"{LABEL_PROJECT}={PROJECT}", f"{LABEL_ROLE}=volume-owner"]}
+    )
+    assert helpers == []
+    # Handed over once: the next start finds nothing to do.
+    seen.clear()
+    runtime.start_service(config, users_spec(endpoints, "h5"),
+                          progress=lambda s, m: seen.append((s, m)))
+    assert not any("older shopctl" in m for _, m in seen), seen
+    wait_for(lambda: healthy(port), what="users up again")
 
 
 def test_docker_kill_shows_exited_and_is_not_restarted(runtime, config, endpoints, client):

@@ -33,7 +33,7 @@ from shopctl.images.base import (
     ensure_image,
 )
 from shopctl.images.cache import file_lock
-from shopctl.images.dockerfile import DEPS_STEP_MARKER
+from shopctl.images.dockerfile import DEPS_STEP_MARKER, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import build_service_image, plan_service_image
 from shopctl.runtime.base import LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE
 
@@ -132,6 +132,12 @@ def test_service_image_builds_and_code_change_reuses_dependency_layer(client, pr
     run = ["/opt/venv/bin/python", "-c", "import jwt, shopkit.settings, os; print(os.listdir('.'))"]
     listing = client.containers.run(tag, run, remove=True).decode()
     assert "main.py" in listing and "data" not in listing
+    # It runs as the unprivileged service user, who owns /data and nothing else it got.
+    assert client.images.get(tag).attrs["Config"]["User"] == f"{SERVICE_UID}:{SERVICE_GID}"
+    owners = client.containers.run(tag, ["stat", "-c", "%n %u:%g %a", "/data", "/app",
+                                         "/app/main.py"], remove=True).decode().splitlines()
+    assert owners == [f"/data {SERVICE_UID}:{SERVICE_GID} 700", "/app 0:0 755",
+                      "/app/main.py 0:0 644"]
 
     (project / "services" / "demo" / "main.py").write_text(MAIN_PY.replace("1", "2"))
     changed_tag, changed_digest = build_service_image(config, "demo", client=client)
