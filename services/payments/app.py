@@ -49,8 +49,9 @@ from shopkit.settings import ServiceEnv, kv_prefix, read_kv
 log = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
-# The ledger's amounts are SQLite INTEGERs (64-bit signed).
-MAX_AMOUNT_CENTS = 2**63 - 1
+# The largest integer every JSON parser reads exactly (I-JSON, RFC 7493), well within
+# the ledger's SQLite INTEGER (64-bit): 90 trillion in major units.
+MAX_AMOUNT_CENTS = 2**53 - 1
 OrderId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
