@@ -103,14 +103,13 @@ def _example(config: ShopConfig, service: str) -> str:
 def registry_for(config: ShopConfig, timeout: float = 3.0) -> Registry:
     """The project's Consul as the host reaches it (both runtimes publish it on
     127.0.0.1:<infra.consul.port>); RuntimeUnavailable when it does not answer."""
-    from shopctl.registry import Registry
+    from shopctl.consul_acl import registry as project_registry
 
     if not config.infra.consul.enabled:
         raise RuntimeUnavailable(
             "infra.consul.enabled is false, so there is no Consul KV to hold settings"
         )
-    registry = Registry(f"http://127.0.0.1:{config.infra.consul.port}", config.project,
-                        timeout=timeout)
+    registry = project_registry(config, timeout=timeout)
     registry.ping()
     return registry
 

@@ -1,14 +1,17 @@
 """What each service is started with: its environment contract and config hash.
 
 The same function feeds both runtimes, so a service sees the same variables in a
-container and as a local process; only SHOP_HOST and SHOP_DATA_DIR are the runtime's
-to set, since only it knows where the process binds and where data lives.
+container and as a local process; only SHOP_HOST, SHOP_DATA_DIR and SHOP_SECRETS_DIR
+are the runtime's to set, since only it knows where the process binds and where data
+and secret files live.
 """
 
 from __future__ import annotations
 
 from shopctl.bundle import kit_for
 from shopctl.config import ShopConfig
+from shopctl.consul_acl import service_token
+from shopctl.state import ProjectState
 from shopctl.fingerprint import data_hash, tree_hash
 from shopctl.runtime.base import InfraEndpoints, LaunchSpec
 
@@ -24,9 +27,7 @@ def code_hash(config: ShopConfig, service: str) -> str:
     return tree_hash(roots)
 
 
-def service_env(
-    config: ShopConfig, service: str, infra: InfraEndpoints, jwt_secret: str
-) -> dict[str, str]:
+def service_env(config: ShopConfig, service: str, infra: InfraEndpoints) -> dict[str, str]:
     svc = config.services[service]
     env = {
         "SHOP_PROJECT": config.project,
@@ -34,7 +35,6 @@ def service_env(
         "SHOP_PORT": str(svc.port),
         "SHOP_AMQP_URI": infra.service_amqp_uri,
         "CONSUL_HTTP_ADDR": infra.service_consul_addr,
-        "SHOP_JWT_SECRET": jwt_secret,
         "PYTHONUNBUFFERED": "1",
     }
     if svc.metrics_port:
@@ -46,7 +46,12 @@ def service_env(
 def launch_spec(
     config: ShopConfig, service: str, infra: InfraEndpoints, jwt_secret: str, runtime: str
 ) -> LaunchSpec:
-    env = service_env(config, service, infra, jwt_secret)
+    env = service_env(config, service, infra)
+    secrets = {"jwt_secret": jwt_secret,
+               "service_key": ProjectState(config.root).service_key()}
+    token = service_token(config, service)
+    if token:
+        secrets["consul_token"] = token
     svc = config.services[service]
     # Infra addresses follow from config.infra, hashed below; leaving them out lets
     # `up --dry-run` plan before any infra runs.
@@ -58,6 +63,7 @@ def launch_spec(
         "infra": config.infra.model_dump(mode="json", exclude={"prometheus"}),
         "env": stable_env,
         "code": code_hash(config, service),
+        "secrets": data_hash(secrets),  # a new secret restarts the service with it
         "base_image": config.infra.base_image if runtime == "docker" else None,
     })
-    return LaunchSpec(service=service, env=env, config_hash=fingerprint[:16])
+    return LaunchSpec(service=service, env=env, config_hash=fingerprint[:16], secrets=secrets)

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from shopctl.config import ShopConfig
+from shopctl.consul_acl import service_token
 from shopctl.errors import Cancelled, OperationFailed
 from shopctl.launch import launch_spec
 from shopctl.plan import Action, Plan, make_plan
@@ -256,7 +257,8 @@ def apply_up(
 
     def register(name: str, state: ServiceState) -> None:
         if state.address and registered.get(name) != state.address:
-            registry.register(config.services[name], state, runtime.name)
+            registry.register(config.services[name], state, runtime.name,
+                              token=service_token(config, name))
             registered[name] = state.address
             report(name, "registered, waiting for checks")
 
@@ -517,15 +519,24 @@ def unhealthy_error(
     )
 
 
-def push_settings(config: ShopConfig, registry, jwt_secret: str, targets: list[str]) -> None:
+LEGACY_SECRET_KEY = "_shared/jwt_secret"  # where shopctl before 0.x kept the token secret
+
+
+def push_settings(config: ShopConfig, registry, targets: list[str]) -> None:
     """Put the token secret and each service's `config:` block into Consul KV.
 
-    The secret is always written (services that lack SHOP_JWT_SECRET read it there).
     Settings are written only where absent, so what an operator changed at run time
-    survives the next `up`; `shopctl config push` is the way to overwrite them.
+    survives the next `up`; `shopctl config push` is the way to overwrite them. Each
+    target gets its ACL token first (shopctl.consul_acl): it registers with it.
+    The token secret is a file of each service, never in KV: a secret an earlier shopctl
+    stored there is deleted.
     """
-    registry.put_kv("_shared/jwt_secret", jwt_secret)
+    from shopctl import consul_acl
+
+    consul_acl.ensure(config, registry.consul_http, targets)
     present = registry.kv_tree()
+    if LEGACY_SECRET_KEY in present:
+        registry.delete_kv(LEGACY_SECRET_KEY)
     for name in targets:
         for key, value in config.services[name].config.items():
             path = f"{name}/{key}"

@@ -160,7 +160,10 @@ def registration(
 class Registry:
     """The project's view of one Consul agent. Thread-safe for concurrent register calls."""
 
-    def __init__(self, consul_http: str, project: str, timeout: float = 5.0):
+    def __init__(self, consul_http: str, project: str, timeout: float = 5.0,
+                 token: str | None = None):
+        """`token`: the ACL token every call is made with (the project's management
+        token; see shopctl.consul_acl)."""
         self.consul_http = consul_http
         self.project = project
         self.kv_root = f"{KV_ROOT}/{project}/"
@@ -170,6 +173,7 @@ class Registry:
             port=parts.port or 8500,
             scheme=parts.scheme or "http",
             connections_timeout=timeout,
+            token=token,
         )
 
     @contextmanager
@@ -200,11 +204,13 @@ class Registry:
 
     # -- services -------------------------------------------------------------------
 
-    def register(self, service: ServiceConfig, state: ServiceState, runtime: str) -> str:
-        """Register (or update) one service instance with its check; returns its ID."""
+    def register(self, service: ServiceConfig, state: ServiceState, runtime: str,
+                 token: str | None = None) -> str:
+        """Register (or update) one service instance with its check; returns its ID.
+        `token`: the service's own ACL token, which the agent then keeps it under."""
         kwargs = registration(self.project, service, state, runtime)
         with self._calling(f"register {service.name}"):
-            self._client.agent.service.register(**kwargs)
+            self._client.agent.service.register(**kwargs, token=token)
         return kwargs["service_id"]
 
     def deregister(self, service: str) -> None:

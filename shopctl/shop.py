@@ -76,9 +76,9 @@ class Shop:
     # -- helpers ---------------------------------------------------------------------
 
     def _registry(self, infra: InfraEndpoints):
-        from shopctl.registry import Registry
+        from shopctl.consul_acl import registry
 
-        return Registry(infra.consul_http, self.config.project)
+        return registry(self.config, infra.consul_http)
 
     def _targets(self, services: list[str] | None) -> list[str]:
         from shopctl.orchestrate import with_dependencies
@@ -137,7 +137,7 @@ class Shop:
         plan, observed = plan_up(self.config, self.runtime, specs)
 
         def settings() -> None:  # once Consul answers, before the services read them
-            push_settings(self.config, registry, self.state.jwt_secret(), targets)
+            push_settings(self.config, registry, targets)
 
         apply_up(self.config, self.runtime, registry, plan, specs, observed, progress,
                  infra=infra, before_start=settings, cancel=cancel)
@@ -193,10 +193,10 @@ class Shop:
             if self.config.infra.consul.enabled else None)
         health = None
         if consul:
-            from shopctl.registry import Registry
+            from shopctl.consul_acl import registry
 
             try:
-                health = Registry(consul, self.config.project, timeout=2.0).health()
+                health = registry(self.config, consul, timeout=2.0).health()
             except ShopctlError:
                 health = None
         return status_rows(self.config, observed, health)

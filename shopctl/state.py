@@ -4,6 +4,12 @@ Layout (every path is derived here, so no other module spells a folder name):
 
     .shopctl/                     0700, ignored by git (see .gitignore)
       secrets/jwt_secret          0600, the per-project token secret
+      secrets/service_key         0600, signs service-to-service credentials
+      secrets/rabbitmq_password   0600, the project's RabbitMQ user's password
+      secrets/consul/management   0600, the project's Consul management (master) token
+      secrets/consul/<name>       0600, the Consul ACL token of a service (or _reader)
+      secrets/services/<service>/ 0700, the local runtime's SHOP_SECRETS_DIR of a service
+      secrets/consul-acl.hcl      0600, the local Consul agent's ACL config
       local/run/<unit>.json       the local runtime's supervisor state, one per unit
       local/run/<unit>.spec.json  0600, what the supervisor runs (holds the secret env)
       local/logs/<unit>.log       timestamped output of a unit, across restarts
@@ -35,6 +41,7 @@ from shopctl.errors import ProjectStateError
 
 STATE_DIR_NAME = ".shopctl"
 JWT_SECRET_NAME = "jwt_secret"
+SERVICE_KEY_NAME = "service_key"
 RUNTIME_FILE_NAME = "runtime"
 
 # Folders hold secrets and environments that carry them: only the owner may list them.
@@ -293,20 +300,50 @@ class ProjectState:
     # -- secrets ---------------------------------------------------------------------
 
     def jwt_secret(self) -> str:
-        """The project's token secret: created once (48 random bytes, url-safe), then reused.
+        """The project's token secret: created once (48 random bytes, url-safe), then reused."""
+        return self.secret(JWT_SECRET_NAME, lambda: secrets.token_urlsafe(48))
+
+    def service_key(self) -> str:
+        """The key services and the saga driver sign and check service-to-service
+        credentials with (shopkit.service_auth); apart from the users' token secret, so
+        a user token can never pass for a service credential or the reverse."""
+        return self.secret(SERVICE_KEY_NAME, lambda: secrets.token_urlsafe(48))
+
+    def consul_token(self, name: str) -> str:
+        """A Consul ACL token's secret ID (a UUID, as Consul wants): `management` for
+        shopctl's own, a service's name for that service's."""
+        import uuid
+
+        return self.secret(f"consul/{name}", lambda: str(uuid.uuid4()))
+
+    def service_secrets_dir(self, service: str) -> Path:
+        return self.secrets_dir / "services" / service
+
+    def write_service_secrets(self, service: str, values: dict[str, str]) -> Path:
+        """The local runtime's SHOP_SECRETS_DIR of a service: one 0600 file a secret in
+        a 0700 folder, and nothing else (a secret no longer given is removed)."""
+        folder = self.ensure(self.service_secrets_dir(service))
+        for stale in set(p.name for p in folder.iterdir()) - set(values):
+            _unlink(folder / stale)
+        for name, value in values.items():
+            write_atomic(folder / name, value + "\n", mode=_SECRET_MODE)
+        return folder
+
+    def secret(self, name: str, make) -> str:
+        """The secret `secrets/<name>`: created once from `make()`, then reused.
 
         Created 0600 in a 0700 folder without ever being visible half-written; when two
         first calls race (parallel `shopctl` runs), the first file wins and both return it.
         """
-        path = self.secrets_dir / JWT_SECRET_NAME
+        path = self.secrets_dir / name
         existing = _read_secret(path)
         if existing:
             return existing
-        self.ensure(self.secrets_dir)
-        write_new(path, secrets.token_urlsafe(48) + "\n", mode=_SECRET_MODE)
-        secret = _read_secret(path)
-        assert secret, f"{path} is empty right after writing it"
-        return secret
+        self.ensure(path.parent)
+        write_new(path, make() + "\n", mode=_SECRET_MODE)
+        value = _read_secret(path)
+        assert value, f"{path} is empty right after writing it"
+        return value
 
 
 def _read_secret(path: Path) -> str | None:

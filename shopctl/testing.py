@@ -99,3 +99,12 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s; last: {value!r}")
+
+
+def consul_headers(project_root: Path) -> dict[str, str]:
+    """Headers that let a test read a project's Consul (it denies anonymous reads):
+    the project's management token, as shopctl stored it."""
+    from shopctl.state import ProjectState
+
+    token_file = ProjectState(project_root).secrets_dir / "consul" / "management"
+    return {"X-Consul-Token": token_file.read_text().strip()} if token_file.exists() else {}

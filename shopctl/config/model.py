@@ -174,6 +174,9 @@ class ConsulConfig(_Section):
     image: str = "shopctl/consul:1.8"
     port: Port = 8500
     version: str | None = None  # the consul binary version wanted when running without Docker
+    # Default deny, a management token for shopctl and one token a service (see
+    # shopctl.consul_acl). Off only for a Consul that cannot take the ACL config.
+    acl: bool = True
 
 
 class RabbitMQConfig(_Section):

@@ -76,3 +76,28 @@ def walk_files(root: Path, skip: Callable[[Path], bool]) -> list[tuple[str, Path
             if not skip(here / name) and path.is_file():
                 found.append(((here / name).as_posix(), path))
     return sorted(found)
+
+
+def private_files_tar(folder: str, files: dict[str, str], uid: int = 0, gid: int = 0,
+                      mode: int = 0o400) -> bytes:
+    """A tar, to extract at `/`, holding `folder` (0500) with one file (0400) per entry,
+    owned by uid:gid: how secrets reach a container without its environment (what
+    `docker inspect` shows) ever holding them. `mode` 0444 makes a file any user of the
+    container may read (and the folder 0555)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        parts = folder.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):  # every folder on the way, leaf private
+            info = tarfile.TarInfo("/".join(parts[:depth]))
+            info.type, info.mtime = tarfile.DIRTYPE, _MTIME
+            leaf = depth == len(parts)
+            info.mode = (0o555 if mode & 0o044 else 0o500) if leaf else 0o755
+            info.uid, info.gid = (uid, gid) if leaf else (0, 0)
+            tar.addfile(info)
+        for name, value in files.items():
+            data = (value + "\n").encode()
+            info = tarfile.TarInfo(f"{'/'.join(parts)}/{name}")
+            info.size, info.mode, info.mtime = len(data), mode, _MTIME
+            info.uid, info.gid = uid, gid
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -12,6 +12,10 @@ container before it starts (no bind mounts: the engine need not share our disk).
 io.shopctl.config-hash label covers image, arguments and copied files, so a second
 `up` keeps running containers and a change replaces them. With discovery "consul"
 (a prom/prometheus image) there is no bridge: Prometheus asks Consul itself.
+
+Neither runs as root: the bridge runs as nobody, and so does shopctl's Prometheus image
+(as the official one), which owns the TSDB; a TSDB volume an older shopctl's Prometheus
+wrote as root is handed over to nobody before the container starts.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import tarfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from shopctl import infra_names
+from shopctl import consul_acl, infra_names
 from shopctl.docker_client import docker_errors
 from shopctl.fingerprint import data_hash
+from shopctl.images.prometheus import PROMETHEUS_GID, PROMETHEUS_IMAGE, PROMETHEUS_UID, TSDB_DIR
 from shopctl.prom.local import BRIDGE_SCRIPT, http_ok
 from shopctl.prom.promconfig import consul_sd_config, discovery_mode, http_sd_config
 from shopctl.runtime.base import LABEL_HASH, LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Progress
+from shopctl.runtime.docker_volumes import hand_over
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shopctl.config import ShopConfig
     from shopctl.runtime.docker import DockerRuntime
 
@@ -40,6 +48,7 @@ BRIDGE_PORT = 9091
 CONFIG_DIR = "/etc/shopctl-prometheus"
 BRIDGE_DIR = "/opt/shopctl-promsd"
 READY_TIMEOUT = 60.0
+BRIDGE_USER = "65534:65534"  # nobody: the bridge only reads its files and serves HTTP
 
 
 def _tar(folder: str, files: dict[str, bytes]) -> bytes:
@@ -80,7 +89,8 @@ def sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progre
         found = runtime._container(container_name(project, BRIDGE))
         if found is not None:
             runtime._remove(found)
-        text = consul_sd_config(f"{container_name(project, infra_names.CONSUL)}:8500", project)
+        text = consul_sd_config(f"{container_name(project, infra_names.CONSUL)}:8500", project,
+                                consul_acl.service_token(config, consul_acl.READER))
     args = [f"--config.file={CONFIG_DIR}/prometheus.yml", "--storage.tsdb.path=/prometheus",
             f"--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}", "--web.enable-lifecycle"]
     files = {"prometheus.yml": text.encode()}
@@ -95,6 +105,7 @@ def sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progre
             runtime, config, PROMETHEUS, prom.image, args, wanted, CONFIG_DIR, files,
             ports={PROMETHEUS_PORT: ("127.0.0.1", prom.port)},
             binds={volume: {"bind": "/prometheus", "mode": "rw"}},
+            before_start=_tsdb_to_prometheus_user(runtime, config, prom.image, progress),
         )
     url = f"http://127.0.0.1:{prom.port}"
     progress(PROMETHEUS, "waiting until ready")
@@ -113,13 +124,32 @@ def _ensure_bridge(runtime: DockerRuntime, config: ShopConfig, progress: Progres
     command = ["python3", f"{BRIDGE_DIR}/http_sd.py",
                "--consul", f"http://{container_name(project, infra_names.CONSUL)}:8500",
                "--listen", f"0.0.0.0:{BRIDGE_PORT}", "--project", project]
+    files = {"http_sd.py": source}
+    token = consul_acl.service_token(config, consul_acl.READER)
+    if token:
+        files["consul_token"] = token.encode()
+        command += ["--token-file", f"{BRIDGE_DIR}/consul_token"]
     wanted = data_hash({"image": _image_id(runtime, image), "command": command,
-                        "source": hashlib.sha256(source).hexdigest()})[:16]
+                        "files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()},
+                        "user": BRIDGE_USER})[:16]
     name = container_name(project, BRIDGE)
     if _current(runtime, name, wanted, progress, BRIDGE) is None:
         progress(BRIDGE, f"starting the Consul bridge {name}")
-        _create(runtime, config, BRIDGE, image, command, wanted, BRIDGE_DIR,
-                {"http_sd.py": source})
+        _create(runtime, config, BRIDGE, image, command, wanted, BRIDGE_DIR, files,
+                user=BRIDGE_USER)
+
+
+def _tsdb_to_prometheus_user(
+    runtime: DockerRuntime, config: ShopConfig, image: str, progress: Progress
+) -> Callable[[str], object] | None:
+    """For shopctl's image, which runs as nobody: hand a TSDB an older one wrote as root
+    over before Prometheus starts (shopctl.runtime.docker_volumes). Other images decide
+    their own user."""
+    if image != PROMETHEUS_IMAGE:
+        return None
+    return lambda container: hand_over(
+        runtime.client, container, image, TSDB_DIR, PROMETHEUS_UID, PROMETHEUS_GID,
+        labels={LABEL_PROJECT: config.project}, subject=PROMETHEUS, progress=progress)
 
 
 def _image_id(runtime: DockerRuntime, image: str) -> str:
@@ -159,6 +189,8 @@ def _create(
     files: dict[str, bytes],
     ports: dict[int, tuple[str, int]] | None = None,
     binds: dict[str, dict[str, str]] | None = None,
+    user: str | None = None,
+    before_start: Callable[[str], object] | None = None,
 ) -> None:
     from shopctl.runtime.docker import container_name, network_name
 
@@ -179,11 +211,14 @@ def _create(
             command=command,
             name=container_name(project, part),
             hostname=part,
+            user=user,  # None: the image's
             labels={LABEL_PROJECT: project, LABEL_SERVICE: part, LABEL_ROLE: "infra",
                     LABEL_HASH: config_hash},
             ports=list(ports or {}),
             host_config=host_config,
             networking_config=networking,
         )
+        if before_start is not None:
+            before_start(created["Id"])
         api.put_archive(created["Id"], "/", _tar(folder, files))
         api.start(created["Id"])

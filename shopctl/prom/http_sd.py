@@ -61,12 +61,14 @@ def target_groups(catalog: dict[str, list[dict]], project: str | None = None) ->
 class ConsulCatalog:
     """Reads the whole service catalog of one Consul agent over its HTTP API."""
 
-    def __init__(self, base_url: str, timeout: float = 3.0):
+    def __init__(self, base_url: str, timeout: float = 3.0, token: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.headers = {"X-Consul-Token": token} if token else {}
 
     def _get(self, path: str):
-        with urllib.request.urlopen(self.base_url + path, timeout=self.timeout) as response:
+        request = urllib.request.Request(self.base_url + path, headers=self.headers)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
             return json.load(response)
 
     def read(self) -> dict[str, list[dict]]:
@@ -115,11 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consul", required=True, help="Consul's HTTP API, e.g. http://consul:8500")
     parser.add_argument("--listen", default="127.0.0.1:9091", help="HOST:PORT to serve on")
     parser.add_argument("--project", default=None, help="only instances with this Meta.project")
+    parser.add_argument("--token-file", default=None,
+                        help="a file holding a Consul ACL token that may read the catalog")
     args = parser.parse_args(argv)
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as handle:
+            token = handle.read().strip() or None
     host, _, port = args.listen.rpartition(":")
     consul = args.consul if "://" in args.consul else f"http://{args.consul}"
     server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), make_handler(
-        ConsulCatalog(consul), args.project))
+        ConsulCatalog(consul, token=token), args.project))
     sys.stderr.write(f"serving http_sd on {args.listen} from {consul}\n")
     sys.stderr.flush()
     try:

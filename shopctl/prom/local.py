@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from shopctl import consul_acl
 from shopctl.errors import RuntimeUnavailable
 from shopctl.fingerprint import data_hash
 from shopctl.prom.promconfig import consul_sd_config, discovery_mode, http_sd_config
@@ -60,7 +61,8 @@ def ensure_prometheus(
         sd_port = _ensure_bridge(runtime, config, ps, progress)
         text = http_sd_config(f"http://{HOST}:{sd_port}/targets")
     else:
-        text = consul_sd_config(f"{HOST}:{config.infra.consul.port}", config.project)
+        text = consul_sd_config(f"{HOST}:{config.infra.consul.port}", config.project,
+                                consul_acl.service_token(config, consul_acl.READER))
     config_file = data / "prometheus.yml"
     argv = [
         binary, f"--config.file={config_file}", f"--storage.tsdb.path={data / 'tsdb'}",
@@ -93,8 +95,9 @@ def _ensure_bridge(
 
     consul = f"http://{HOST}:{config.infra.consul.port}"
     source = hashlib.sha256(BRIDGE_SCRIPT.read_bytes()).hexdigest()
+    token = consul_acl.service_token(config, consul_acl.READER)  # created 0600 if new
     wanted = data_hash({"source": source, "consul": consul, "project": config.project,
-                        "python": runtime.python})[:16]
+                        "python": runtime.python, "acl": bool(token)})[:16]
     record = read_record(ps, UNIT_PROMSD) or {}
     port = (record.get("meta") or {}).get("port")
     if runtime._running(ps, UNIT_PROMSD) and record.get("config_hash") == wanted and port:
@@ -105,6 +108,8 @@ def _ensure_bridge(
         data = ps.ensure(ps.data_dir(UNIT_PROMSD))
         argv = [runtime.python, str(BRIDGE_SCRIPT), "--consul", consul,
                 "--listen", f"{HOST}:{port}", "--project", config.project]
+        if token:
+            argv += ["--token-file", str(ps.secrets_dir / "consul" / consul_acl.READER)]
         progress("prometheus", f"starting the Consul bridge on :{port}")
         runtime._launch(config, ps, Unit(UNIT_PROMSD, "infra", argv, data, dict(os.environ),
                                          wanted, {"port": port}))

@@ -78,12 +78,13 @@ def consul_relabels(project: str | None) -> list[dict]:
     return rules
 
 
-def consul_sd_config(consul_server: str, project: str | None) -> str:
+def consul_sd_config(consul_server: str, project: str | None, token: str | None = None) -> str:
+    """`token`: a Consul ACL token that may read the catalog (shopctl.consul_acl READER)."""
     job = {
         "job_name": JOB,
         "honor_labels": True,
         "scrape_interval": SCRAPE_INTERVAL,
-        "consul_sd_configs": [{"server": consul_server}],
+        "consul_sd_configs": [{"server": consul_server, **({"token": token} if token else {})}],
         "relabel_configs": consul_relabels(project),
     }
     return yaml.safe_dump(_base(job), sort_keys=False)

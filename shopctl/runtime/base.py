@@ -57,6 +57,9 @@ class LaunchSpec:
     service: str
     env: Mapping[str, str]  # the full SHOP_* contract plus the service's own env
     config_hash: str  # hash of everything that should trigger a replace when it changes
+    # name -> value of the files the runtime puts in the service's SHOP_SECRETS_DIR,
+    # readable by the service alone (never in its environment: `docker inspect` shows it)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

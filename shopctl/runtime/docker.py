@@ -31,8 +31,10 @@ import docker
 import docker.errors
 import httpx
 
+from shopctl import broker, consul_acl
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
 from shopctl.errors import OperationFailed
+from shopctl.fingerprint import data_hash
 from shopctl.images.base import ensure_base_images
 from shopctl.images.dockerfile import DATA_DIR, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import (
@@ -40,6 +42,7 @@ from shopctl.images.service import (
     build_service_images,
     image_repository,
 )
+from shopctl.images.tarball import private_files_tar
 from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ
 from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
@@ -63,6 +66,9 @@ if TYPE_CHECKING:
 LABEL_PORT = "io.shopctl.port"  # the service's main port, for services gone from shop.yaml
 INFRA = (CONSUL, RABBITMQ)  # a service cannot take these names: the config refuses them
 CONSUL_PORT = 8500  # inside the container
+SECRETS_DIR = "/run/shop-secrets"  # a service's SHOP_SECRETS_DIR in its container
+CONSUL_ACL_FILE = "/run/shopctl/consul-acl.json"  # the ACL config, in Consul's container
+RABBITMQ_DEFINITIONS = "/run/shopctl/rabbitmq-definitions.json"  # the project's user
 AMQP_PORT = 5672
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL, as `docker stop`
 INFRA_READY_TIMEOUT = 120.0
@@ -141,7 +147,7 @@ class DockerRuntime:
         deadline = time.monotonic() + INFRA_READY_TIMEOUT
         checks = {
             "consul": ("waiting for a leader", lambda: _consul_has_leader(endpoints)),
-            "rabbitmq": ("waiting for AMQP", lambda: _amqp_accepts(endpoints)),
+            "rabbitmq": ("waiting for AMQP", lambda: self._rabbitmq_ready(config)),
         }
 
         def waiter(part: str) -> Callable[[], None]:
@@ -158,6 +164,29 @@ class DockerRuntime:
         # Prometheus and its Consul bridge as infra.prometheus says (shopctl.prom.docker).
         waiters["prometheus"] = lambda: _sync_prometheus(self, config, progress)
         return endpoints, waiters
+
+    def _rabbitmq_ready(self, config: ShopConfig) -> bool:
+        """The broker answers AMQP and lets the project's user in, guest not (adding
+        the user and removing guest the first time: see shopctl.broker)."""
+        port = config.infra.rabbitmq.port
+        if not broker.answers(_LOOPBACK, port):
+            return False
+        if not broker.needs_provisioning(config, _LOOPBACK, port, own_broker=True):
+            return True
+        container = self._container(container_name(config.project, RABBITMQ))
+        if container is None:
+            return False
+        folder, file = RABBITMQ_DEFINITIONS.rsplit("/", 1)
+        with docker_errors("giving RabbitMQ the project's user"):
+            # a salted hash of the password, not the password: readable by the broker
+            container.put_archive("/", private_files_tar(
+                folder, {file: broker.definitions(config)}, mode=0o444))
+            imported = container.exec_run(["rabbitmqctl", "import_definitions",
+                                           RABBITMQ_DEFINITIONS])
+            if imported.exit_code != 0:
+                return False  # a booting node refuses the CLI for a moment: next poll
+            container.exec_run(["rabbitmqctl", "delete_user", broker.GUEST])
+        return not broker.needs_provisioning(config, _LOOPBACK, port, own_broker=True)
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
         for part in self._enabled_infra(config):
@@ -224,6 +253,10 @@ class DockerRuntime:
             docker_volumes.hand_over(self.client, created["Id"], tag, DATA_DIR, SERVICE_UID,
                                      SERVICE_GID, labels=labels, subject=service,
                                      progress=progress)
+            if spec.secrets:
+                # Owned by the service's user (0400 in a 0500 folder): no other reads them.
+                api.put_archive(created["Id"], "/", private_files_tar(
+                    SECRETS_DIR, dict(spec.secrets), SERVICE_UID, SERVICE_GID))
             api.start(created["Id"])
             return self._state(self.client.containers.get(created["Id"]).attrs, config)
 
@@ -385,6 +418,9 @@ class DockerRuntime:
     def _ensure_infra_container(self, config: ShopConfig, part: str, progress: Progress) -> None:
         project = config.project
         name = container_name(project, part)
+        files, command = _infra_files(config, part)
+        wanted = data_hash({"image": getattr(config.infra, part).image, "files": files,
+                            "command": command})[:16]
         found = self._container(name)
         if found is not None:
             if found.labels.get(LABEL_PROJECT) != project:
@@ -392,6 +428,11 @@ class DockerRuntime:
                     f"a container named {name} exists but is not shopctl's",
                     hint=f"remove it: docker rm -f {name}",
                 )
+            if found.labels.get(LABEL_HASH) != wanted:  # its config changed (ACLs on)
+                progress(part, "replacing the container: its configuration changed")
+                self._remove(found)
+                found = None
+        if found is not None:
             if found.status != "running":
                 progress(part, "starting the existing container")
                 with docker_errors(f"starting {part}"):
@@ -408,21 +449,26 @@ class DockerRuntime:
         if part == "rabbitmq":
             volume = self._ensure_volume(project, part)
             extra["volumes"] = {volume: {"bind": "/var/lib/rabbitmq", "mode": "rw"}}
+        if command:
+            extra["command"] = command
         progress(part, f"starting container {name} ({settings.image})")
         with docker_errors(f"starting {part}"):
-            self.client.containers.run(
+            created = self.client.containers.create(
                 settings.image,
                 name=name,
                 # A fixed hostname keeps RabbitMQ's node name, hence its data, across
                 # container replacements.
                 hostname=part,
-                detach=True,
-                labels={LABEL_PROJECT: project, LABEL_SERVICE: part, LABEL_ROLE: "infra"},
+                labels={LABEL_PROJECT: project, LABEL_SERVICE: part, LABEL_ROLE: "infra",
+                        LABEL_HASH: wanted},
                 ports=ports,
                 network=network_name(project),
                 restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
                 **extra,
             )
+            for folder, contents in files.items():  # before it starts: it reads them then
+                created.put_archive("/", private_files_tar(folder, contents))
+            created.start()
 
     def _wait_ready(self, config: ShopConfig, part: str, ready: Any, deadline: float) -> None:
         name = container_name(config.project, part)
@@ -551,6 +597,7 @@ def _service_env(config: ShopConfig, svc: ServiceConfig, spec: LaunchSpec) -> di
     # Consul's checks; /data is the volume whatever path the host side would use.
     env["SHOP_HOST"] = "0.0.0.0"
     env["SHOP_DATA_DIR"] = "/data"
+    env["SHOP_SECRETS_DIR"] = SECRETS_DIR
     return env
 
 
@@ -561,10 +608,22 @@ def _endpoints(config: ShopConfig) -> InfraEndpoints:
     rabbit_name = container_name(config.project, "rabbitmq")
     return InfraEndpoints(
         consul_http=f"http://{_LOOPBACK}:{consul.port}" if consul.enabled else "",
-        amqp_uri=f"amqp://guest:guest@{_LOOPBACK}:{rabbit.port}/" if rabbit.enabled else "",
+        amqp_uri=broker.uri(config, _LOOPBACK, rabbit.port) if rabbit.enabled else "",
         service_consul_addr=f"{consul_name}:{CONSUL_PORT}" if consul.enabled else "",
-        service_amqp_uri=f"amqp://guest:guest@{rabbit_name}:{AMQP_PORT}/" if rabbit.enabled else "",
+        service_amqp_uri=broker.uri(config, rabbit_name, AMQP_PORT) if rabbit.enabled else "",
     )
+
+
+def _infra_files(config: ShopConfig, part: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """({folder: {file: content}}, command) an infra container is created with: Consul
+    with ACLs reads its config from a private file (the management token is in it)."""
+    if part == CONSUL and consul_acl.enabled(config):
+        folder, file = CONSUL_ACL_FILE.rsplit("/", 1)
+        config_text = consul_acl.agent_config(consul_acl.management_token(config))
+        command = ["consul", "agent", "-dev", "-client", "0.0.0.0", "-ui", "-node", "shopctl",
+                   "-config-file", CONSUL_ACL_FILE]
+        return {folder: {file: config_text}}, command
+    return {}, []
 
 
 def _sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progress) -> None:
@@ -578,19 +637,4 @@ def _consul_has_leader(endpoints: InfraEndpoints) -> bool:
         response = httpx.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2.0)
         return response.status_code == 200 and bool(response.json())
     except (httpx.HTTPError, ValueError):
-        return False
-
-
-def _amqp_accepts(endpoints: InfraEndpoints) -> bool:
-    """A real AMQP login as guest: an open port alone is not a ready broker."""
-    import kombu  # imported here: only this check needs it, and it is slow to import
-
-    try:
-        with kombu.Connection(endpoints.amqp_uri, connect_timeout=2) as connection:
-            # One attempt: connect() would retry a refused handshake only after 2 s (kombu's
-            # default interval), and the caller polls far more often than that.
-            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                         timeout=2)
-            return bool(connection.connected)
-    except Exception:  # noqa: BLE001 - any failure means "not yet"; the caller times out
         return False

@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from shopctl import broker, consul_acl
 from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
+from shopctl.fingerprint import data_hash
 from shopctl.ports import PortNeed, environ_of, is_port_free, listening_pid, port_holder
 from shopctl.runtime.base import (
     InfraEndpoints,
@@ -64,10 +66,6 @@ DEBIAN_RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 # epmd (Erlang's port mapper) is one per machine and shared by every Erlang node on it;
 # it must survive our broker even when our broker started it.
 SHARED_DAEMONS = frozenset({"epmd"})
-# The AMQP 0-9-1 protocol header; a broker answers with Connection.Start, a method frame
-# (type 1) on channel 0.
-AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
-AMQP_CONNECTION_START = b"\x01\x00\x00"
 _POLL = 0.25
 
 
@@ -137,6 +135,11 @@ class LocalRuntime:
 
     def _ensure_consul(self, config: ShopConfig, ps: ProjectState, progress: Progress) -> None:
         port = config.infra.consul.port
+        acl_file, acl_digest = self._consul_acl_file(config, ps)
+        record = read_record(ps, UNIT_CONSUL)
+        if self._running(ps, UNIT_CONSUL) and record.get("meta", {}).get("acl") != acl_digest:
+            progress("consul", "restarting the agent: its ACL configuration changed")
+            self._stop_units(ps, [UNIT_CONSUL])
         if self._running(ps, UNIT_CONSUL):
             progress("consul", f"running on :{port}")
         else:
@@ -150,19 +153,34 @@ class LocalRuntime:
             require_free_port(port, "infra.consul.port", "SHOP_CONSUL_PORT")
             data = ps.ensure(ps.data_dir(UNIT_CONSUL))
             argv = consul_argv(binary, config.project, port, data, free_port(), free_port())
+            if acl_file is not None:
+                argv += ["-config-file", str(acl_file)]
             progress("consul", f"starting agent on :{port}")
-            unit = Unit(UNIT_CONSUL, "infra", argv, data, dict(os.environ), meta={"port": port})
+            unit = Unit(UNIT_CONSUL, "infra", argv, data, dict(os.environ),
+                        meta={"port": port, "acl": acl_digest})
             self._launch(config, ps, unit)
         self._wait_ready(ps, UNIT_CONSUL, "Consul", lambda: consul_ready(port), self.consul_timeout)
         progress("consul", "ready")
 
+    @staticmethod
+    def _consul_acl_file(config: ShopConfig, ps: ProjectState) -> tuple[Path | None, str]:
+        """The agent's ACL config as a private file (the management token is in it, so
+        it goes neither on the command line nor in the environment), and its digest."""
+        if not consul_acl.enabled(config):
+            return None, ""
+        text = consul_acl.agent_config(consul_acl.management_token(config))
+        path = ps.ensure(ps.secrets_dir) / "consul-acl.json"
+        write_atomic(path, text, mode=0o600)
+        return path, data_hash(text)[:16]
+
     def _ensure_rabbitmq(self, config: ShopConfig, ps: ProjectState, progress: Progress) -> None:
         port = config.infra.rabbitmq.port
+        own = True
         if self._running(ps, UNIT_RABBITMQ):
             progress("rabbitmq", f"running on :{port}")
         elif amqp_answers(port):
             progress("rabbitmq", f"reusing the broker already answering AMQP on :{port}")
-            return
+            own = False
         else:
             binary = rabbitmq_binary()
             self._stop_units(ps, [UNIT_RABBITMQ])
@@ -177,10 +195,50 @@ class LocalRuntime:
                 death_signal="SIGTERM", grace=max(self.grace, 30.0),
             )
             self._launch(config, ps, unit)
-        self._wait_ready(
-            ps, UNIT_RABBITMQ, "RabbitMQ", lambda: amqp_answers(port), self.rabbitmq_timeout
-        )
+        if own:
+            self._wait_ready(
+                ps, UNIT_RABBITMQ, "RabbitMQ", lambda: amqp_answers(port), self.rabbitmq_timeout
+            )
+        if broker.needs_provisioning(config, HOST, port, own_broker=own):
+            progress("rabbitmq", f"adding the user {broker.user(config)}"
+                     + (" and removing guest" if own else ""))
+            self._provision_rabbitmq(config, ps, own)
         progress("rabbitmq", "ready")
+
+    def _provision_rabbitmq(self, config: ShopConfig, ps: ProjectState, own: bool) -> None:
+        """The project's user on the broker (shopctl.broker), with rabbitmqctl: on our
+        own node (its name and cookie from rabbitmq_env), or on the broker we reuse
+        (the machine's default node; guest stays there, it is not ours)."""
+        data = ps.ensure(ps.data_dir(UNIT_RABBITMQ))
+        definitions = data / "definitions.json"  # a salted hash, not the password
+        write_atomic(definitions, broker.definitions(config), mode=0o600)
+        ctl = rabbitmqctl_binary()
+        env = dict(os.environ)
+        if own:
+            node_env = rabbitmq_env(config.project, config.infra.rabbitmq.port, 0, data)
+            env.update({k: node_env[k] for k in ("RABBITMQ_NODENAME", "HOME")})
+        steps = [[ctl, "import_definitions", str(definitions)]]
+        if own:
+            steps.append([ctl, "delete_user", broker.GUEST])
+        deadline = time.monotonic() + self.rabbitmq_timeout
+        for argv in steps:
+            while True:
+                done = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                      timeout=60)
+                # delete_user of a guest gone already answers "no such user": fine
+                if done.returncode == 0 or (argv[1] == "delete_user"
+                                            and "not exist" in done.stdout + done.stderr):
+                    break
+                if time.monotonic() > deadline:
+                    where = "its own broker" if own else "the broker it reuses"
+                    raise OperationFailed(
+                        f"shopctl could not add the project's RabbitMQ user to {where} on "
+                        f":{config.infra.rabbitmq.port} ({' '.join(argv[1:2])}: "
+                        f"{(done.stderr or done.stdout).strip()[-300:]})",
+                        hint="set infra.rabbitmq.port to a free port, so shopctl runs a "
+                             "broker of the project's own" if not own else
+                             "`shopctl logs rabbitmq` shows the broker's side")
+                time.sleep(1.0)  # a booting node refuses the CLI for a moment
 
     # -- services --------------------------------------------------------------------------
 
@@ -274,7 +332,9 @@ class LocalRuntime:
         data = ps.ensure(ps.data_dir(spec.service))
         kit = kit_for(config.root)  # imported from its folder: edits need no reinstall
         path = os.pathsep.join(p for p in (str(kit.root), os.environ.get("PYTHONPATH")) if p)
+        secrets = ps.write_service_secrets(spec.service, dict(spec.secrets))
         env = child_env(os.environ, spec.env, {"SHOP_HOST": HOST, "SHOP_DATA_DIR": str(data),
+                                               "SHOP_SECRETS_DIR": str(secrets),
                                                "PYTHONPATH": path})
         python = self._service_python(config, progress)
         unit = Unit(
@@ -424,7 +484,7 @@ class LocalRuntime:
 def endpoints(config: ShopConfig) -> InfraEndpoints:
     """Host and services share the loopback, so both views are the same addresses."""
     consul_port, amqp_port = config.infra.consul.port, config.infra.rabbitmq.port
-    amqp = f"amqp://guest:guest@{HOST}:{amqp_port}/"
+    amqp = broker.uri(config, HOST, amqp_port)
     return InfraEndpoints(
         consul_http=f"http://{HOST}:{consul_port}",
         amqp_uri=amqp,
@@ -455,6 +515,23 @@ def rabbitmq_binary() -> str:
             "rabbitmq-server is not installed",
             hint="`make system` installs it (scripts/install-system.sh rabbitmq)",
         )
+    return found
+
+
+def rabbitmqctl_binary() -> str:
+    """The rabbitmqctl next to the broker we run (Debian's raw script: the /usr/sbin
+    wrapper would switch user and lose our node's cookie), else the one on PATH."""
+    try:
+        beside = Path(rabbitmq_binary()).resolve().parent / "rabbitmqctl"
+    except RuntimeUnavailable:
+        beside = None
+    if beside is not None and beside.exists():
+        return str(beside)
+    found = shutil.which("rabbitmqctl")
+    if found is None:
+        raise RuntimeUnavailable("rabbitmqctl is not installed",
+                                 hint="`make system` installs it (scripts/install-system.sh "
+                                      "rabbitmq)")
     return found
 
 
@@ -521,12 +598,7 @@ def consul_ready(port: int) -> bool:
 
 def amqp_answers(port: int, timeout: float = 1.0) -> bool:
     """Whatever listens on `port` speaks AMQP 0-9-1 (not merely: something listens)."""
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
-            sock.sendall(AMQP_HEADER)
-            return sock.recv(len(AMQP_CONNECTION_START)) == AMQP_CONNECTION_START
-    except OSError:
-        return False
+    return broker.answers(HOST, port, timeout)
 
 
 # -- run files, processes --------------------------------------------------------------

@@ -51,16 +51,17 @@ def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
                  for name, svc in config.services.items()}
     amqp = None
     if config.infra.rabbitmq.enabled:
-        amqp = f"amqp://guest:guest@127.0.0.1:{config.infra.rabbitmq.port}/"
+        from shopctl.broker import uri
+
+        amqp = uri(config, "127.0.0.1", config.infra.rabbitmq.port)
     return Endpoints(addresses, amqp)
 
 
 def _from_consul(config: ShopConfig, timeout: float) -> dict[str, list[str]]:
+    from shopctl.consul_acl import registry as project_registry
     from shopctl.errors import ShopctlError
-    from shopctl.registry import Registry
 
-    registry = Registry(f"127.0.0.1:{config.infra.consul.port}", config.project,
-                        timeout=timeout)
+    registry = project_registry(config, timeout=timeout)
     try:
         instances = registry.passing_instances()
     except ShopctlError:

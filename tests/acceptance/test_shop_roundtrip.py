@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from shopctl.testing import copy_demo_shop
+from shopctl.testing import consul_headers, copy_demo_shop
 from tests.acceptance.conftest import REPO, run_shopctl
 
 # The demo shop's services, as its shop.yaml declares them.
@@ -36,13 +36,16 @@ def shopctl_in(project: Path, *args: str, timeout: float = 600):
     return run_shopctl(*args, cwd=project, timeout=timeout)
 
 
-def consul_services(port: int, project: str) -> dict[str, str]:
-    """{service: aggregated status} of the project's services, straight from Consul."""
+def consul_services(port: int, project: str, root: Path) -> dict[str, str]:
+    """{service: aggregated status} of the project's services, straight from Consul
+    (with the project's management token: its Consul denies anonymous reads)."""
     base = f"http://127.0.0.1:{port}"
-    names = httpx.get(f"{base}/v1/catalog/services", timeout=5).json()
+    headers = consul_headers(root)
+    names = httpx.get(f"{base}/v1/catalog/services", headers=headers, timeout=5).json()
     out = {}
     for name in names:
-        for entry in httpx.get(f"{base}/v1/health/service/{name}", timeout=5).json():
+        for entry in httpx.get(f"{base}/v1/health/service/{name}", headers=headers,
+                               timeout=5).json():
             if entry["Service"].get("Meta", {}).get("project") != project:
                 continue
             statuses = {c["Status"] for c in entry["Checks"]}
@@ -85,7 +88,7 @@ def test_round_trip(project):
     up = shopctl_in(root, "up", "--runtime", runtime)
     assert up.returncode == 0, up.stderr[-3000:]
     all_passing = dict.fromkeys(SERVICES, "passing")
-    assert consul_services(data["infra"]["consul"]["port"], name) == all_passing
+    assert consul_services(data["infra"]["consul"]["port"], name, root) == all_passing
 
     code, status = status_json(root)
     assert code == 0

@@ -74,7 +74,8 @@ def test_init_scaffold_every_kind_and_up_from_the_wheel(new_project, wheel_venv,
     root, data = new_project
     up = run_wheel(wheel_venv, "up", "--runtime", runtime, cwd=root, timeout=1200)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
-    assert consul_services(data["infra"]["consul"]["port"], data["project"]) == dict.fromkeys(
+    assert consul_services(data["infra"]["consul"]["port"], data["project"],
+                           root) == dict.fromkeys(
         KINDS.values(), "passing")
     if runtime == "local":
         # The wheel's venv has none of the services' requirements: the runtime made the
@@ -116,7 +117,8 @@ def test_init_demo_from_the_wheel_runs_the_readme_order_saga(tmp_path, wheel_ven
         assert saga["status"] == "completed"
         shipped = [e for e in saga["events"] if e["step"] == "ship" and e["state"] == "succeeded"]
         assert shipped and shipped[0]["result"]["order_status"] == "SHIPPED"
-        wait_for(lambda: consul_services(data["infra"]["consul"]["port"], name) == dict.fromkeys(
+        port = data["infra"]["consul"]["port"]
+        wait_for(lambda: consul_services(port, name, root) == dict.fromkeys(
             data["services"], "passing"), 30, "every demo service passing")
     finally:
         down = run_wheel(wheel_venv, "down", "--volumes", "--rmi", "--runtime", "docker",

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shopctl import consul_acl
 from shopctl.config import ShopConfig, load_config
 from shopctl.errors import OperationFailed
 from shopctl.launch import launch_spec
 from shopctl.ports import is_port_free
-from shopctl.registry import Registry
 from shopctl.runtime.base import LaunchSpec
 from shopctl.runtime.local import (
     UNIT_CONSUL,
@@ -128,8 +128,9 @@ def test_users_runs_registers_and_is_restarted_after_kill_9(project):
     assert state.config_hash == spec.config_hash
     wait_for(lambda: healthy(users.port), what="users /health")
 
-    registry = Registry(infra.consul_http, config.project)
-    registry.register(users, state, runtime.name)
+    consul_acl.ensure(config, infra.consul_http, ["users"])  # what up does before starting
+    registry = consul_acl.registry(config, infra.consul_http)
+    registry.register(users, state, runtime.name, token=consul_acl.service_token(config, "users"))
     wait_for(lambda: getattr(registry.health().get("users"), "status", None) == "passing",
              what="Consul passing")
 

@@ -10,7 +10,7 @@ import shutil
 import httpx
 import pytest
 
-from shopctl.testing import free_ports
+from shopctl.testing import consul_headers, free_ports
 from tests.acceptance.conftest import REPO
 from tests.acceptance.test_shop_roundtrip import make_project, project_images, shopctl_in
 
@@ -48,7 +48,8 @@ def test_scaffolded_service_comes_up_healthy_in_consul(project, kind):
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
 
     consul = f"http://127.0.0.1:{data['infra']['consul']['port']}"
-    entries = httpx.get(f"{consul}/v1/health/service/{name}", timeout=5).json()
+    entries = httpx.get(f"{consul}/v1/health/service/{name}", headers=consul_headers(root),
+                        timeout=5).json()
     entries = [e for e in entries if e["Service"].get("Meta", {}).get("project") == data["project"]]
     assert entries, f"{name} is not registered in Consul"
     for entry in entries:

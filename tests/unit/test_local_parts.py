@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from shopctl.broker import AMQP_HEADER
 from shopctl.errors import OperationFailed
 from shopctl.runtime.local import (
-    AMQP_HEADER,
     LocalRuntime,
     amqp_answers,
     child_env,
@@ -129,7 +129,11 @@ def test_endpoints_are_loopback_for_host_and_services(tmp_path):
     ep = endpoints(config)
     assert ep.consul_http == "http://127.0.0.1:18500"
     assert ep.service_consul_addr == "127.0.0.1:18500"
-    assert ep.amqp_uri == ep.service_amqp_uri == "amqp://guest:guest@127.0.0.1:15672/"
+    # the project's own broker user, with its generated password (never guest)
+    password = (tmp_path / ".shopctl" / "secrets" / "rabbitmq_password").read_text().strip()
+    assert len(password) >= 24
+    expected = f"amqp://shopctl-{config.project}:{password}@127.0.0.1:15672/"
+    assert ep.amqp_uri == ep.service_amqp_uri == expected
 
 
 # -- ports -----------------------------------------------------------------------------

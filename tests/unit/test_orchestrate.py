@@ -85,7 +85,7 @@ class FakeShop:
         return []
 
     # registry
-    def register(self, service, state, runtime) -> str:
+    def register(self, service, state, runtime, token=None) -> str:
         with self.lock:
             self.registered.append(service.name)
         return service.name
@@ -251,7 +251,7 @@ class Watched(FakeShop):
         self.looked.append(name)
         return ServiceState(name, **self._now(name))
 
-    def register(self, service, state, runtime) -> str:
+    def register(self, service, state, runtime, token=None) -> str:
         registration("t", service, state, runtime)  # refuses an instance with no address
         return super().register(service, state, runtime)
 

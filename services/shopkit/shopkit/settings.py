@@ -9,8 +9,15 @@ The runtimes pass this contract to every service:
     SHOP_METRICS_PORT  where /metrics is served when not on SHOP_PORT (gRPC)
     SHOP_DATA_DIR      a writable folder that survives restarts (a volume in containers)
     SHOP_AMQP_URI      RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/
-    SHOP_JWT_SECRET    the per-project token secret (or KV key secrets/jwt)
+    SHOP_SECRETS_DIR   a folder of files only the service can read, one a secret:
+                       jwt_secret (the per-project token secret), consul_token (the
+                       service's own Consul ACL token); see `secret`
     CONSUL_HTTP_ADDR   host:port of the Consul agent (optional)
+
+Secrets never travel in the environment a runtime gives a service (`docker inspect`
+shows it to anyone who may use the engine); for a service run by hand or in tests, an
+environment variable of the upper-cased name (SHOP_JWT_SECRET, CONSUL_HTTP_TOKEN) is
+the fallback.
 
 Per-service settings live in Consul KV under `shopctl/<project>/<service>/<key>`; shared
 ones under `shopctl/<project>/_shared/<key>`. A KV value wins over the environment, so an
@@ -66,23 +73,50 @@ class ServiceEnv:
             data_dir=Path(env.get("SHOP_DATA_DIR", f"./data/{service}")),
             amqp_uri=env.get("SHOP_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
             consul_addr=env.get("CONSUL_HTTP_ADDR") or None,
-            jwt_secret=env.get("SHOP_JWT_SECRET") or None,
+            jwt_secret=secret("jwt_secret", env, fallback="SHOP_JWT_SECRET"),
             raw=dict(env),
         )
 
 
-def read_kv(consul_addr: str | None, prefix: str, timeout: float = 2.0) -> dict[str, str]:
+def secret(name: str, environ: Mapping[str, str] | None = None,
+           fallback: str | None = None) -> str | None:
+    """The secret `name` from $SHOP_SECRETS_DIR/<name>, else the environment variable
+    `fallback` (for a service started by hand); None when neither has it."""
+    env = os.environ if environ is None else environ
+    folder = env.get("SHOP_SECRETS_DIR")
+    if folder:
+        try:
+            value = (Path(folder) / name).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            value = ""
+        if value:
+            return value
+    return (env.get(fallback) or None) if fallback else None
+
+
+def consul_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The service's Consul ACL token: it may read its own KV prefix and _shared only."""
+    return secret("consul_token", environ, fallback="CONSUL_HTTP_TOKEN")
+
+
+def read_kv(consul_addr: str | None, prefix: str, timeout: float = 2.0,
+            token: str | None = None) -> dict[str, str]:
     """Every key under `prefix` as {relative_key: value}; {} when Consul is absent.
 
     A service must start without Consul (tests, a laptop without the agent), so an
-    unreachable agent is logged and treated as "no overrides".
+    unreachable agent is logged and treated as "no overrides". `token` defaults to the
+    service's own (consul_token()).
     """
     if not consul_addr:
         return {}
     base = consul_addr if "://" in consul_addr else f"http://{consul_addr}"
     url = f"{base}/v1/kv/{prefix}?recurse=true"
+    request = urllib.request.Request(url)
+    token = token or consul_token()
+    if token:
+        request.add_header("X-Consul-Token", token)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             entries = json.load(resp)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -119,14 +153,10 @@ def load_settings(
 
 
 def jwt_secret(senv: ServiceEnv) -> str:
-    """The per-project token secret: SHOP_JWT_SECRET, else KV `_shared/jwt_secret`."""
+    """The per-project token secret ($SHOP_SECRETS_DIR/jwt_secret, or SHOP_JWT_SECRET).
+    It is never in Consul KV: whoever reads it can mint tokens for any user."""
     if senv.jwt_secret:
         return senv.jwt_secret
-    shared = read_kv(senv.consul_addr, kv_prefix(senv.project, "_shared"))
-    secret = shared.get("jwt_secret")
-    if not secret:
-        raise RuntimeError(
-            "no token secret: set SHOP_JWT_SECRET or the Consul key "
-            f"{kv_prefix(senv.project, '_shared')}jwt_secret (shopctl does both)"
-        )
-    return secret
+    raise RuntimeError(
+        "no token secret: shopctl puts it in $SHOP_SECRETS_DIR/jwt_secret; a service "
+        "started by hand may set SHOP_JWT_SECRET")

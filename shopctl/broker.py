@@ -1,0 +1,117 @@
+"""The project's RabbitMQ: its user (not guest), and whether a broker is ready.
+
+Why: guest is an administrator that may log in from the host, so anyone with a shell
+could call the services' RPC methods or drain their queues. So each project's broker
+gets a user `shopctl-<project>` with a generated password (`.shopctl/secrets/
+rabbitmq_password`, 0600), permissions on its vhost `/`, and no guest:
+
+- `definitions` is what the broker imports (`rabbitmqctl import_definitions`): the
+  user with a salted hash of its password (never the password), the vhost and the
+  permissions. Importing is an upsert, so a broker whose data volume predates this (or
+  a restarted one) gets the same user again.
+- guest is deleted from a broker shopctl runs for the project. A broker shopctl merely
+  reuses (the local runtime's "a broker already answers on the port") keeps its guest:
+  it is not the project's to change; the project's user is added to it.
+- Services get the URI with the project's credentials in SHOP_AMQP_URI; shopctl never
+  prints it (`safe_uri` masks the password wherever a URI may be shown).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import socket
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from shopctl.config import ShopConfig
+from shopctl.state import ProjectState
+
+PASSWORD_SECRET = "rabbitmq_password"
+GUEST = "guest"
+# The AMQP 0-9-1 protocol header; a broker answers with Connection.Start, a method frame
+# (type 1) on channel 0.
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+AMQP_CONNECTION_START = b"\x01\x00\x00"
+
+
+def user(config: ShopConfig) -> str:
+    return f"shopctl-{config.project}"
+
+
+def password(config: ShopConfig) -> str:
+    return ProjectState(config.root).secret(PASSWORD_SECRET, lambda: secrets.token_urlsafe(24))
+
+
+def uri(config: ShopConfig, host: str, port: int) -> str:
+    """The AMQP URI of the project's broker at host:port, as the project's user."""
+    return (f"amqp://{quote(user(config), safe='')}:{quote(password(config), safe='')}"
+            f"@{host}:{port}/")
+
+
+def safe_uri(text: str) -> str:
+    """`text` with the password of an amqp:// URI replaced by ***."""
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def password_hash(secret: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)),
+    with a 4-byte salt."""
+    salt = os.urandom(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + secret.encode()).digest()).decode()
+
+
+def definitions(config: ShopConfig) -> str:
+    name = user(config)
+    return json.dumps({
+        "users": [{"name": name, "password_hash": password_hash(password(config)),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256",
+                   "tags": ""}],
+        "vhosts": [{"name": "/"}],
+        "permissions": [{"user": name, "vhost": "/", "configure": ".*", "write": ".*",
+                         "read": ".*"}],
+    })
+
+
+def guest_uri(host: str, port: int) -> str:
+    return f"amqp://{GUEST}:{GUEST}@{host}:{port}/"
+
+
+def answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whatever listens on host:port speaks AMQP 0-9-1 (not merely: something listens)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(AMQP_HEADER)
+            return sock.recv(len(AMQP_CONNECTION_START)) == AMQP_CONNECTION_START
+    except OSError:
+        return False
+
+
+def logs_in(amqp_uri: str, timeout: float = 2.0) -> bool:
+    """A real AMQP login with the URI's credentials: an open port alone is not a ready
+    broker, and a broker that refuses the user is not ready for the services."""
+    import kombu  # imported here: only this check needs it, and it is slow to import
+
+    try:
+        with kombu.Connection(amqp_uri, connect_timeout=timeout) as connection:
+            # One attempt: connect() would retry a refused handshake only after 2 s
+            # (kombu's default interval), and callers poll far more often than that.
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                         timeout=timeout)
+            return bool(connection.connected)
+    except Exception:  # noqa: BLE001 - any failure means "no"; callers poll and time out
+        return False
+
+
+def needs_provisioning(config: ShopConfig, host: str, port: int, own_broker: bool) -> bool:
+    """Whether the broker at host:port lacks the project's user, or (a broker of the
+    project's own) still lets guest in."""
+    if not logs_in(uri(config, host, port)):
+        return True
+    return own_broker and logs_in(guest_uri(host, port))
