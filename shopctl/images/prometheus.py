@@ -25,12 +25,17 @@ if TYPE_CHECKING:
 
 PROMETHEUS_IMAGE = "shopctl/prometheus:2.42"
 PYTHON_BASE = "shopctl/python:3.11"  # = shopctl.images.base.PYTHON_IMAGE
+# Prometheus runs as nobody, as in the official prom/prometheus image, so the two images
+# can take turns on one TSDB volume; the image makes /prometheus (the TSDB) nobody's.
+PROMETHEUS_UID = PROMETHEUS_GID = 65534
+TSDB_DIR = "/prometheus"
 
 DOCKERFILE = f"""\
 FROM {PYTHON_BASE}
 COPY prometheus /usr/local/bin/prometheus
 COPY prometheus.yml /etc/prometheus/prometheus.yml
-RUN mkdir -p /prometheus
+RUN install -d -o {PROMETHEUS_UID} -g {PROMETHEUS_GID} {TSDB_DIR}
+USER {PROMETHEUS_UID}:{PROMETHEUS_GID}
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]

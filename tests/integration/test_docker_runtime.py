@@ -7,6 +7,7 @@ is removed by project label at the end, images included (by down with images=Tru
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import secrets
@@ -25,13 +26,16 @@ from shopctl.config import ShopConfig, load_config
 from shopctl.docker_client import connect
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.images import SERVICE_GID, SERVICE_UID
+from shopctl.images.prometheus import PROMETHEUS_GID, PROMETHEUS_UID
 from shopctl.images.service import build_service_image
+from shopctl.prom.docker import sync_prometheus
 from shopctl.runtime.base import (
     LABEL_PROJECT,
     LABEL_ROLE,
     LABEL_SERVICE,
     InfraEndpoints,
     LaunchSpec,
+    no_progress,
 )
 from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
 
@@ -259,6 +263,46 @@ def test_a_volume_an_older_shopctl_left_to_root_is_handed_over_with_its_data(
                           progress=lambda s, m: seen.append((s, m)))
     assert not any("older shopctl" in m for _, m in seen), seen
     wait_for(lambda: healthy(port), what="users up again")
+
+
+def process_uids(client: docker.DockerClient, name: str) -> set[str]:
+    """The uids, as the host sees them, of every process of container `name`."""
+    top = client.containers.get(name).top(ps_args="-o pid,uid,args")
+    return {row[top["Titles"].index("UID")] for row in top["Processes"]}
+
+
+def test_prometheus_and_its_bridge_run_unprivileged_and_keep_an_older_root_tsdb(
+    runtime, config, endpoints, client
+):
+    prom = config.infra.prometheus.model_copy(update={"enabled": True, "port": free_port()})
+    watched = config.model_copy(update={"infra": config.infra.model_copy(
+        update={"prometheus": prom})})
+    prometheus, bridge = container_name(PROJECT, "prometheus"), container_name(PROJECT, "promsd")
+    tsdb = volume_name(PROJECT, "prometheus")
+    nobody = str(PROMETHEUS_UID)
+    try:
+        sync_prometheus(runtime, watched, no_progress)  # a new TSDB: nobody's from the start
+        assert process_uids(client, prometheus) == {nobody}
+        assert process_uids(client, bridge) == {nobody}
+        # What an older shopctl left: its Prometheus ran as root, so root owns the TSDB.
+        client.containers.get(prometheus).remove(force=True)
+        older = "echo kept > /prometheus/kept && chown -R 0:0 /prometheus"
+        client.containers.run(config.infra.base_image, ["sh", "-c", older],
+                              volumes={tsdb: {"bind": "/prometheus", "mode": "rw"}}, remove=True)
+        seen: list[tuple[str, str]] = []
+        sync_prometheus(runtime, watched, lambda s, m: seen.append((s, m)))  # waits for ready
+        assert process_uids(client, prometheus) == {nobody}
+        code, out = client.containers.get(prometheus).exec_run(
+            ["sh", "-c", f"cat /prometheus/kept; find /prometheus ! -user {nobody} -o "
+                         f"! -group {PROMETHEUS_GID}"])
+        assert (code, out.decode().strip()) == (0, "kept")
+        assert any(s == "prometheus" and "older shopctl" in m for s, m in seen), seen
+    finally:
+        for name in (prometheus, bridge):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(name).remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            client.volumes.get(tsdb).remove(force=True)
 
 
 def test_docker_kill_shows_exited_and_is_not_restarted(runtime, config, endpoints, client):
