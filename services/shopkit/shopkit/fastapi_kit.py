@@ -4,6 +4,8 @@ small body, never a 5xx, and so that its OpenAPI says what it answers.
     app = FastAPI(title=...)
     harden(app)                   # before the first route; see harden()
     claims = bearer_auth(secret)  # Depends(claims) on routes that need a user
+    require = service_guard(Guard(key, service))   # shopkit.service_auth
+    @app.post("/charges", dependencies=[require("charge")], responses=SERVICE_REFUSALS)
 
 Imported by FastAPI services only (it needs fastapi and pydantic; the kit itself does
 not).
@@ -18,11 +20,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, Field
 
 from shopkit import jsonbody
 from shopkit.bodylimit import DEFAULT_MAX_BODY, BodyLimit
+from shopkit.service_auth import HEADER, Guard, Refused
 from shopkit.tokens import InvalidToken, MissingToken, access_claims
 
 # A 422 lists at most this many errors, and echoes no input longer than MAX_ECHO
@@ -53,6 +56,12 @@ class ValidationFailed(BaseModel):
 TOO_LARGE = {413: {"model": ErrorDetail, "description": "Request body over the size limit"}}
 UNAUTHORIZED = {401: {"model": ErrorDetail,
                       "description": "Missing, invalid or expired access token"}}
+SERVICE_REFUSALS = {
+    401: {"model": ErrorDetail,
+          "description": "Missing, invalid or expired service credential"},
+    403: {"model": ErrorDetail,
+          "description": "A service credential for another service, or without the scope"},
+}
 
 
 def _whole_number(value: Any) -> Any:
@@ -174,3 +183,30 @@ def bearer_auth(secret: str) -> Callable[..., dict]:
                                 {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
 
     return access_token_claims
+
+
+_service_credential = APIKeyHeader(
+    name=HEADER, auto_error=False, scheme_name="ServiceCredential",
+    description="A service credential (shopkit.service_auth): for the shop's services "
+                "and shopctl, e.g. from `shopctl token --service NAME --scope SCOPE`")
+
+
+def service_guard(guard: Guard) -> Callable[[str], Any]:
+    """require(scope) -> a route dependency (`dependencies=[require("charge")]`) that lets
+    the request through only with a service credential granting `scope` here: else 401
+    (missing, invalid, expired) or 403 (another service's, another scope), {"detail"}.
+    Routes using it show the ServiceCredential security scheme in OpenAPI; add
+    SERVICE_REFUSALS to their `responses`."""
+
+    def require(scope: str) -> Any:
+        def service_credential(
+            token: Annotated[str | None, Depends(_service_credential)],
+        ) -> dict:
+            try:
+                return guard.check(token, scope)
+            except Refused as exc:
+                raise HTTPException(exc.status, str(exc)) from None
+
+        return Depends(service_credential)
+
+    return require

@@ -4,6 +4,7 @@ body, never a 5xx, and every token is checked the same way.
     app = Flask(name)
     harden(app, max_body=...)           # strict JSON, body size limit
     @token_required(secret)             # on views that need a user; claims in g.claims
+    @service_required(guard, "hold")    # on views only services may call (service_auth)
 
 Error bodies are the Flask services' shape: {"error": <code>, "message": <text>}.
 Imported by Flask services only (it needs flask; the kit itself does not).
@@ -19,6 +20,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from shopkit import jsonbody
 from shopkit.bodylimit import DEFAULT_MAX_BODY, WsgiBodyLimit
+from shopkit.service_auth import HEADER, Guard, Refused
 from shopkit.tokens import InvalidToken, access_claims
 
 
@@ -54,6 +56,27 @@ def token_required(secret: str) -> Callable:
                 g.claims = access_claims(request.headers.get("Authorization"), secret)
             except InvalidToken as exc:
                 return unauthorized(str(exc))
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def service_required(guard: Guard, scope: str) -> Callable:
+    """Decorator: run the view only for a request with a service credential granting
+    `scope` (shopkit.service_auth), its claims in g.service; else 401 {"error":
+    "unauthorized"} (missing, invalid, expired) or 403 {"error": "forbidden"} (another
+    service's, another scope)."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def checked(*args, **kwargs):
+            try:
+                g.service = guard.check(request.headers.get(HEADER), scope)
+            except Refused as exc:
+                error = "unauthorized" if exc.status == 401 else "forbidden"
+                return jsonify({"error": error, "message": str(exc)}), exc.status
             return view(*args, **kwargs)
 
         return checked

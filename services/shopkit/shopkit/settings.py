@@ -10,14 +10,15 @@ The runtimes pass this contract to every service:
     SHOP_DATA_DIR      a writable folder that survives restarts (a volume in containers)
     SHOP_AMQP_URI      RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/
     SHOP_SECRETS_DIR   a folder of files only the service can read, one a secret:
-                       jwt_secret (the per-project token secret), consul_token (the
-                       service's own Consul ACL token); see `secret`
+                       jwt_secret (the per-project token secret), service_key (signs
+                       and checks service credentials, shopkit.service_auth),
+                       consul_token (the service's own Consul ACL token); see `secret`
     CONSUL_HTTP_ADDR   host:port of the Consul agent (optional)
 
 Secrets never travel in the environment a runtime gives a service (`docker inspect`
 shows it to anyone who may use the engine); for a service run by hand or in tests, an
-environment variable of the upper-cased name (SHOP_JWT_SECRET, CONSUL_HTTP_TOKEN) is
-the fallback.
+environment variable (SHOP_JWT_SECRET, SHOP_SERVICE_KEY, CONSUL_HTTP_TOKEN) is the
+fallback.
 
 Per-service settings live in Consul KV under `shopctl/<project>/<service>/<key>`; shared
 ones under `shopctl/<project>/_shared/<key>`. A KV value wins over the environment, so an
@@ -39,6 +40,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 KV_ROOT = "shopctl"
+NO_SERVICE_KEY = ("no service key: shopctl puts it in $SHOP_SECRETS_DIR/service_key; a "
+                  "service started by hand may set SHOP_SERVICE_KEY")
 
 
 def kv_prefix(project: str, service: str) -> str:
@@ -56,6 +59,7 @@ class ServiceEnv:
     amqp_uri: str
     consul_addr: str | None
     jwt_secret: str | None
+    service_key: str | None = field(repr=False)
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @classmethod
@@ -74,6 +78,7 @@ class ServiceEnv:
             amqp_uri=env.get("SHOP_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
             consul_addr=env.get("CONSUL_HTTP_ADDR") or None,
             jwt_secret=secret("jwt_secret", env, fallback="SHOP_JWT_SECRET"),
+            service_key=secret("service_key", env, fallback="SHOP_SERVICE_KEY"),
             raw=dict(env),
         )
 
@@ -160,3 +165,11 @@ def jwt_secret(senv: ServiceEnv) -> str:
     raise RuntimeError(
         "no token secret: shopctl puts it in $SHOP_SECRETS_DIR/jwt_secret; a service "
         "started by hand may set SHOP_JWT_SECRET")
+
+
+def service_key(senv: ServiceEnv) -> str:
+    """The per-project key of service credentials ($SHOP_SECRETS_DIR/service_key, or
+    SHOP_SERVICE_KEY): what shopkit.service_auth signs and checks them with."""
+    if senv.service_key:
+        return senv.service_key
+    raise RuntimeError(NO_SERVICE_KEY)

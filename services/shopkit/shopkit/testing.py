@@ -118,12 +118,14 @@ def service_starter(workdir: Path, default_dir: Path) -> Iterator:
 
 
 def post_json_bytes(url: str, raw: bytes, chunked: bool = False,
-                    content_type: str = "application/json") -> httpx.Response:
+                    content_type: str = "application/json",
+                    headers: dict[str, str] | None = None) -> httpx.Response:
     """POST `raw` as it is: with a Content-Length, or `chunked` in 64 KiB pieces with
-    none (how a body limit that trusts Content-Length alone is got round)."""
+    none (how a body limit that trusts Content-Length alone is got round). `headers`:
+    more to send (a service credential, say)."""
     content = iter([raw[i:i + 65536] for i in range(0, len(raw), 65536)]) if chunked else raw
-    return httpx.post(url, content=content, headers={"Content-Type": content_type},
-                      timeout=30)
+    return httpx.post(url, content=content, timeout=30,
+                      headers={"Content-Type": content_type, **(headers or {})})
 
 
 @contextmanager
@@ -232,3 +234,41 @@ def fuzz_openapi(base_url: str, *, max_examples: int = 50,
                 pass
     report.seconds = time.monotonic() - started
     return report
+
+
+# What a forged, stolen or misdirected credential gets: 401 / UNAUTHENTICATED /
+# Unauthenticated, or 403 / PERMISSION_DENIED / PermissionDenied (shopkit.service_auth).
+UNAUTHENTICATED, DENIED = "unauthenticated", "denied"
+
+
+def credential_probes(key: str, service: str, scope: str,
+                      user_secret: str = "the-users-token-secret-of-this-shop-0123456789"
+                      ) -> dict[str, tuple[str | None, str]]:
+    """Credentials a protected operation of `service` needing `scope` must refuse, by
+    name: (token or None for none at all, UNAUTHENTICATED or DENIED). `key` is the
+    service key the service checks with; `user_secret` the users' token secret."""
+    import jwt
+
+    from shopkit.service_auth import ADMIN, MAX_TTL, TOKEN_TYPE, mint
+
+    now = time.time()
+    access = {"sub": "1", "type": "access", "iat": int(now), "exp": int(now) + 300}
+    claims = {"type": TOKEN_TYPE, "iss": "probe", "aud": service, "scope": [scope],
+              "iat": int(now), "exp": int(now) + 60}
+    other_scope = "some_other_action" if scope == ADMIN else ADMIN
+    return {
+        "none": (None, UNAUTHENTICATED),
+        "garbage": ("not-a-jwt", UNAUTHENTICATED),
+        "expired": (mint(key, "probe", service, scope, 60, now=now - 120), UNAUTHENTICATED),
+        "another key": (mint("another-key-" + key, "probe", service, scope), UNAUTHENTICATED),
+        "a user's access token": (jwt.encode(access, user_secret, "HS256"), UNAUTHENTICATED),
+        "an access token on the service key": (jwt.encode(access, key, "HS256"),
+                                               UNAUTHENTICATED),
+        "alg none": (jwt.encode(claims, None, "none"), UNAUTHENTICATED),
+        "no expiry": (jwt.encode({k: v for k, v in claims.items() if k != "exp"}, key,
+                                 "HS256"), UNAUTHENTICATED),
+        "lifetime over the maximum": (mint(key, "probe", service, scope, MAX_TTL + 60),
+                                      UNAUTHENTICATED),
+        "another audience": (mint(key, "probe", service + "-other", scope), DENIED),
+        "another scope": (mint(key, "probe", service, other_scope), DENIED),
+    }

@@ -1,0 +1,119 @@
+"""shopkit.service_auth: the credential every call between services carries."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from shopkit.service_auth import (
+    ADMIN,
+    HEADER,
+    METADATA_KEY,
+    Caller,
+    Guard,
+    PermissionDenied,
+    Unauthenticated,
+    mint,
+    verify,
+)
+from shopkit.testing import DENIED, UNAUTHENTICATED, credential_probes
+
+KEY = "a-test-service-key-long-enough-for-hs256-keys"
+
+
+def test_a_fresh_credential_passes_with_its_claims():
+    claims = verify(mint(KEY, "shopctl", "payments", "charge"), KEY, "payments", "charge")
+
+    assert claims["type"] == "service"
+    assert (claims["iss"], claims["aud"], claims["scope"]) == ("shopctl", "payments",
+                                                               ["charge"])
+    assert claims["exp"] - claims["iat"] == 60
+    assert len(claims["jti"]) == 32
+
+
+def test_a_credential_may_grant_several_scopes():
+    token = mint(KEY, "tests", "payments", ["charge", "refund", ADMIN])
+
+    for scope in ("charge", "refund", ADMIN):
+        assert verify(token, KEY, "payments", scope)["scope"] == ["charge", "refund", ADMIN]
+
+
+def test_every_credential_is_different():
+    assert mint(KEY, "a", "b", "c") != mint(KEY, "a", "b", "c")
+
+
+@pytest.mark.parametrize("probe", list(credential_probes(KEY, "payments", "charge")))
+def test_forged_stolen_and_misdirected_credentials_are_refused(probe):
+    token, expected = credential_probes(KEY, "payments", "charge")[probe]
+
+    with pytest.raises(Unauthenticated if expected == UNAUTHENTICATED else PermissionDenied):
+        verify(token, KEY, "payments", "charge")
+
+
+def test_admin_is_a_scope_like_any_other():
+    probes = credential_probes(KEY, "payments", ADMIN)
+
+    assert probes["another scope"][1] == DENIED
+    with pytest.raises(PermissionDenied):
+        verify(probes["another scope"][0], KEY, "payments", ADMIN)
+    with pytest.raises(PermissionDenied, match="without scope 'admin'"):
+        verify(mint(KEY, "x", "payments", "charge"), KEY, "payments", ADMIN)
+
+
+def test_refusals_say_why_and_map_to_401_or_403():
+    with pytest.raises(Unauthenticated, match="missing") as missing:
+        verify(None, KEY, "payments", "charge")
+    with pytest.raises(Unauthenticated, match="expired"):
+        verify(mint(KEY, "x", "payments", "charge", 10, now=time.time() - 60), KEY,
+               "payments", "charge")
+    with pytest.raises(PermissionDenied, match="not payments") as denied:
+        verify(mint(KEY, "x", "orders", "charge"), KEY, "payments", "charge")
+
+    assert (missing.value.status, missing.value.grpc_code) == (401, "UNAUTHENTICATED")
+    assert (denied.value.status, denied.value.grpc_code) == (403, "PERMISSION_DENIED")
+
+
+@pytest.mark.parametrize("claims", [
+    {"type": "access"},
+    {"scope": "charge"},           # a string, not a list
+    {"scope": [1]},
+    {"iss": ""},
+    {"aud": ["payments"]},         # a list of audiences is not "the callee"
+    {"iat": int(time.time()) + 600},  # issued in the future
+    {"exp": 1e999},
+])
+def test_odd_claims_are_refused(claims):
+    now = int(time.time())
+    payload = {"type": "service", "iss": "x", "aud": "payments", "scope": ["charge"],
+               "iat": now, "exp": now + 60, **claims}
+
+    with pytest.raises((Unauthenticated, PermissionDenied)):
+        verify(jwt.encode(payload, KEY, "HS256"), KEY, "payments", "charge")
+
+
+def test_a_few_seconds_of_clock_skew_are_tolerated():
+    token = mint(KEY, "x", "payments", "charge", 60, now=time.time() - 62)
+
+    assert verify(token, KEY, "payments", "charge")
+
+
+def test_an_over_long_token_is_refused_before_decoding():
+    with pytest.raises(Unauthenticated):
+        verify("a" * 5000, KEY, "payments", "charge")
+
+
+def test_guard_and_caller_need_a_key():
+    for make in (lambda: Guard("", "payments"), lambda: Caller(None, "orders")):
+        with pytest.raises(RuntimeError, match="SHOP_SERVICE_KEY"):
+            make()
+
+
+def test_caller_shapes_match_what_guards_read():
+    caller, guard = Caller(KEY, "orders"), Guard(KEY, "payments")
+
+    (name, token), = caller.metadata("payments", "charge")
+
+    assert name == METADATA_KEY
+    assert guard.check(token, "charge")["iss"] == "orders"
+    assert guard.check(caller.headers("payments", "charge")[HEADER], "charge")
