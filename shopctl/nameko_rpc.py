@@ -15,6 +15,11 @@ Event
     key = event type and the JSON payload as body; handlers declared with
     @event_handler("<source service>", "<event type>") receive it.
 
+With `credentials` (shopctl.service_auth.Credentials), every request carries a fresh
+service credential for the called service in its context data (the AMQP header
+"nameko.x-shop-service-token"), its scope the method's name unless the call names one:
+services check it on the methods they protect (shopkit.nameko_kit.service_rpc).
+
 Requests carry a per-message TTL equal to the call timeout: a request that no service
 picks up before the caller gives up is dropped by the broker rather than executed later.
 
@@ -29,9 +34,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+if TYPE_CHECKING:
+    from shopctl.service_auth import Credentials
 
 RPC_EXCHANGE = "nameko-rpc"
 PERSISTENT = 2  # AMQP delivery mode, as nameko publishes
@@ -75,8 +83,9 @@ class NamekoRpc:
     """
 
     def __init__(self, amqp_uri: str, timeout: float = 30.0, *, connect_timeout: float = 5.0,
-                 client_name: str = "shopctl"):
+                 client_name: str = "shopctl", credentials: Credentials | None = None):
         self.amqp_uri = amqp_uri
+        self.credentials = credentials
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.client_name = client_name
@@ -147,6 +156,17 @@ class NamekoRpc:
         `timeout` seconds, UnknownService when no such service ever ran on this vhost,
         BrokerUnavailable when the broker cannot be reached.
         """
+        return self.request(service, method, args, kwargs)
+
+    def request(self, service: str, method: str, args: list | tuple = (),
+                kwargs: dict[str, Any] | None = None, *, scope: str | None = None) -> Any:
+        """call() with the arguments as a list and a dict, and the credential's scope
+        named (default: the method's name; what a saga step uses is the action's)."""
+        headers = {}
+        if self.credentials is not None:
+            from shopctl.service_auth import NAMEKO_HEADER
+
+            headers[NAMEKO_HEADER] = self.credentials.token(service, scope or method)
         with self._lock:
             self.connect()
             correlation_id = uuid.uuid4().hex
@@ -154,13 +174,14 @@ class NamekoRpc:
             self._pending.add(correlation_id)
             try:
                 self._publish(
-                    {"args": list(args), "kwargs": kwargs},
+                    {"args": list(args), "kwargs": kwargs or {}},
                     exchange=exchange,
                     routing_key=f"{service}.{method}",
                     mandatory=True,
                     reply_to=self._reply_to,
                     correlation_id=correlation_id,
                     expiration=self.timeout,
+                    headers=headers,
                 )
                 if self._returned:
                     raise UnknownService(f"no service {service!r} on the broker")

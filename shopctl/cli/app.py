@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 
 from shopctl import __version__
-from shopctl.cli import config_cmd, init_cmd, metrics_cmd, runtime_cmd, saga_cmd, scaffold_cmd
+from shopctl.cli import (
+    config_cmd,
+    init_cmd,
+    metrics_cmd,
+    runtime_cmd,
+    saga_cmd,
+    scaffold_cmd,
+    token_cmd,
+)
 from shopctl.cli.context import AppContext, resolve_file
 
 EPILOG = (
@@ -64,6 +72,7 @@ def root(
 app.command("init")(init_cmd.init)
 runtime_cmd.register(app)
 metrics_cmd.register(app)
+token_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(saga_cmd.app, name="saga")
 app.add_typer(scaffold_cmd.app, name="scaffold")

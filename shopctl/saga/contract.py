@@ -23,8 +23,9 @@ nameko
     method       the RPC method (default: the action's name)
     request      a mapping (keyword arguments) or a list (positional arguments);
                  default [envelope]
-    outcome      a remote error whose type is in `refused`, is SagaRefused, or is nameko's
-                 own MethodNotFound / IncorrectSignature / MalformedRequest is a refusal;
+    outcome      a remote error whose type is in `refused`, is SagaRefused, is nameko's
+                 own MethodNotFound / IncorrectSignature / MalformedRequest, or is a
+                 refused credential (Unauthenticated / PermissionDenied) is a refusal;
                  every other error (and a timeout, or the broker down) may pass later
 grpc
     convention   the method named ACTION in CamelCase (book_slot -> BookSlot) of the
@@ -43,6 +44,11 @@ All kinds
                  adds to the saga's context; default the response when it is an object
                  (a gRPC reply as protobuf JSON with field names as in the .proto), else
                  {ACTION: response}
+    credential   a fresh service credential (shopctl.service_auth): iss "shopctl", aud
+                 the service, scope [ACTION]; HTTP header X-Shop-Service-Token, gRPC
+                 metadata x-shop-service-token, nameko context data of that name. A
+                 service refusing it answers 401/403, UNAUTHENTICATED/PERMISSION_DENIED
+                 or Unauthenticated/PermissionDenied: refusals, by the rules above
 
 The envelope: {saga_id, saga, step, phase ("forward" | "compensate"), key, forward_key,
 reason (why the saga compensates, else null), input, context}.
@@ -59,7 +65,8 @@ from shopctl.saga import template
 HTTP_KINDS = frozenset({"flask", "fastapi"})
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HTTP_RETRY = ("408", "425", "429", "5xx")
-NAMEKO_REFUSED = ("SagaRefused", "MethodNotFound", "IncorrectSignature", "MalformedRequest")
+NAMEKO_REFUSED = ("SagaRefused", "MethodNotFound", "IncorrectSignature", "MalformedRequest",
+                  "Unauthenticated", "PermissionDenied")
 GRPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
               "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
               "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",

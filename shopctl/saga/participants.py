@@ -1,7 +1,8 @@
 """Live participant calls: the engine's Actions over HTTP, Nameko RPC and gRPC.
 
 Each call follows its ActionSpec (shopctl.saga.contract): the request is rendered from
-the saga's data, sent with the call's idempotency key and timeout, and the answer is
+the saga's data, sent with the call's idempotency key, timeout and a fresh service
+credential for the called service and action (when given `credentials`), and the answer is
 classified as a result, a refusal (StepFailure retryable=False) or a failure that may
 pass later (retryable=True). Connections are opened on first use and shared by the
 steps of a process; close() ends them.
@@ -27,6 +28,7 @@ from shopctl.saga.contract import (
     refused_nameko,
 )
 from shopctl.saga.endpoints import Endpoints
+from shopctl.service_auth import HEADER, METADATA_KEY, Credentials
 
 SpecLookup = Callable[[str], ActionSpec]
 
@@ -35,13 +37,15 @@ class Participants:
     """Runs "SERVICE.ACTION" calls against the live services (the engine's Actions).
 
     `protos`: the project's protos folder (gRPC contracts). `lookup(call)`: the spec for
-    a call whose saga was started without one frozen in its definition."""
+    a call whose saga was started without one frozen in its definition. `credentials`:
+    what signs each call's service credential (none: calls carry no credential)."""
 
     def __init__(self, endpoints: Endpoints, protos: Path | None = None,
-                 lookup: SpecLookup | None = None):
+                 lookup: SpecLookup | None = None, credentials: Credentials | None = None):
         from shopctl.saga.protos import ProtoSet
 
         self.endpoints = endpoints
+        self.credentials = credentials
         self.protos = ProtoSet(protos) if protos is not None else None
         self.lookup = lookup
         self._lock = threading.Lock()
@@ -96,7 +100,8 @@ class Participants:
             args, kwargs = (rendered, {}) if isinstance(rendered, list) else ([], rendered)
         where = f"{spec.service}.{spec.method}"
         try:
-            return self._rpc(timeout).call(spec.service, spec.method, *args, **kwargs)
+            return self._rpc(timeout).request(spec.service, spec.method, args, kwargs,
+                                              scope=spec.action)
         except RemoteError as exc:
             raise StepFailure(f"{where}: {exc}", retryable=not refused_nameko(spec, exc.exc_type),
                               code=exc.exc_type) from exc
@@ -117,7 +122,8 @@ class Participants:
         with self._lock:
             if timeout not in self._rpcs:
                 self._rpcs[timeout] = NamekoRpc(self.endpoints.amqp, timeout=timeout,
-                                                client_name="shopctl-saga")
+                                                client_name="shopctl-saga",
+                                                credentials=self.credentials)
             return self._rpcs[timeout]
 
     # -- grpc -------------------------------------------------------------------------
@@ -154,9 +160,11 @@ class Participants:
         stub = self._channel(self.endpoints.address(spec.service)).unary_unary(
             method.full_name, request_serializer=method.input.SerializeToString,
             response_deserializer=method.output.FromString)
+        metadata = [("idempotency-key", envelope.key)]
+        if self.credentials is not None:
+            metadata.append((METADATA_KEY, self.credentials.token(spec.service, spec.action)))
         try:
-            reply = stub(request, timeout=timeout,
-                         metadata=(("idempotency-key", envelope.key),))
+            reply = stub(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
             code = exc.code()
             raise StepFailure(f"{method.full_name.lstrip('/')}: {code.name}: {exc.details()}",
@@ -185,6 +193,9 @@ class Participants:
         url = self.endpoints.base_url(spec.service) + path
         headers = [(b"Idempotency-Key", envelope.key.encode()),
                    (b"Accept", b"application/json")]
+        if self.credentials is not None:
+            token = self.credentials.token(spec.service, spec.action)
+            headers.append((HEADER.encode(), token.encode()))
         content = b""
         if spec.method in ("GET", "DELETE"):
             if isinstance(body, dict) and body:

@@ -21,7 +21,8 @@ def open_engine(db_path, endpoints: Endpoints, protos=None, *,
                 on_event: Callable[[StepEvent], None] | None = None,
                 on_unpublished: Callable[[int, str | None], None] | None = None,
                 publish_timeout: float = 5.0,
-                synchronous: str | None = None) -> Iterator[Engine]:
+                synchronous: str | None = None,
+                service_key: str | None = None) -> Iterator[Engine]:
     """An Engine on the log at `db_path` calling the live services at `endpoints` (gRPC
     ones through the .proto files under `protos`), with a publisher (engine.publisher)
     sending the log's outbox to RabbitMQ (also what earlier runs left; without a broker
@@ -29,12 +30,16 @@ def open_engine(db_path, endpoints: Endpoints, protos=None, *,
     was started without one frozen in its definition.
     On exit the outbox is flushed for up to `publish_timeout` seconds; events still
     unsent then stay in the log, and `on_unpublished(count, last_error)` hears of them.
-    `synchronous`: the log's durability, NORMAL or FULL (see shopctl.saga.log)."""
+    `synchronous`: the log's durability, NORMAL or FULL (see shopctl.saga.log).
+    `service_key`: signs the service credential every participant call carries (the
+    project's, .shopctl/secrets/service_key); without it calls carry none."""
     from shopctl.nameko_rpc import NamekoRpc
     from shopctl.saga.participants import Participants
+    from shopctl.service_auth import Credentials
 
     log = SagaLog(db_path, synchronous=synchronous)
-    actions = Participants(endpoints, protos, lookup)
+    credentials = Credentials(service_key) if service_key else None
+    actions = Participants(endpoints, protos, lookup, credentials)
     events = None
     publisher = None
     if endpoints.amqp:
@@ -74,11 +79,12 @@ def lookup_for(config) -> Callable[[str], Any]:
 
 def open_project_engine(config, **options: Any):
     """open_engine for the shop `config` describes: its saga log in .shopctl/, the
-    services where Consul (or shop.yaml) says they are, gRPC contracts from its protos/."""
+    services where Consul (or shop.yaml) says they are, gRPC contracts from its protos/,
+    calls signed with its service key."""
     from shopctl.saga.endpoints import discover
     from shopctl.state import ProjectState
 
     state = ProjectState(config.root)
     state.ensure(state.dir)
     return open_engine(state.saga_db, discover(config), config.root / "protos",
-                       lookup=lookup_for(config), **options)
+                       lookup=lookup_for(config), service_key=state.service_key(), **options)
