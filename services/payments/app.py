@@ -1,5 +1,10 @@
 """HTTP API of the payments service. Routes only translate between HTTP and payments.py.
 
+Every route but /health and /metrics needs a service credential (shopkit.service_auth,
+header X-Shop-Service-Token) for this service with the route's scope: `charge`,
+`refund`, `get_charge`, or `admin` for /admin/*; else 401 {"detail"} (none, invalid,
+expired) or 403 {"detail"} (another service's, another scope).
+
 POST /charges {"order_id", "amount_cents" > 0, "currency" = "EUR"}   [Idempotency-Key]
     201 {"charge_id", "order_id", "amount_cents", "currency", "status": "SUCCEEDED"}
     200 the same body for a repeat of a settled order (the provider is not called)
@@ -42,8 +47,16 @@ from ledger import ChargeStatus, Conflict, Ledger
 from payments import Payments
 from provider import SimulatedProvider
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
-from shopkit.fastapi_kit import ErrorDetail, harden, json_int, validation_body
+from shopkit.fastapi_kit import (
+    SERVICE_REFUSALS,
+    ErrorDetail,
+    harden,
+    json_int,
+    service_guard,
+    validation_body,
+)
 from shopkit.metrics import instrument_fastapi
+from shopkit.service_auth import ADMIN, Guard
 from shopkit.settings import ServiceEnv, kv_prefix, read_kv
 
 log = logging.getLogger(__name__)
@@ -171,6 +184,8 @@ def create_app(senv: ServiceEnv) -> FastAPI:
 
     app = FastAPI(title="payments", lifespan=lifespan)
     harden(app)
+    # The scopes are the saga actions' names in shop.yaml (payments.charge, .refund).
+    require = service_guard(Guard(config.service_key, senv.service))
     # Tests count real provider charges through it.
     app.state.provider = provider
     instrument_fastapi(app, senv.service)
@@ -185,11 +200,12 @@ def create_app(senv: ServiceEnv) -> FastAPI:
                 "reason": exc.reason}
         return JSONResponse(body, status_code=503)
 
-    @app.post("/charges", status_code=201, response_model=Charge, responses={
+    @app.post("/charges", status_code=201, response_model=Charge,
+              dependencies=[require("charge")], responses={
         201: {"description": "Charged now"},
         200: {"model": Charge, "description": "Charged by an earlier request: that charge"},
         402: {"model": Declined, "description": "Declined by the provider (final)"},
-        **CONFLICT, **UNAVAILABLE})
+        **SERVICE_REFUSALS, **CONFLICT, **UNAVAILABLE})
     def create_charge(req: ChargeRequest, idempotency_key: IdempotencyKey = None):
         charge, fresh = payments.charge(req.order_id, req.amount_cents, req.currency,
                                         idempotency_key)
@@ -197,11 +213,14 @@ def create_app(senv: ServiceEnv) -> FastAPI:
             return JSONResponse({**charge.public(), "retryable": False}, status_code=402)
         return JSONResponse(charge.public(), status_code=201 if fresh else 200)
 
-    @app.post("/refunds", response_model=Refund, responses={**CONFLICT, **UNAVAILABLE})
+    @app.post("/refunds", response_model=Refund, dependencies=[require("refund")],
+              responses={**SERVICE_REFUSALS, **CONFLICT, **UNAVAILABLE})
     def create_refund(req: RefundRequest, idempotency_key: IdempotencyKey = None):
         return payments.refund(req.order_id, idempotency_key).public()
 
-    @app.get("/charges/{order_id}", response_model=Payment, responses={
+    @app.get("/charges/{order_id}", response_model=Payment,
+             dependencies=[require("get_charge")], responses={
+        **SERVICE_REFUSALS,
         404: {"model": ErrorDetail, "description": "The order has no charge and no refund"}})
     def get_charge(order_id: str):
         charge, refund = ledger.charge(order_id), ledger.refund(order_id)
@@ -213,11 +232,13 @@ def create_app(senv: ServiceEnv) -> FastAPI:
             "refund": refund.public() if refund else None,
         }
 
-    @app.get("/admin/faults", response_model=Knobs)
+    admin = {"dependencies": [require(ADMIN)], "responses": SERVICE_REFUSALS}
+
+    @app.get("/admin/faults", response_model=Knobs, **admin)
     def get_faults():
         return faults.current().as_dict()
 
-    @app.put("/admin/faults", response_model=Knobs)
+    @app.put("/admin/faults", response_model=Knobs, **admin)
     def put_faults(changes: KnobsUpdate):
         try:
             return faults.update(changes.model_dump(exclude_none=True), source="admin").as_dict()
@@ -225,7 +246,7 @@ def create_app(senv: ServiceEnv) -> FastAPI:
             error = {"type": "value_error", "loc": ["body"], "msg": str(exc)}
             return JSONResponse(validation_body([error]), status_code=422)
 
-    @app.get("/admin/breaker", response_model=Breaker)
+    @app.get("/admin/breaker", response_model=Breaker, **admin)
     def get_breaker():
         return {"state": guarded.state(), "fail_max": guarded.fail_max,
                 "reset_timeout_s": guarded.reset_timeout_s, "failures": guarded.failures}

@@ -8,10 +8,10 @@ start-up with a message naming the key, rather than running with a silent defaul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from faults import KnobError, Knobs, parse_knobs
-from shopkit.settings import ServiceEnv, load_settings
+from shopkit.settings import ServiceEnv, load_settings, service_key
 
 DEFAULTS = {
     "failure_rate": "0",
@@ -37,9 +37,15 @@ class Config:
     breaker_reset_timeout_s: float
     provider_timeout_s: float
     kv_poll_s: float
+    # Checks the service credentials of charges, refunds and /admin (shopkit.service_auth).
+    service_key: str = field(repr=False)
 
     @classmethod
     def load(cls, senv: ServiceEnv) -> Config:
+        try:
+            key = service_key(senv)
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
         values = load_settings(senv, DEFAULTS)
         try:
             knobs = Knobs(**parse_knobs({k: values[k] for k in ("failure_rate", "latency_ms",
@@ -53,6 +59,7 @@ class Config:
             breaker_reset_timeout_s=_number(values, "breaker_reset_timeout", float, minimum=0.01),
             provider_timeout_s=_number(values, "provider_timeout_ms", int, minimum=1) / 1000,
             kv_poll_s=_number(values, "kv_poll_seconds", float, minimum=0.01),
+            service_key=key,
         )
 
 

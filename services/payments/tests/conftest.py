@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import sys
 import threading
 import time
@@ -30,9 +31,30 @@ sys.path.insert(0, str(SERVICE_DIR))
 from app import create_app  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from shopkit.service_auth import ADMIN, HEADER, mint  # noqa: E402
 from shopkit.settings import ServiceEnv  # noqa: E402
 
 SERVICE = "payments"
+# The service key of every payments the tests start (SHOP_SERVICE_KEY), and the scopes
+# of its routes (app.py).
+SERVICE_KEY = "payments-tests-" + secrets.token_hex(24)
+SCOPES = ("charge", "refund", "get_charge", ADMIN)
+
+
+@pytest.fixture(scope="session")
+def service_key() -> str:
+    return SERVICE_KEY
+
+
+@pytest.fixture(scope="session")
+def credential() -> Callable[..., dict[str, str]]:
+    """credential(*scopes, ttl=600) -> headers with a fresh service credential for
+    payments granting `scopes` (default: every route's), as a calling service sends."""
+
+    def headers(*scopes: str, ttl: int = 600) -> dict[str, str]:
+        return {HEADER: mint(SERVICE_KEY, "tests", SERVICE, scopes or SCOPES, ttl)}
+
+    return headers
 
 
 @pytest.fixture
@@ -41,15 +63,18 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_client(data_dir: Path):
+def make_client(data_dir: Path, credential):
     """Build a started app; keyword arguments are settings (config.py), e.g.
-    breaker_fail_max=3, passed the way the runtimes do: as environment variables."""
+    breaker_fail_max=3, passed the way the runtimes do: as environment variables. The
+    client sends a service credential for every route with each request."""
     started: list[TestClient] = []
 
     def make(**settings: object) -> TestClient:
-        environ = {"SHOP_SERVICE": SERVICE, "SHOP_DATA_DIR": str(data_dir)}
+        environ = {"SHOP_SERVICE": SERVICE, "SHOP_DATA_DIR": str(data_dir),
+                   "SHOP_SERVICE_KEY": SERVICE_KEY}
         environ.update({key.upper(): str(value) for key, value in settings.items()})
-        client = TestClient(create_app(ServiceEnv.from_environ(SERVICE, 0, environ)))
+        client = TestClient(create_app(ServiceEnv.from_environ(SERVICE, 0, environ)),
+                            headers=credential())
         client.__enter__()  # runs the lifespan (KV watcher, shutdown of the provider pool)
         started.append(client)
         return client

@@ -1,6 +1,7 @@
 """Issue 13, against main.py as a real process: every malformed request gets a 4xx
 with a small body, never a 500; /admin/faults' 422 has its documented shape;
-integers as JSON Schema counts them."""
+integers as JSON Schema counts them. Requests carry a valid service credential, so
+that the body itself is what is judged."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ TEN_MIB_OF_JSON = b" " * (10 * 1024 * 1024) + b"{}"
 
 
 @pytest.fixture(scope="module")
-def payments(tmp_path_factory):
-    with running_service(tmp_path_factory.mktemp("payments"), SERVICE_DIR) as service:
+def payments(tmp_path_factory, service_key, credential):
+    with running_service(tmp_path_factory.mktemp("payments"), SERVICE_DIR,
+                         SHOP_SERVICE_KEY=service_key) as service:
+        service.credential = credential
         yield service
         assert "Traceback" not in service.logs()
 
@@ -24,9 +27,14 @@ def payments(tmp_path_factory):
 def send(payments, method: str, path: str, raw: bytes,
          content_type: str = "application/json") -> httpx.Response:
     if method == "POST":
-        return post_json_bytes(f"{payments.url}{path}", raw, content_type=content_type)
+        return post_json_bytes(f"{payments.url}{path}", raw, content_type=content_type,
+                               headers=payments.credential())
     return httpx.put(f"{payments.url}{path}", content=raw, timeout=30,
-                     headers={"Content-Type": content_type})
+                     headers={"Content-Type": content_type, **payments.credential()})
+
+
+def knobs(payments) -> dict:
+    return httpx.get(f"{payments.url}/admin/faults", headers=payments.credential()).json()
 
 
 def assert_validation_422(response: httpx.Response) -> None:
@@ -88,10 +96,10 @@ def test_a_body_over_one_mib_is_a_413(payments, chunked):
 ], ids=["unknown-knob", "rate-too-high", "fractional-latency", "string-flag",
         "string-rate", "not-an-object"])
 def test_admin_faults_422_has_the_documented_shape(payments, raw):
-    before = httpx.get(f"{payments.url}/admin/faults").json()
+    before = knobs(payments)
 
     assert_validation_422(send(payments, "PUT", "/admin/faults", raw))
-    assert httpx.get(f"{payments.url}/admin/faults").json() == before
+    assert knobs(payments) == before
 
 
 def test_whole_numbers_written_with_a_fraction_are_integers(payments):

@@ -11,12 +11,15 @@ from shopkit.testing import fuzz_openapi, running_service
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 
 
-def test_the_running_payments_answers_as_its_openapi_says(tmp_path):
+def test_the_running_payments_answers_as_its_openapi_says(tmp_path, service_key, credential):
     # Operations go in the schema's order: charges and refunds before PUT /admin/faults,
     # whose random knobs (failures, latency) would otherwise make them 503.
-    with running_service(tmp_path, SERVICE_DIR) as payments:
-        # 402 is how payments accepts a valid charge the card declines (amounts ending in 13).
-        report = fuzz_openapi(payments.url, max_examples=100, accepted=(402,))
+    with running_service(tmp_path, SERVICE_DIR, SHOP_SERVICE_KEY=service_key) as payments:
+        # 402 is how payments accepts a valid charge the card declines (amounts ending in
+        # 13). With a credential for every route; schemathesis' ignored_auth check sends
+        # requests without it too, and expects them refused.
+        report = fuzz_openapi(payments.url, max_examples=100, accepted=(402,),
+                              headers=credential(ttl=3600))
         print(report)
 
         assert report.failures == {}, str(report)

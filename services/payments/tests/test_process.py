@@ -22,11 +22,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, service_key):
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if key != "CONSUL_HTTP_ADDR"}
     env.update({"SHOP_SERVICE": "payments", "SHOP_HOST": "127.0.0.1", "SHOP_PORT": str(port),
-                "SHOP_DATA_DIR": str(tmp_path / "data")})
+                "SHOP_DATA_DIR": str(tmp_path / "data"), "SHOP_SERVICE_KEY": service_key})
     proc = subprocess.Popen([sys.executable, "main.py"], cwd=SERVICE_DIR, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -47,11 +47,12 @@ def server(tmp_path):
         proc.wait()
 
 
-def test_process_serves_and_exits_cleanly_on_sigterm(server, tmp_path):
+def test_process_serves_and_exits_cleanly_on_sigterm(server, tmp_path, credential):
     proc, base = server
 
     health = httpx.get(f"{base}/health").json()
-    charge = httpx.post(f"{base}/charges", json={"order_id": "o-1", "amount_cents": 1450})
+    charge = httpx.post(f"{base}/charges", json={"order_id": "o-1", "amount_cents": 1450},
+                        headers=credential("charge"))
     metrics = httpx.get(f"{base}/metrics").text
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=15)
