@@ -3,7 +3,9 @@
 Reads the shopctl environment contract (shopkit.settings.ServiceEnv), serves gRPC on
 SHOP_HOST:SHOP_PORT (default 50051) and metrics on SHOP_METRICS_PORT (default 9103),
 and exits 0 after a graceful stop on SIGTERM or SIGINT. Consul is optional: its KV may
-override `grpc_workers` and `stop_grace_seconds`.
+override `grpc_workers` and `stop_grace_seconds`. The service key (SHOP_SECRETS_DIR's
+service_key, or SHOP_SERVICE_KEY) checks the credentials of ReserveStock and
+ReleaseStock (server.py); without one the service exits 2.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import threading
 
 from shopkit.logs import setup_logging
-from shopkit.settings import ServiceEnv, load_settings
+from shopkit.settings import ServiceEnv, load_settings, service_key
 
 import server
 
@@ -26,6 +28,11 @@ def main() -> int:
     senv = ServiceEnv.from_environ("inventory", DEFAULT_PORT)
     log = setup_logging(senv.service)
     settings = load_settings(senv, DEFAULTS)
+    try:
+        key = service_key(senv)
+    except RuntimeError as exc:
+        log.error("invalid configuration", extra={"error": str(exc)})
+        return 2
 
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -39,6 +46,7 @@ def main() -> int:
             metrics_port=(DEFAULT_METRICS_PORT if senv.metrics_port is None else senv.metrics_port),
             service=senv.service,
             max_workers=int(settings["grpc_workers"]),
+            service_key=key,
         )
     except Exception:
         log.exception("cannot start", extra={"port": senv.port, "data_dir": str(senv.data_dir)})

@@ -4,6 +4,12 @@
 grpc.health.v1.Health service (SERVING once the database is open) and, when asked,
 Prometheus metrics over HTTP. Tests call it in-process with port=0; main.py calls it
 with the service environment.
+
+ReserveStock and ReleaseStock (and any method added to the service later) need a
+service credential for this service (metadata x-shop-service-token, shopkit.grpc_kit)
+with the scope named like the saga action: reserve_stock, release_stock; else
+UNAUTHENTICATED or PERMISSION_DENIED. CheckStock, which only reads stock levels as a
+shop shows them, and Health stay open.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
+from shopkit.grpc_kit import ServiceAuthInterceptor, protected_methods
 from shopkit.metrics import observe
+from shopkit.service_auth import Guard
 
-from servicer import SERVICE_NAME, InventoryServicer, inventory_pb2_grpc
+from servicer import SERVICE_NAME, InventoryServicer, inventory_pb2, inventory_pb2_grpc
 from stock import StockLedger
 
 DB_FILE = "inventory.db"
+# Every method needs a credential but these (read-only).
+OPEN_METHODS = ("CheckStock",)
 # What the lenient deserializer hands the handler for bytes that are no valid message.
 MALFORMED = object()
 
@@ -116,8 +126,14 @@ def start(
     metrics_port: int | None = None,
     service: str = "inventory",
     max_workers: int = 16,
+    service_key: str | None = None,
 ) -> InventoryServer:
-    """Serve on host:port (0 = any free port); metrics on metrics_port when not None."""
+    """Serve on host:port (0 = any free port); metrics on metrics_port when not None.
+    `service_key` checks the credentials of the guarded methods (RuntimeError without
+    one)."""
+    guard = Guard(service_key, service)
+    scopes = protected_methods(inventory_pb2.DESCRIPTOR.services_by_name["Inventory"],
+                               open=OPEN_METHODS)
     with ExitStack() as undo:  # unwinds only when a step fails; see pop_all below
         ledger = StockLedger.open(Path(data_dir) / DB_FILE)
         undo.callback(ledger.close)
@@ -130,7 +146,8 @@ def start(
 
         server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="inventory-rpc"),
-            interceptors=[MetricsInterceptor(service)],
+            # Metrics outermost: refused calls are counted by their code too.
+            interceptors=[MetricsInterceptor(service), ServiceAuthInterceptor(guard, scopes)],
             # grpc enables SO_REUSEPORT by default: a second instance would then share
             # the port silently instead of failing to bind.
             options=[("grpc.so_reuseport", 0)],

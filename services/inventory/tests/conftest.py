@@ -1,4 +1,5 @@
-"""Fixtures: a real inventory gRPC server in the test process, and channels to it.
+"""Fixtures: a real inventory gRPC server in the test process, and channels to it that
+send a service credential with every call (as a calling service or shopctl does).
 
 The service's modules are top-level (main.py runs from its own folder), so the service
 dir goes on sys.path. Other services' tests do the same with modules of the same names
@@ -9,6 +10,7 @@ sys.modules so that the imports below find ours.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -17,6 +19,8 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from shopkit.grpc_kit import CredentialInterceptor
+from shopkit.service_auth import Caller
 
 SERVICE_DIR = Path(__file__).resolve().parents[1]
 _OWN_MODULES = ("protogen", "stock", "servicer", "server")
@@ -31,6 +35,25 @@ import protogen  # noqa: E402
 import server as inventory_server  # noqa: E402
 
 inventory_pb2, inventory_pb2_grpc = protogen.load_stubs()
+# The service key of every inventory server the tests start.
+SERVICE_KEY = "inventory-tests-" + secrets.token_hex(24)
+
+
+@pytest.fixture(scope="session")
+def service_key() -> str:
+    return SERVICE_KEY
+
+
+@pytest.fixture(scope="session")
+def with_credentials():
+    """with_credentials(channel) -> the channel, sending a fresh credential for inventory
+    with each call, its scope named after the method (ReserveStock -> reserve_stock)."""
+
+    def wrap(channel: grpc.Channel) -> grpc.Channel:
+        return grpc.intercept_channel(
+            channel, CredentialInterceptor(Caller(SERVICE_KEY, "tests"), "inventory"))
+
+    return wrap
 
 
 def free_port() -> int:
@@ -52,7 +75,7 @@ def start_server(data_dir: Path):
     started = []
 
     def start(**kwargs) -> inventory_server.InventoryServer:
-        running = inventory_server.start(data_dir, **kwargs)
+        running = inventory_server.start(data_dir, service_key=SERVICE_KEY, **kwargs)
         started.append(running)
         return running
 
@@ -67,8 +90,8 @@ def running(start_server) -> inventory_server.InventoryServer:
 
 
 @pytest.fixture
-def channel(running):
-    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as chan:
+def channel(running, with_credentials):
+    with with_credentials(grpc.insecure_channel(f"127.0.0.1:{running.port}")) as chan:
         yield chan
 
 
@@ -99,6 +122,7 @@ def service_process(tmp_path):
         "SHOP_PORT": str(port),
         "SHOP_METRICS_PORT": str(metrics_port),
         "SHOP_DATA_DIR": str(tmp_path / "data"),
+        "SHOP_SERVICE_KEY": SERVICE_KEY,
     }
     env.pop("CONSUL_HTTP_ADDR", None)
     env.pop("SHOP_PROTO_DIR", None)

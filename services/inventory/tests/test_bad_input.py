@@ -19,9 +19,11 @@ def _answer(call) -> tuple[str, str]:
     return caught.value.code().name, caught.value.details() or ""
 
 
-def test_malformed_requests_get_short_invalid_argument_answers(service_process):
+def test_malformed_requests_get_short_invalid_argument_answers(service_process,
+                                                               with_credentials):
     options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
-    with grpc.insecure_channel(f"127.0.0.1:{service_process.port}", options=options) as chan:
+    address = f"127.0.0.1:{service_process.port}"
+    with with_credentials(grpc.insecure_channel(address, options=options)) as chan:
         grpc.channel_ready_future(chan).result(timeout=30)
         stub = pb_grpc.InventoryStub(chan)
         raw_reserve = chan.unary_unary(RESERVE)  # bytes in, bytes out

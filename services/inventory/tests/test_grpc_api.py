@@ -174,14 +174,14 @@ def test_grpc_health_check_is_serving(channel, service):
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_stock_and_reservations_survive_a_restart(start_server):
+def test_stock_and_reservations_survive_a_restart(start_server, with_credentials):
     first = start_server()
-    with grpc.insecure_channel(f"127.0.0.1:{first.port}") as chan:
+    with with_credentials(grpc.insecure_channel(f"127.0.0.1:{first.port}")) as chan:
         pb_grpc.InventoryStub(chan).ReserveStock(reserve_request("order-6", MUG=7))
     first.stop(grace=1)
 
     second = start_server()
-    with grpc.insecure_channel(f"127.0.0.1:{second.port}") as chan:
+    with with_credentials(grpc.insecure_channel(f"127.0.0.1:{second.port}")) as chan:
         stub = pb_grpc.InventoryStub(chan)
         (level,) = stub.CheckStock(pb.CheckStockRequest(skus=[MUG])).levels
         repeat = stub.ReserveStock(reserve_request("order-6", MUG=7))

@@ -28,16 +28,20 @@ def request_counts(metrics_port: int) -> dict[tuple[str, str], float]:
     }
 
 
-def test_metrics_endpoint_counts_rpcs_by_method_and_code(start_server):
+def test_metrics_endpoint_counts_rpcs_by_method_and_code(start_server, with_credentials):
     running = start_server(metrics_port=0)
     # The registry is process-wide, so compare against what earlier tests left there.
     before = request_counts(running.metrics_port)
-    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as chan:
+    address = f"127.0.0.1:{running.port}"
+    with grpc.insecure_channel(address) as bare, with_credentials(
+            grpc.insecure_channel(address)) as chan:
         stub = pb_grpc.InventoryStub(chan)
         stub.CheckStock(pb.CheckStockRequest())
         stub.CheckStock(pb.CheckStockRequest())
         with pytest.raises(grpc.RpcError):
             stub.ReserveStock(pb.ReserveStockRequest(order_id="", items=[]))
+        with pytest.raises(grpc.RpcError):  # refused for want of a credential
+            pb_grpc.InventoryStub(bare).ReserveStock(pb.ReserveStockRequest(order_id="x"))
 
     after = request_counts(running.metrics_port)
 
@@ -46,3 +50,4 @@ def test_metrics_endpoint_counts_rpcs_by_method_and_code(start_server):
 
     assert delta((CHECK, "OK")) == 2
     assert delta((RESERVE, "INVALID_ARGUMENT")) == 1
+    assert delta((RESERVE, "UNAUTHENTICATED")) == 1
