@@ -1,7 +1,7 @@
 """Run the orders service: `python main.py` (cwd services/orders).
 
 Reads the shopkit environment contract (SHOP_HOST, SHOP_PORT default 8003,
-SHOP_DATA_DIR, SHOP_AMQP_URI, ...), serves RPC/events on the broker and /health and
+SHOP_DATA_DIR, SHOP_AMQP_URI, the service key ...), serves RPC/events on the broker and /health and
 /metrics on SHOP_HOST:SHOP_PORT, logs JSON lines to stdout, and exits 0 after a clean
 stop on SIGTERM or SIGINT (a second signal kills the workers still running).
 """
@@ -27,7 +27,7 @@ from providers import DB_PATH_CONFIG_KEY, SERVICE_LABEL_CONFIG_KEY  # noqa: E402
 from service import OrdersService, serving  # noqa: E402
 from shopkit.amqp import wait_for_broker  # noqa: E402
 from shopkit.logs import setup_logging  # noqa: E402
-from shopkit.settings import ServiceEnv  # noqa: E402
+from shopkit.settings import NO_SERVICE_KEY, ServiceEnv  # noqa: E402
 
 DEFAULT_PORT = 8003
 
@@ -80,6 +80,9 @@ def run(senv: ServiceEnv, log: logging.Logger) -> int:
 def main() -> int:
     senv = ServiceEnv.from_environ("orders", DEFAULT_PORT)
     log = setup_logging(senv.service)
+    if not senv.service_key:  # every RPC checks credentials with it (service.py)
+        log.error("invalid configuration", extra={"error": NO_SERVICE_KEY})
+        return 2
     try:
         return run(senv, log)
     except Exception:

@@ -3,7 +3,11 @@
 RPC (exchange nameko-rpc, routing key orders.<method>); every method returns an order
 dict {id, user_id, items, total_cents, status, reason, created_at, updated_at} (or a
 list of them) and raises InvalidOrder, OrderNotFound or InvalidTransition, which
-callers receive as a remote error of that type:
+callers receive as a remote error of that type. Every method needs a service
+credential for orders in its context data (shopkit.nameko_kit.service_rpc) whose scope
+is the method's name (the saga actions create_order, ship_order, cancel_order in
+shop.yaml); a call without one gets the remote error Unauthenticated, with one for
+another service or method PermissionDenied, and runs nothing:
 
     create_order(user_id, items, idempotency_key)    a PENDING order; same key -> same order
     get_order(order_id)
@@ -29,11 +33,11 @@ import sqlite3
 import threading
 
 from nameko.events import EventDispatcher
-from nameko.rpc import rpc
 from nameko.timer import timer
 from nameko.web.handlers import http
 from providers import BrokerProbe, RequestMetrics, Store
 from shopkit.metrics import exposition
+from shopkit.nameko_kit import service_rpc
 from store import (
     CANCELLED,
     FAILED,
@@ -67,25 +71,25 @@ class OrdersService:
     broker = BrokerProbe()
     request_metrics = RequestMetrics()
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    @service_rpc(expected_exceptions=DOMAIN_ERRORS)
     def create_order(self, user_id, items, idempotency_key):
         order, _ = self.store.create(user_id, items, idempotency_key)
         self._publish_pending_events()
         return order
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    @service_rpc(expected_exceptions=DOMAIN_ERRORS)
     def get_order(self, order_id):
         return self.store.get(order_id)
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    @service_rpc(expected_exceptions=DOMAIN_ERRORS)
     def list_orders(self, user_id=None, limit=50):
         return self.store.list_orders(user_id, limit)
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    @service_rpc(expected_exceptions=DOMAIN_ERRORS)
     def ship_order(self, order_id):
         return self._transition(order_id, SHIPPED)
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    @service_rpc(expected_exceptions=DOMAIN_ERRORS)
     def cancel_order(self, order_id, reason=None):
         # A saga passes its failure as the reason, which can be long; the reason only
         # informs, so it is cut to fit rather than refusing the cancellation.
@@ -93,7 +97,7 @@ class OrdersService:
             reason = reason[:MAX_TEXT]
         return self._transition(order_id, CANCELLED, reason)
 
-    @rpc(expected_exceptions=DOMAIN_ERRORS)
+    @service_rpc(expected_exceptions=DOMAIN_ERRORS)
     def fail_order(self, order_id, reason):
         return self._transition(order_id, FAILED, reason)
 

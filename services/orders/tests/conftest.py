@@ -34,9 +34,12 @@ import kombu
 import pytest
 
 from shopctl.nameko_rpc import NamekoRpc
+from shopctl.service_auth import Credentials
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+# The service key of every orders process the tests start (SHOP_SERVICE_KEY).
+SERVICE_KEY = "orders-tests-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
 def _load(alias: str, filename: str) -> None:
@@ -123,7 +126,7 @@ class OrdersProcess:
     def start(self) -> OrdersProcess:
         env = {**os.environ, "SHOP_SERVICE": "orders", "SHOP_HOST": "127.0.0.1",
                "SHOP_PORT": str(self.port), "SHOP_DATA_DIR": str(self.data_dir),
-               "SHOP_AMQP_URI": self.amqp_uri}
+               "SHOP_AMQP_URI": self.amqp_uri, "SHOP_SERVICE_KEY": SERVICE_KEY}
         env.pop("CONSUL_HTTP_ADDR", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "main.py"], cwd=SERVICE_DIR,
@@ -199,12 +202,14 @@ class EventTap:
         queue = kombu.Queue(f"test-tap-{uuid.uuid4().hex}", exchange=exchange,
                             routing_key="#", exclusive=True)
         self.events: list[tuple[str, dict]] = []
+        self.headers: list[dict] = []  # each event's AMQP headers, in arrival order
         self.consumer = kombu.Consumer(self.conn.channel(), queues=[queue], accept=["json"],
                                        callbacks=[self._on_message], no_ack=True)
         self.consumer.consume()
 
     def _on_message(self, body, message) -> None:
         self.events.append((message.delivery_info["routing_key"], body))
+        self.headers.append(dict(message.headers or {}))
 
     def drain(self, rpc: NamekoRpc, limit: float = 15.0) -> list[tuple[str, dict]]:
         marker = uuid.uuid4().hex
@@ -225,9 +230,17 @@ class EventTap:
         self.conn.release()
 
 
+@pytest.fixture(scope="session")
+def service_key() -> str:
+    return SERVICE_KEY
+
+
 @pytest.fixture
 def rpc(amqp_uri):
-    with NamekoRpc(amqp_uri, timeout=10) as client:
+    """An RPC client that sends a fresh credential for each call, scoped to the method,
+    as the saga driver does."""
+    with NamekoRpc(amqp_uri, timeout=10, credentials=Credentials(SERVICE_KEY, "tests")
+                   ) as client:
         yield client
 
 

@@ -77,7 +77,7 @@ def test_concurrent_retries_of_one_step_make_one_order(start_orders, amqp_uri, r
 
     def create(_):
         # One client per thread, as a parallel saga runner would use them.
-        with NamekoRpc(amqp_uri, timeout=10) as client:
+        with NamekoRpc(amqp_uri, timeout=10, credentials=rpc.credentials) as client:
             return client.call("orders", "create_order", "u1", ITEMS, "saga-7:create")["id"]
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
