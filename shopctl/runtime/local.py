@@ -203,6 +203,9 @@ class LocalRuntime:
             progress("rabbitmq", f"adding the user {broker.user(config)}"
                      + (" and removing guest" if own else ""))
             self._provision_rabbitmq(config, ps, own)
+            # The broker imports definitions asynchronously: ready once the user logs in.
+            self._wait_ready(ps, UNIT_RABBITMQ, "RabbitMQ's project user",
+                             lambda: broker.logs_in(endpoints(config).amqp_uri), 30.0)
         progress("rabbitmq", "ready")
 
     def _provision_rabbitmq(self, config: ShopConfig, ps: ProjectState, own: bool) -> None:
@@ -210,21 +213,23 @@ class LocalRuntime:
         own node (its name and cookie from rabbitmq_env), or on the broker we reuse
         (the machine's default node; guest stays there, it is not ours)."""
         data = ps.ensure(ps.data_dir(UNIT_RABBITMQ))
-        definitions = data / "definitions.json"  # a salted hash, not the password
-        write_atomic(definitions, broker.definitions(config), mode=0o600)
-        ctl = rabbitmqctl_binary()
+        ctl = rabbitmqctl_binary(own)
         env = dict(os.environ)
         if own:
             node_env = rabbitmq_env(config.project, config.infra.rabbitmq.port, 0, data)
             env.update({k: node_env[k] for k in ("RABBITMQ_NODENAME", "HOME")})
-        steps = [[ctl, "import_definitions", str(definitions)]]
+        # From stdin: the machine's rabbitmqctl runs as another user, who cannot read
+        # .shopctl. (A salted hash of the password, not the password.)
+        steps = [[ctl, "import_definitions", "--format", "json"]]
         if own:
             steps.append([ctl, "delete_user", broker.GUEST])
-        deadline = time.monotonic() + self.rabbitmq_timeout
+        # A node of ours may still be booting; a broker we reuse is up, so a refusal
+        # there (no cookie, no rights) is for good.
+        deadline = time.monotonic() + (self.rabbitmq_timeout if own else 5.0)
         for argv in steps:
             while True:
                 done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                      timeout=60)
+                                      timeout=60, input=broker.definitions(config))
                 # delete_user of a guest gone already answers "no such user": fine
                 if done.returncode == 0 or (argv[1] == "delete_user"
                                             and "not exist" in done.stdout + done.stderr):
@@ -518,13 +523,16 @@ def rabbitmq_binary() -> str:
     return found
 
 
-def rabbitmqctl_binary() -> str:
-    """The rabbitmqctl next to the broker we run (Debian's raw script: the /usr/sbin
-    wrapper would switch user and lose our node's cookie), else the one on PATH."""
-    try:
-        beside = Path(rabbitmq_binary()).resolve().parent / "rabbitmqctl"
-    except RuntimeUnavailable:
-        beside = None
+def rabbitmqctl_binary(own: bool = True) -> str:
+    """For a node we run, the rabbitmqctl next to its server (Debian's raw script: the
+    /usr/sbin wrapper would switch user and lose our node's cookie); for the machine's
+    broker, the one on PATH (that wrapper finds the machine's cookie)."""
+    beside = None
+    if own:
+        try:
+            beside = Path(rabbitmq_binary()).resolve().parent / "rabbitmqctl"
+        except RuntimeUnavailable:
+            pass
     if beside is not None and beside.exists():
         return str(beside)
     found = shutil.which("rabbitmqctl")

@@ -21,7 +21,7 @@ import docker
 import httpx
 import pytest
 
-from shopctl import testing
+from shopctl import broker, testing
 from shopctl.config import ShopConfig, load_config
 from shopctl.docker_client import connect
 from shopctl.errors import OperationFailed, RuntimeUnavailable
@@ -139,7 +139,8 @@ def test_infra_answers_and_is_reused(runtime, config, endpoints, client):
         connection.connect()
         assert connection.connected
     assert endpoints.service_consul_addr == f"shopctl-{PROJECT}-consul:8500"
-    assert endpoints.service_amqp_uri == f"amqp://guest:guest@shopctl-{PROJECT}-rabbitmq:5672/"
+    assert endpoints.service_amqp_uri == broker.uri(config, f"shopctl-{PROJECT}-rabbitmq", 5672)
+    assert endpoints.service_amqp_uri.startswith(f"amqp://shopctl-{PROJECT}:")  # not guest
 
     consul = client.containers.get(container_name(PROJECT, "consul"))
     started = consul.attrs["State"]["StartedAt"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shopctl import consul_acl
+from shopctl import broker, consul_acl
 from shopctl.config import ShopConfig, load_config
 from shopctl.errors import OperationFailed
 from shopctl.launch import launch_spec
@@ -264,10 +264,13 @@ def test_a_broker_answering_amqp_is_reused(tmp_path):
     try:
         infra = runtime.ensure_infra(config, lambda s, m: news.append((s, m)))
         assert ("rabbitmq", "reusing the broker already answering AMQP on :5672") in news
-        assert infra.amqp_uri == "amqp://guest:guest@127.0.0.1:5672/"
+        assert infra.amqp_uri == broker.uri(config, "127.0.0.1", 5672)
+        assert broker.logs_in(infra.amqp_uri)  # the project's user, added to that broker
         assert not ProjectState(config.root).run_file(UNIT_RABBITMQ).exists()
     finally:
         runtime.down(config, volumes=True)
+        subprocess.run(["rabbitmqctl", "delete_user", broker.user(config)],
+                       capture_output=True, timeout=60)
     assert amqp_answers(5672), "down never stops a broker it did not start"
 
 
@@ -283,7 +286,7 @@ def test_runs_its_own_broker_when_none_answers(tmp_path):
     try:
         infra = runtime.ensure_infra(config)
         with Connection(infra.amqp_uri, connect_timeout=5) as connection:
-            connection.connect()  # guest/guest over loopback, as services will
+            connection.connect()  # as the project's user, as services will
             assert connection.connected
         assert runtime.observe_infra(config)["rabbitmq"].state == "running"
         assert (ps.data_dir(UNIT_RABBITMQ) / "mnesia").is_dir()

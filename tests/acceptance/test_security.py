@@ -1,4 +1,5 @@
-"""Consul with ACLs, and secrets out of KV and out of the environment (issue 13).
+"""Consul with ACLs, secrets out of KV and the environment, RabbitMQ without guest
+(issue 13).
 
 An attacker here is anyone with a shell on the host: 127.0.0.1 does not separate users.
 Each test tries an attack against the real parts (the demo shop up on both runtimes,
@@ -161,3 +162,63 @@ def test_a_secret_an_older_shopctl_left_in_kv_is_removed_by_up(shop):
     up = shopctl_in(root, "up", "--runtime", runtime)
     assert up.returncode == 0, up.stderr[-2000:]
     assert httpx.get(legacy, headers=headers, timeout=5).status_code == 404
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------
+
+def test_the_project_broker_refuses_guest_and_lets_the_project_user_in(shop):
+    root, data, _ = shop
+    from shopctl import broker
+
+    config = load_config(root / "shop.yaml")
+    port = data["infra"]["rabbitmq"]["port"]
+    assert not broker.logs_in(broker.guest_uri("127.0.0.1", port))
+    assert not broker.logs_in(f"amqp://{broker.user(config)}:wrong@127.0.0.1:{port}/")
+    assert broker.logs_in(broker.uri(config, "127.0.0.1", port))
+    assert broker.user(config) == f"shopctl-{data['project']}"
+
+
+def test_a_saga_over_the_broker_runs_as_the_project_user(shop):
+    """orders is a Nameko service: its RPCs go over the broker the project's user opens."""
+    root, _, _ = shop
+    run = shopctl_in(root, "saga", "run", "order", "-i", "user_id=u-1", "-i",
+                     'items=[{"sku": "SKU-MUG-001", "qty": 1}]', "--json")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert json.loads(run.stdout)["status"] == "completed"
+
+
+def test_no_secret_is_printed_by_up_or_status(shop):
+    root, _, runtime = shop
+    values = [secret(root, name) for name in ("rabbitmq_password", "jwt_secret", "service_key",
+                                              "consul/management")]
+    for args in (["up", "--runtime", runtime, "--verbose"], ["status", "--json"],
+                 ["up", "--dry-run", "--json"]):
+        done = shopctl_in(root, *args)
+        for value in values:
+            assert value not in done.stdout + done.stderr, args
+
+
+def test_a_broker_the_local_runtime_reuses_gets_the_user_and_keeps_its_guest(tmp_path):
+    """The machine's broker (started by .ci/run on 5672) is not the project's: the
+    project's user is added to it; its guest is its owner's business."""
+    import subprocess
+
+    from shopctl import broker
+
+    assert broker.answers("127.0.0.1", 5672), "the machine's RabbitMQ is not running"
+    root, data = make_project(tmp_path)
+    text = (root / "shop.yaml").read_text().replace(
+        f"port: {data['infra']['rabbitmq']['port']}\n", "port: 5672\n", 1)
+    (root / "shop.yaml").write_text(text)
+    config = load_config(root / "shop.yaml")
+    assert config.infra.rabbitmq.port == 5672
+    try:
+        up = shopctl_in(root, "up", "users", "--runtime", "local")
+        assert up.returncode == 0, up.stderr[-2000:]
+        assert "reusing the broker" in up.stderr
+        assert broker.logs_in(broker.uri(config, "127.0.0.1", 5672))
+        assert broker.logs_in(broker.guest_uri("127.0.0.1", 5672))
+    finally:
+        shopctl_in(root, "down", "--runtime", "local", timeout=180)
+        subprocess.run(["rabbitmqctl", "delete_user", broker.user(config)],
+                       capture_output=True, timeout=60)
