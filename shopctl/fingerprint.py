@@ -3,7 +3,8 @@
 A service's fingerprint covers its code folder, the shared service library and the
 protobuf contracts, so `up` can tell unchanged services from changed ones in
 milliseconds. Files that never affect a running service (caches, local data, generated
-stubs) are skipped.
+stubs, editors' swap files) are skipped, by the same rules the image build and
+`shopctl dev` use (shopctl.ignore).
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SKIP_DIRS = frozenset({
-    "__pycache__", ".pytest_cache", ".ruff_cache", "data", "generated", ".shopctl", ".venv",
-    "node_modules",
-})
-SKIP_SUFFIXES = (".pyc", ".pyo", ".db", ".db-wal", ".db-shm", ".log")
+from shopctl.ignore import ignored_name
 
 
 def iter_files(root: Path) -> Iterable[Path]:
@@ -28,9 +25,9 @@ def iter_files(root: Path) -> Iterable[Path]:
         yield root
         return
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not ignored_name(d, is_dir=True))
         for name in sorted(filenames):
-            if not name.endswith(SKIP_SUFFIXES):
+            if not ignored_name(name):
                 yield Path(dirpath) / name
 
 

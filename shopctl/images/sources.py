@@ -17,34 +17,15 @@ from typing import TYPE_CHECKING
 
 from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed
+from shopctl.ignore import ignored
 from shopctl.images.tarball import walk_files
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig
 
-# Never part of an image: caches, local state, and what the build generates itself.
-_SKIP_NAMES = {
-    "__pycache__",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".git",
-    ".venv",
-    "venv",
-    "data",
-    "generated",
-    "node_modules",
-    ".shopctl",
-}
-_SKIP_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".swp")
 PROTOGEN = "protogen.py"
 
 Files = list[tuple[str, Path]]
-
-
-def _skip(relative: Path) -> bool:
-    name = relative.name
-    return name in _SKIP_NAMES or name.endswith(_SKIP_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -77,14 +58,14 @@ def collect(config: ShopConfig, service: str) -> ServiceSources:
             hint=f"fix services.{service}.path, or regenerate the folder with "
             f"`shopctl scaffold new-service {service} --kind {svc.kind} --force`",
         )
-    app = walk_files(folder, _skip)
+    app = walk_files(folder, ignored)
     requirements_file = folder / "requirements.txt"
     requirements = requirements_file.read_text() if requirements_file.is_file() else ""
     kit = kit_for(config.root)  # the project's own services/shopkit, else the shipped one
-    kit_files = walk_files(kit.package, _skip) if kit.package.is_dir() else []
+    kit_files = walk_files(kit.package, ignored) if kit.package.is_dir() else []
     protos_dir = config.root / "protos"
     wants_protos = svc.kind == "grpc" or (folder / PROTOGEN).is_file()
-    protos = walk_files(protos_dir, _skip) if wants_protos and protos_dir.is_dir() else []
+    protos = walk_files(protos_dir, ignored) if wants_protos and protos_dir.is_dir() else []
     return ServiceSources(
         service=service,
         app=app,

@@ -60,20 +60,20 @@ class ContextTar:
         return info
 
 
-def walk_files(root: Path, skip: Callable[[Path], bool]) -> list[tuple[str, Path]]:
+def walk_files(root: Path, skip: Callable[[Path, bool], bool]) -> list[tuple[str, Path]]:
     """Regular files under `root` as sorted (posix relative name, path) pairs.
 
-    `skip(relative_path)` prunes files and whole folders (pruned folders are never
-    read, so a big data/ costs nothing). Symlinked folders are not entered, so a link
+    `skip(relative_path, is_dir)` prunes files and whole folders (pruned folders are
+    never read, so a big data/ costs nothing). Symlinked folders are not entered, so a link
     cannot pull a huge tree into a context; symlinked files are read through.
     """
     found: list[tuple[str, Path]] = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder).relative_to(root)
-        dirs[:] = sorted(d for d in dirs if not skip(here / d))
+        dirs[:] = sorted(d for d in dirs if not skip(here / d, True))
         for name in files:
             path = Path(folder, name)
-            if not skip(here / name) and path.is_file():
+            if not skip(here / name, False) and path.is_file():
                 found.append(((here / name).as_posix(), path))
     return sorted(found)
 

@@ -49,7 +49,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "shopctl"
 SAMPLE = "sample"
 
 # Words that follow an unbackticked "shopctl " in prose ("the images shopctl builds").
-PROSE = frozenset({"builds", "built", "ships", "installation", "for"})
+PROSE = frozenset({"builds", "built", "ships", "installation", "for", "left", "could", "runs"})
 
 _BACKTICKED = re.compile(r"`([^`\n]*)`")
 _UNBACKTICKED = re.compile(r"(?<![\w./-])shopctl[ \t]+(?=(-{0,2}[a-z][\w-]*))")
