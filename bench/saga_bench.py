@@ -58,11 +58,16 @@ from shopctl.saga.engine import COMPLETED_EVENT, event_type, snapshot, steps_of 
 from shopctl.saga.participants import Participants  # noqa: E402
 from shopctl.saga.protos import ProtoSet  # noqa: E402
 from shopctl.saga.session import open_engine  # noqa: E402
+from shopctl.service_auth import HEADER, Credentials  # noqa: E402
 
 BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 TARGET_RATE = 100.0  # sagas/s at c=16
 TARGET_OVERHEAD = 0.20  # at c=1
 SAGA = "order"
+# The services started here check service credentials with this key; the engine and the
+# checks sign with it.
+SERVICE_KEY = "bench-service-key-" + uuid.uuid4().hex + uuid.uuid4().hex
+CREDENTIALS = Credentials(SERVICE_KEY, "bench")
 
 
 # -- live services --------------------------------------------------------------------------
@@ -106,7 +111,7 @@ def started_shop(sku: str, units: int, protos: ProtoSet):
             ports = {n: _free_port() for n in ("catalog", "inventory", "payments", "orders")}
             base = {**os.environ, "SHOP_HOST": "127.0.0.1", "SHOP_AMQP_URI": amqp,
                     "SHOP_JWT_SECRET": "bench-" + uuid.uuid4().hex, "SHOP_PROJECT": "shop",
-                    "SHOP_LOG_LEVEL": "WARNING"}
+                    "SHOP_LOG_LEVEL": "WARNING", "SHOP_SERVICE_KEY": SERVICE_KEY}
             base.pop("CONSUL_HTTP_ADDR", None)
             _seed_inventory(tmp / "inventory", sku, units)
             for name, port in ports.items():
@@ -156,7 +161,7 @@ def _wait_ready(ep: Endpoints, sku: str, protos: ProtoSet, procs, tmp: Path,
 def _orders_ready(ep: Endpoints) -> bool:
     from shopctl.nameko_rpc import NamekoRpc, RemoteError
 
-    with NamekoRpc(ep.amqp, timeout=2) as rpc:
+    with NamekoRpc(ep.amqp, timeout=2, credentials=CREDENTIALS) as rpc:
         try:
             rpc.call("orders", "get_order", -1)
         except RemoteError:
@@ -221,8 +226,9 @@ def run_level(ep, db: Path, protos: Path, definition, make_input, concurrency: i
 
     def worker() -> None:
         try:
-            with open_engine(db, ep, protos, synchronous=synchronous) as engine:
-                actions = Participants(ep, protos)
+            with open_engine(db, ep, protos, synchronous=synchronous,
+                             service_key=SERVICE_KEY) as engine:
+                actions = Participants(ep, protos, credentials=CREDENTIALS)
                 try:
                     for _ in range(2):  # warm the connections of this thread
                         engine.start(SAGA, definition, make_input("u-warm"))
@@ -307,7 +313,8 @@ def check_nothing_lost(ep, db: Path, protos: ProtoSet, sku: str, before: tuple[i
                         if e.step == "create_order" and e.state == L.SUCCEEDED), None)
             if oid is None:
                 continue
-            resp = http.get(f"{ep.base_url('payments')}/charges/{oid}")
+            resp = http.get(f"{ep.base_url('payments')}/charges/{oid}",
+                            headers={HEADER: CREDENTIALS.token("payments", "get_charge")})
             body = resp.json() if resp.status_code == 200 else {}
             charge = body.get("charge") or {}
             if charge.get("status") == "SUCCEEDED" and body.get("refund") is None:
@@ -333,7 +340,7 @@ def _inputs(ep: Endpoints, protos: Path, definition: dict, sku: str, prepriced: 
     quoted: dict = {}
     if prepriced:
         (price,) = [s for s in steps_of(definition) if s.name == "price"]
-        actions = Participants(ep, protos)
+        actions = Participants(ep, protos, credentials=CREDENTIALS)
         try:
             base = {"user_id": "u-quote", "items": items}
             quoted = actions.run(price.call, StepCall(
@@ -372,6 +379,12 @@ def main(argv=None) -> int:
     @contextmanager
     def shop():
         if args.running:
+            # The running shop's services check credentials with the project's key.
+            global SERVICE_KEY, CREDENTIALS
+            from shopctl.state import ProjectState
+
+            SERVICE_KEY = ProjectState(config.root).service_key()
+            CREDENTIALS = Credentials(SERVICE_KEY, "bench")
             yield discover(config)
         else:
             with started_shop(args.sku, units, protos) as ep:

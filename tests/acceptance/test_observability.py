@@ -17,6 +17,7 @@ import yaml
 
 from shopctl import testing
 from shopctl.images.prometheus import PROMETHEUS_IMAGE
+from shopctl.service_auth import HEADER, Credentials
 from shopctl.testing import free_ports
 from tests.acceptance.conftest import REPO
 from tests.acceptance.test_shop_roundtrip import make_project, project_images, shopctl_in
@@ -92,9 +93,12 @@ def test_prometheus_follows_consul_and_kv_changes_a_running_service(local_projec
     charges = f"http://127.0.0.1:{data['services']['payments']['port']}/charges"
     counter = iter(range(10**6))
 
+    signer = Credentials.for_project(root, "tests")  # payments wants a service credential
+
     def charge() -> int:
         body = {"order_id": f"obs-{next(counter)}", "amount_cents": 100}
-        return httpx.post(charges, json=body, timeout=5).status_code
+        return httpx.post(charges, json=body, timeout=5,
+                          headers={HEADER: signer.token("payments", "charge")}).status_code
 
     assert charge() == 201
     changed = shopctl_in(root, "config", "set", "payments.failure_rate", "1")

@@ -3,7 +3,9 @@ kind, with no mapping at all (each kind's convention), brought up by `shopctl up
 local runtime with a real Consul and RabbitMQ, and driven through the CLI.
 
 Every outcome is checked through each service's own state: GET /saga/holds/KEY (HTTP),
-get_hold over Nameko RPC, GetHold over gRPC through the service's own proto.
+get_hold over Nameko RPC, GetHold over gRPC through the service's own proto, each with
+a service credential signed with the project's key, as the saga driver's calls are;
+without one, each kind refuses.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import httpx
 import pytest
 
 from shopctl.config import load_config
-from shopctl.nameko_rpc import NamekoRpc
+from shopctl.nameko_rpc import NamekoRpc, RemoteError
 from shopctl.saga.endpoints import discover
 from shopctl.saga.engine import CRASH_ENV
 from shopctl.saga.protos import ProtoSet
+from shopctl.service_auth import HEADER, METADATA_KEY, Credentials
 from shopctl.testing import free_ports
 from tests.acceptance.conftest import REPO
 from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
@@ -58,19 +61,22 @@ def shop(tmp_path_factory):
 def hold_state(root, endpoints, service: str, key: str) -> str | None:
     """What the service itself says of the hold under `key`: held, released or None."""
     kind = SERVICES[service]
+    signer = Credentials.for_project(root, "tests")
     if kind in ("flask", "fastapi"):
-        resp = httpx.get(f"{endpoints.base_url(service)}/saga/holds/{key}", timeout=5)
+        resp = httpx.get(f"{endpoints.base_url(service)}/saga/holds/{key}", timeout=5,
+                         headers={HEADER: signer.token(service, "get_hold")})
         return None if resp.status_code == 404 else resp.json()["state"]
     if kind == "nameko":
-        with NamekoRpc(endpoints.amqp, timeout=10) as rpc:
+        with NamekoRpc(endpoints.amqp, timeout=10, credentials=signer) as rpc:
             found = rpc.call(service, "get_hold", key)
         return None if found is None else found["state"]
     method = ProtoSet(root / "protos").find("GetHold", service)
     with grpc.insecure_channel(endpoints.address(service)) as channel:
         call = channel.unary_unary(method.full_name, method.input.SerializeToString,
                                    method.output.FromString)
+        metadata = [(METADATA_KEY, signer.token(service, "get_hold"))]
         try:
-            return call(method.input(key=key), timeout=5).state
+            return call(method.input(key=key), timeout=5, metadata=metadata).state
         except grpc.RpcError as exc:
             assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
             return None
@@ -87,6 +93,38 @@ def saga(root, *args: str, env: dict | None = None) -> tuple[int, dict | None]:
     done = run_shopctl("saga", *args, "--json", cwd=root, env=env, timeout=120)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def refusal(root, endpoints, service: str) -> str:
+    """What the service answers a hold without a service credential."""
+    kind = SERVICES[service]
+    if kind in ("flask", "fastapi"):
+        return str(httpx.post(f"{endpoints.base_url(service)}/saga/hold", timeout=5,
+                              json={"key": "k-anonymous"}).status_code)
+    if kind == "nameko":
+        with NamekoRpc(endpoints.amqp, timeout=10) as rpc:
+            try:
+                rpc.call(service, "hold", {"key": "k-anonymous"})
+            except RemoteError as exc:
+                return exc.exc_type
+        return "accepted"
+    method = ProtoSet(root / "protos").find("Hold", service)
+    with grpc.insecure_channel(endpoints.address(service)) as channel:
+        call = channel.unary_unary(method.full_name, method.input.SerializeToString,
+                                   method.output.FromString)
+        try:
+            call(method.input(key="k-anonymous"), timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return "accepted"
+
+
+def test_each_scaffolded_kind_refuses_a_call_without_a_credential(shop):
+    root, endpoints = shop
+    answers = {name: refusal(root, endpoints, name) for name in SERVICES}
+    assert answers == {"gift-wrap": "401", "stamps": "Unauthenticated",
+                       "crate-store": "UNAUTHENTICATED", "label-desk": "401"}
+    assert all(hold_state(root, endpoints, name, "k-anonymous") is None for name in SERVICES)
 
 
 def test_check_resolves_every_kind_by_its_convention(shop):

@@ -6,7 +6,8 @@ errors exit 2 with a message and no traceback, and every outcome is announced on
 RabbitMQ's "saga.events" exchange by the time `saga run` has exited.
 
 Consistency is checked through the services' own state (CheckStock over gRPC,
-get_order over RPC, GET /charges over HTTP) and through our own queue on the broker.
+get_order over RPC, GET /charges over HTTP, the last two with a credential signed with
+the project's service key) and through our own queue on the broker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kombu import Connection, Exchange, Queue
 
 from shopctl.config import load_config
 from shopctl.saga.endpoints import discover
+from shopctl.service_auth import Credentials
 from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
 from tests.integration.test_saga_live import net_charged, order, payment, stock
 
@@ -76,6 +78,11 @@ def saga(root, *args: str) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+def credentials(root) -> Credentials:
+    """Signs as the saga driver does: with the project's service key."""
+    return Credentials.for_project(root, "tests")
+
+
 def items(qty: int, sku: str = SKU) -> str:
     return "items=" + json.dumps([{"sku": sku, "qty": qty}])
 
@@ -110,9 +117,9 @@ def test_run_completes_every_step_and_is_reported(shop, events):
 
     oid = order_id(run)
     assert stock(endpoints, SKU) == (before[0] - 2, before[1] + 2)
-    pay = payment(endpoints, oid)
+    pay = payment(endpoints, oid, credentials(root))
     assert pay["charge"]["status"] == "SUCCEEDED" and net_charged(pay) == 2 * PRICE
-    assert order(endpoints, oid)["status"] == "SHIPPED"
+    assert order(endpoints, oid, credentials(root))["status"] == "SHIPPED"
 
 
 def test_same_idempotency_key_twice_orders_once(shop):
@@ -124,7 +131,7 @@ def test_same_idempotency_key_twice_orders_once(shop):
     assert (code1, code2, second["status"]) == (0, 0, "completed")
     assert second["id"] == first["id"]
     assert stock(endpoints, SKU) == (before[0] - 1, before[1] + 1)
-    assert net_charged(payment(endpoints, order_id(first))) == PRICE
+    assert net_charged(payment(endpoints, order_id(first), credentials(root))) == PRICE
     _, listed = saga(root, "list")
     assert [s["id"] for s in listed if s["idempotency_key"] == key] == [first["id"]]
 
@@ -140,8 +147,8 @@ def test_failure_at_charge_compensates(shop, events):
 
     oid = order_id(run)
     assert stock(endpoints, SKU) == before
-    assert net_charged(payment(endpoints, oid)) == 0
-    assert order(endpoints, oid)["status"] == "CANCELLED"
+    assert net_charged(payment(endpoints, oid, credentials(root))) == 0
+    assert order(endpoints, oid, credentials(root))["status"] == "CANCELLED"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -52,7 +52,7 @@ def _run_all(endpoints, db: Path, items: list[dict]) -> tuple[list, list[BaseExc
 
     def worker() -> None:
         try:
-            with open_engine(db, endpoints, live.PROTOS) as engine:
+            with open_engine(db, endpoints, live.PROTOS, service_key=live.SERVICE_KEY) as engine:
                 gate.wait(timeout=60)
                 while True:
                     try:
@@ -134,7 +134,7 @@ def test_concurrent_sagas_over_scarce_stock_never_oversell_or_double_charge(shop
     assert len(set(order_ids.values())) == SAGAS, "two sagas share an order"
 
     # -- orders and payments: one charge per completed order, none for the others ---------
-    with NamekoRpc(shop.amqp, timeout=10) as rpc:
+    with NamekoRpc(shop.amqp, timeout=10, credentials=live.CREDENTIALS) as rpc:
         statuses = {oid: rpc.call("orders", "get_order", oid)["status"]
                     for oid in order_ids.values()}
     charged_total = 0

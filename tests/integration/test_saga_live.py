@@ -3,7 +3,9 @@ as subprocesses on free ports with temp data folders, and a real RabbitMQ (a pri
 vhost per session).
 
 Consistency is always checked through the services' own state: get_order over RPC,
-CheckStock over gRPC, GET /charges over HTTP.
+CheckStock over gRPC, GET /charges over HTTP. The services check service credentials
+(SHOP_SERVICE_KEY): the saga engine signs its calls with that key, and so do the
+checks here.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.engine import CRASH_ENV, snapshot
 from shopctl.saga.protos import ProtoSet
 from shopctl.saga.session import open_engine
+from shopctl.service_auth import HEADER, Credentials
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -39,6 +42,9 @@ CONFIG = load_config(REPO / "shop.yaml")
 DEFINITION = snapshot(CONFIG, "order")
 PROTOS = REPO / "protos"
 SKU = "SKU-MUG-001"
+# The service key of the services started here; what this module's checks sign with.
+SERVICE_KEY = "saga-live-tests-" + uuid.uuid4().hex + uuid.uuid4().hex
+CREDENTIALS = Credentials(SERVICE_KEY, "tests")
 
 
 def free_port() -> int:
@@ -88,7 +94,8 @@ def shop(tmp_path_factory, amqp_uri):
     ports = {name: free_port() for name in ("catalog", "inventory", "payments", "orders")}
     procs = {}
     base = {**os.environ, "SHOP_HOST": "127.0.0.1", "SHOP_AMQP_URI": amqp_uri,
-            "SHOP_JWT_SECRET": "test-secret-" + uuid.uuid4().hex, "SHOP_PROJECT": "shop"}
+            "SHOP_JWT_SECRET": "test-secret-" + uuid.uuid4().hex, "SHOP_PROJECT": "shop",
+            "SHOP_SERVICE_KEY": SERVICE_KEY}
     base.pop("CONSUL_HTTP_ADDR", None)
     envs = {}
     for name, port in ports.items():
@@ -151,14 +158,28 @@ def stock(endpoints: Endpoints, sku: str) -> tuple[int, int]:
     return level.available, level.reserved
 
 
-def order(endpoints: Endpoints, order_id: int) -> dict:
-    with NamekoRpc(endpoints.amqp, timeout=10) as rpc:
+def order(endpoints: Endpoints, order_id: int, credentials: Credentials = CREDENTIALS) -> dict:
+    with NamekoRpc(endpoints.amqp, timeout=10, credentials=credentials) as rpc:
         return rpc.call("orders", "get_order", order_id)
 
 
-def payment(endpoints: Endpoints, order_id) -> dict | None:
-    resp = httpx.get(f"{endpoints.base_url('payments')}/charges/{order_id}", timeout=5)
+def payment(endpoints: Endpoints, order_id,
+            credentials: Credentials = CREDENTIALS) -> dict | None:
+    resp = httpx.get(f"{endpoints.base_url('payments')}/charges/{order_id}", timeout=5,
+                     headers={HEADER: credentials.token("payments", "get_charge")})
     return None if resp.status_code == 404 else resp.json()
+
+
+def as_admin() -> dict[str, str]:
+    """Headers of a call to payments' admin knobs."""
+    return {HEADER: CREDENTIALS.token("payments", "admin")}
+
+
+def charge_probe(endpoints: Endpoints) -> httpx.Response:
+    """A charge of a fresh order, to learn the state of payments' breaker."""
+    return httpx.post(f"{endpoints.base_url('payments')}/charges", timeout=5,
+                      json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100},
+                      headers={HEADER: CREDENTIALS.token("payments", "charge")})
 
 
 def order_id_of(log: L.SagaLog, saga_id: str) -> int | None:
@@ -186,8 +207,9 @@ def order_input(user: str = "u-test", qty: int = 1, sku: str = SKU) -> dict:
     return {"user_id": user, "items": [{"sku": sku, "qty": qty}]}
 
 
-def run_saga(endpoints, db, qty=1, sku=SKU, **options) -> L.SagaRecord:
-    with open_engine(db, endpoints, PROTOS) as engine:
+def run_saga(endpoints, db, qty=1, sku=SKU, service_key=SERVICE_KEY,
+             **options) -> L.SagaRecord:
+    with open_engine(db, endpoints, PROTOS, service_key=service_key) as engine:
         saga, _ = engine.start("order", DEFINITION, order_input(qty=qty, sku=sku), **options)
         return saga
 
@@ -240,13 +262,47 @@ def test_out_of_stock_compensates_without_retries(shop, db):
     assert order(shop, oid)["status"] == "CANCELLED"
 
 
+# One step of the order saga each, with the context it needs given as input.
+ALONE = {
+    "create_order": {"user_id": "u-alone", "lines": [{"sku": SKU, "qty": 1,
+                                                      "unit_price_cents": 1450}]},
+    "reserve_stock": {"order_id": "o-alone", "lines": [{"sku": SKU, "qty": 1}]},
+    "charge": {"order_id": "o-alone", "total_cents": 1450},
+}
+
+
+@pytest.mark.parametrize("step", list(ALONE))
+@pytest.mark.parametrize(("key", "why"), [
+    (None, "missing service credential"),
+    ("another-projects-service-key-" + uuid.uuid4().hex, "invalid service credential"),
+], ids=["no credential", "another key"])
+def test_a_call_without_the_shops_credential_is_refused_not_retried(shop, db, step, key, why):
+    """Each kind of participant (nameko, gRPC, HTTP) refuses a saga driver that cannot
+    sign for this shop; the refusal compensates at once and nothing changed."""
+    alone = {**DEFINITION, "steps": [s for s in DEFINITION["steps"] if s["name"] == step]}
+    before = stock(shop, SKU)
+    with open_engine(db, shop, PROTOS, service_key=key) as engine:
+        refused, _ = engine.start("order", alone, ALONE[step])
+
+    assert refused.status == L.COMPENSATED and why in refused.error, refused.error
+    with L.SagaLog(db) as log:
+        attempts = [e for e in log.events(refused.id) if e.state == "started"]
+    assert len(attempts) == 1  # refused for good: no retries
+    assert stock(shop, SKU) == before
+    assert payment(shop, "o-alone") is None
+    with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
+        accepted, _ = engine.start("order", alone, {**ALONE[step],
+                                                    "order_id": f"o-{uuid.uuid4().hex[:8]}"})
+    assert accepted.status == L.COMPLETED, accepted.error
+
+
 def test_open_breaker_fails_fast_and_compensates(shop, db):
     faults = f"{shop.base_url('payments')}/admin/faults"
-    httpx.put(faults, json={"failure_rate": 1.0}, timeout=5).raise_for_status()
+    httpx.put(faults, json={"failure_rate": 1.0}, timeout=5, headers=as_admin()
+              ).raise_for_status()
     try:
         for _ in range(50):
-            resp = httpx.post(f"{shop.base_url('payments')}/charges", timeout=5,
-                              json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100})
+            resp = charge_probe(shop)
             if resp.status_code == 503 and resp.json().get("breaker") == "open":
                 break
         else:
@@ -256,7 +312,7 @@ def test_open_breaker_fails_fast_and_compensates(shop, db):
         saga = run_saga(shop, db)
         elapsed = time.monotonic() - started
     finally:
-        httpx.put(faults, json={"failure_rate": 0.0}, timeout=5)
+        httpx.put(faults, json={"failure_rate": 0.0}, timeout=5, headers=as_admin())
         _wait_breaker_closed(shop)
     assert saga.status == L.COMPENSATED and "UNAVAILABLE" in saga.error
     # Fails fast: no provider timeouts, only short backoffs within the charge's 3 s
@@ -274,8 +330,7 @@ def _wait_breaker_closed(shop, limit: float = 30.0) -> None:
     tests see a working payments service."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        resp = httpx.post(f"{shop.base_url('payments')}/charges", timeout=5,
-                          json={"order_id": f"probe-{uuid.uuid4().hex}", "amount_cents": 100})
+        resp = charge_probe(shop)
         if resp.status_code in (200, 201):
             return
         time.sleep(0.5)
@@ -296,7 +351,8 @@ import json, sys
 from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.session import open_engine
 args = json.loads(sys.argv[1])
-with open_engine(args["db"], Endpoints(**args["endpoints"]), args["protos"]) as engine:
+with open_engine(args["db"], Endpoints(**args["endpoints"]), args["protos"],
+                 service_key=args["service_key"]) as engine:
     engine.start("order", args["definition"], args["input"])
 """
 
@@ -309,14 +365,15 @@ with open_engine(args["db"], Endpoints(**args["endpoints"]), args["protos"]) as 
 def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary):
     before = stock(shop, SKU)
     args = {"db": str(db), "endpoints": shop.to_dict(), "protos": str(PROTOS),
-            "definition": DEFINITION, "input": order_input("u-crash")}
+            "service_key": SERVICE_KEY, "definition": DEFINITION,
+            "input": order_input("u-crash")}
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
                           env={**os.environ, CRASH_ENV: boundary}, timeout=60)
     assert done.returncode == -signal.SIGKILL
     with L.SagaLog(db) as log:
         (saga,) = log.list()
         assert saga.status == L.RUNNING
-    with open_engine(db, shop, PROTOS) as engine:
+    with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
         saga = engine.resume(saga.id)
     assert saga.status in (L.COMPLETED, L.COMPENSATED), saga.error
     with L.SagaLog(db) as log:
@@ -344,7 +401,8 @@ def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db
 
     before = stock(shop, SKU)
     args = {"db": str(db), "endpoints": shop.to_dict(), "protos": str(PROTOS),
-            "definition": DEFINITION, "input": order_input("u-reboot")}
+            "service_key": SERVICE_KEY, "definition": DEFINITION,
+            "input": order_input("u-reboot")}
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
                           env={**os.environ, CRASH_ENV: "ship:started"}, timeout=60)
     assert done.returncode == -signal.SIGKILL
@@ -363,13 +421,13 @@ def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db
         log._conn.execute("UPDATE sagas SET definition = ? WHERE id = ?", (json.dumps({
             **DEFINITION, "steps": [{**s, "deadline": 2} for s in DEFINITION["steps"]]}),
             saga.id))
-    with open_engine(db, broken, PROTOS) as engine:
+    with open_engine(db, broken, PROTOS, service_key=SERVICE_KEY) as engine:
         stuck = engine.resume(saga.id)
     assert stuck.status == L.STUCK and stuck.after_reboot and "reboot" in stuck.error
     assert order(shop, oid)["status"] != "CANCELLED"
     assert stock(shop, SKU) == (before[0] - 1, before[1] + 1)
 
-    with open_engine(db, shop, PROTOS) as engine:
+    with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
         saga = engine.retry(saga.id)
     assert saga.status == L.COMPLETED, saga.error
     assert order(shop, oid)["status"] == "SHIPPED"
@@ -440,7 +498,7 @@ def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_e
     with L.SagaLog(db) as log:
         publisher = OutboxPublisher(
             log, lambda kind, message: dead.publish_event("saga", kind, message)).start()
-        actions = Participants(shop, PROTOS)
+        actions = Participants(shop, PROTOS, credentials=CREDENTIALS)
         try:
             saga, _ = Engine(log, actions, publisher=publisher).start(
                 "order", DEFINITION, order_input("u-outage"))
@@ -449,7 +507,8 @@ def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_e
         assert saga.status == L.COMPLETED  # the outage never touches the saga itself
         assert publisher.close(timeout=5) == 1 and publisher.last_error
     assert saga_events.seen == []
-    with open_engine(db, shop, PROTOS):  # any later saga command publishes what is left
+    # Any later saga command publishes what is left.
+    with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY):
         ((kind, body),) = saga_events.wait_for(saga.id)
     assert kind == "order.completed"
     with L.SagaLog(db) as log:
@@ -463,7 +522,7 @@ def test_abort_of_a_stuck_saga_undoes_every_step_its_log_records(shop, db):
     before = stock(shop, SKU)
     saga = run_saga(shop, db, fail_at="ship")
     assert saga.status == L.STUCK
-    with open_engine(db, shop, PROTOS) as engine:
+    with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
         aborted = engine.abort(saga.id)
     assert aborted.status == L.COMPENSATED and "aborted by an operator" in aborted.error
     with L.SagaLog(db) as log:

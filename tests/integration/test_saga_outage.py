@@ -50,7 +50,8 @@ def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]
 
     def one(i: int) -> None:
         try:
-            with open_engine(db, endpoints, live.PROTOS, publish_timeout=2) as engine:
+            with open_engine(db, endpoints, live.PROTOS, publish_timeout=2,
+                             service_key=live.SERVICE_KEY) as engine:
                 started.wait(timeout=60)
                 time.sleep(i * 0.05)  # spread over the steps when the broker goes
                 saga, _ = engine.start("order", live.DEFINITION,
@@ -139,7 +140,7 @@ def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, tmp_path, broker_
     # to reconnect: some sagas wait as stuck, each for a failure that may pass. The
     # worker's pass picks exactly those up once the services answer again.
     stuck = [s for s in long if s.status == L.STUCK]
-    with open_engine(db, shop, live.PROTOS) as engine:
+    with open_engine(db, shop, live.PROTOS, service_key=live.SERVICE_KEY) as engine:
         assert {s.id for s in engine.outage_stuck(older_than=0)} == {s.id for s in stuck}
         for saga in stuck:
             assert "kept failing for" in saga.error, saga.error
