@@ -98,6 +98,13 @@ class Shop:
         plan, _ = plan_up(self.config, self.runtime, self._specs(PLANNING_ENDPOINTS, targets))
         check_ports(self.config, self.runtime, plan)
 
+    def launch_specs(self, services: list[str]) -> dict:
+        """What each of `services` is started with, against the infra as it runs now."""
+        from shopctl.launch import PLANNING_ENDPOINTS
+
+        infra = self.runtime.infra_endpoints(self.config) or PLANNING_ENDPOINTS
+        return self._specs(infra, services)
+
     # -- verbs -----------------------------------------------------------------------
 
     def plan(self, services: list[str] | None = None) -> Plan:

@@ -13,6 +13,7 @@ import typer
 from shopctl import __version__
 from shopctl.cli import (
     config_cmd,
+    dev_cmd,
     init_cmd,
     metrics_cmd,
     runtime_cmd,
@@ -73,6 +74,7 @@ app.command("init")(init_cmd.init)
 runtime_cmd.register(app)
 metrics_cmd.register(app)
 token_cmd.register(app)
+dev_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(saga_cmd.app, name="saga")
 app.add_typer(scaffold_cmd.app, name="scaffold")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -142,6 +143,14 @@ class Runtime(Protocol):
 
     def stop_service(self, config: ShopConfig, service: str) -> None:
         """Stop and remove one service instance; a missing one is not an error."""
+
+    def reload_service(
+        self, config: ShopConfig, spec: LaunchSpec, changed: list[tuple[str, Path | None]]
+    ) -> ServiceState:
+        """`shopctl dev`: give the running instance the changed source files and restart
+        its process in place (no build, no new container). `changed` holds (name, file)
+        pairs, the name `app/<path in the service folder>` or `shopkit/<path in the kit
+        package>`, the file None when it was deleted. Returns the restarted instance."""
 
     def logs(
         self, config: ShopConfig, services: list[str], follow: bool, tail: int | None

@@ -36,13 +36,13 @@ from shopctl.docker_client import connect, docker_errors, interleave, parse_time
 from shopctl.errors import OperationFailed
 from shopctl.fingerprint import data_hash
 from shopctl.images.base import ensure_base_images
-from shopctl.images.dockerfile import DATA_DIR, SERVICE_GID, SERVICE_UID
+from shopctl.images.dockerfile import APP_DIR, DATA_DIR, KIT_DIR, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import (
     build_service_image,
     build_service_images,
     image_repository,
 )
-from shopctl.images.tarball import private_files_tar
+from shopctl.images.tarball import ContextTar, private_files_tar
 from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ
 from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
@@ -61,6 +61,8 @@ from shopctl.runtime.base import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from shopctl.config import ServiceConfig, ShopConfig
 
 LABEL_PORT = "io.shopctl.port"  # the service's main port, for services gone from shop.yaml
@@ -259,6 +261,42 @@ class DockerRuntime:
                     SECRETS_DIR, dict(spec.secrets), SERVICE_UID, SERVICE_GID))
             api.start(created["Id"])
             return self._state(self.client.containers.get(created["Id"]).attrs, config)
+
+    def reload_service(
+        self, config: ShopConfig, spec: LaunchSpec, changed: list[tuple[str, Path | None]]
+    ) -> ServiceState:
+        """Copy the changed files into the container (root's, as the image has them),
+        delete the deleted ones, restart the container. Its image now lacks that code,
+        and its label keeps the old hash: the next `up` rebuilds and replaces it."""
+        found = self._container(container_name(config.project, spec.service))
+        if found is None:
+            raise OperationFailed(f"{spec.service} has no container to reload",
+                                  hint=f"`shopctl up {spec.service}` starts it")
+        tar = ContextTar()
+        gone = []
+        for name, path in changed:
+            target = _live_path(name)
+            if path is None:
+                gone.append(target)
+            elif path.is_file():
+                tar.add_file(target.lstrip("/"), path)
+        with docker_errors(f"reloading {spec.service}"):
+            running = found.status == "running"
+            if not running:  # crashing after a bad save: halt its restart loop first
+                found.stop(timeout=STOP_TIMEOUT)
+            found.put_archive("/", tar.finish().read())
+            if gone:  # a process must run to delete in its file system
+                if not running:
+                    found.start()
+                found.exec_run(["rm", "-f", *gone], user="root")
+            # Not restart() right after start(): a process still importing has no SIGTERM
+            # handler yet, and as pid 1 it ignores the signal until the stop timeout.
+            if running or gone:
+                found.restart(timeout=STOP_TIMEOUT)
+            else:
+                found.start()
+            found.reload()
+        return self._state(found.attrs, config)
 
     def stop_service(self, config: ShopConfig, service: str) -> None:
         found = self._container(container_name(config.project, service))
@@ -612,6 +650,13 @@ def _endpoints(config: ShopConfig) -> InfraEndpoints:
         service_consul_addr=f"{consul_name}:{CONSUL_PORT}" if consul.enabled else "",
         service_amqp_uri=broker.uri(config, rabbit_name, AMQP_PORT) if rabbit.enabled else "",
     )
+
+
+def _live_path(name: str) -> str:
+    """Where a source file named as in Runtime.reload_service lives in a service image."""
+    root, _, rest = name.partition("/")
+    base = {"app": APP_DIR, "shopkit": f"{KIT_DIR}/shopkit"}[root]  # see images.dockerfile
+    return f"{base}/{rest}"
 
 
 def _infra_files(config: ShopConfig, part: str) -> tuple[dict[str, dict[str, str]], list[str]]:

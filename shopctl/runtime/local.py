@@ -350,6 +350,13 @@ class LocalRuntime:
         progress(spec.service, f"running as pid {record.get('child_pid')}")
         return service_state(record, alive=True)
 
+    def reload_service(
+        self, config: ShopConfig, spec: LaunchSpec, changed: list[tuple[str, Path | None]]
+    ) -> ServiceState:
+        """The process runs the project's own files, so a restart is all a change needs
+        (its record takes the new hash: code and process agree)."""
+        return self.start_service(config, spec)
+
     def stop_service(self, config: ShopConfig, service: str) -> None:
         self._stop_units(ProjectState(config.root), [service])
 
