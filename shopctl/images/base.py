@@ -56,9 +56,13 @@ log.file = false
 log.console.use_colors = off
 """
 
+# Consul needs no privilege: it runs as nobody (its ACL config is copied in owned by it).
+CONSUL_UID = CONSUL_GID = 65534
+
 _CONSUL_DOCKERFILE = f"""\
 FROM {PYTHON_IMAGE}
 COPY consul /usr/local/bin/consul
+USER {CONSUL_UID}:{CONSUL_GID}
 EXPOSE 8500
 # -dev: one in-memory server that elects itself at once; -client 0.0.0.0 so the host
 # (published port) and the services (project network) reach its HTTP API.

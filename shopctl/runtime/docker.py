@@ -35,7 +35,7 @@ from shopctl import broker, consul_acl
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
 from shopctl.errors import OperationFailed
 from shopctl.fingerprint import data_hash
-from shopctl.images.base import ensure_base_images
+from shopctl.images.base import CONSUL_GID, CONSUL_IMAGE, CONSUL_UID, ensure_base_images
 from shopctl.images.dockerfile import APP_DIR, DATA_DIR, KIT_DIR, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import (
     build_service_image,
@@ -489,6 +489,10 @@ class DockerRuntime:
             extra["volumes"] = {volume: {"bind": "/var/lib/rabbitmq", "mode": "rw"}}
         if command:
             extra["command"] = command
+        # Who reads the files: the user shopctl's own image runs Consul as (nobody), the
+        # file private to it; another image's user is unknown (the official one switches
+        # to its own), so any user of that container may read them.
+        owner = (CONSUL_UID, CONSUL_GID, 0o400) if settings.image == CONSUL_IMAGE else (0, 0, 0o444)
         progress(part, f"starting container {name} ({settings.image})")
         with docker_errors(f"starting {part}"):
             created = self.client.containers.create(
@@ -505,7 +509,7 @@ class DockerRuntime:
                 **extra,
             )
             for folder, contents in files.items():  # before it starts: it reads them then
-                created.put_archive("/", private_files_tar(folder, contents))
+                created.put_archive("/", private_files_tar(folder, contents, *owner))
             created.start()
 
     def _wait_ready(self, config: ShopConfig, part: str, ready: Any, deadline: float) -> None:

@@ -222,3 +222,15 @@ def test_a_broker_the_local_runtime_reuses_gets_the_user_and_keeps_its_guest(tmp
         shopctl_in(root, "down", "--runtime", "local", timeout=180)
         subprocess.run(["rabbitmqctl", "delete_user", broker.user(config)],
                        capture_output=True, timeout=60)
+
+
+def test_consul_runs_unprivileged_and_only_it_reads_its_acl_config(shop):
+    _, data, runtime = shop
+    if runtime != "docker":
+        return  # locally the agent is the user's own process, its config file 0600
+    container = docker.from_env().containers.get(f"shopctl-{data['project']}-consul")
+    top = container.top(ps_args="-o pid,uid")
+    users = {row[top["Titles"].index("UID")] for row in top["Processes"]}
+    assert users == {"65534"}
+    found = container.exec_run(["stat", "-c", "%u %a", "/run/shopctl/consul-acl.json"])
+    assert found.output.decode().strip() == "65534 400"
