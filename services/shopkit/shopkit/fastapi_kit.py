@@ -185,10 +185,24 @@ def bearer_auth(secret: str) -> Callable[..., dict]:
     return access_token_claims
 
 
-_service_credential = APIKeyHeader(
-    name=HEADER, auto_error=False, scheme_name="ServiceCredential",
-    description="A service credential (shopkit.service_auth): for the shop's services "
-                "and shopctl, e.g. from `shopctl token --service NAME --scope SCOPE`")
+class _ServiceCredential(APIKeyHeader):
+    """The route dependency of service_guard: the ServiceCredential API-key scheme in
+    OpenAPI, and the check itself (one dependency, async: the check is ~50 µs of CPU,
+    cheaper on the event loop than FastAPI's thread pool hop for a plain def)."""
+
+    def __init__(self, guard: Guard, scope: str):
+        super().__init__(
+            name=HEADER, auto_error=False, scheme_name="ServiceCredential",
+            description="A service credential (shopkit.service_auth): for the shop's "
+                        "services and shopctl, e.g. from `shopctl token SERVICE -s SCOPE`")
+        self._guard = guard
+        self._scope = scope
+
+    async def __call__(self, request: Request) -> dict:
+        try:
+            return self._guard.check(request.headers.get(HEADER), self._scope)
+        except Refused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
 
 
 def service_guard(guard: Guard) -> Callable[[str], Any]:
@@ -199,14 +213,6 @@ def service_guard(guard: Guard) -> Callable[[str], Any]:
     SERVICE_REFUSALS to their `responses`."""
 
     def require(scope: str) -> Any:
-        def service_credential(
-            token: Annotated[str | None, Depends(_service_credential)],
-        ) -> dict:
-            try:
-                return guard.check(token, scope)
-            except Refused as exc:
-                raise HTTPException(exc.status, str(exc)) from None
-
-        return Depends(service_credential)
+        return Depends(_ServiceCredential(guard, scope))
 
     return require
