@@ -52,12 +52,25 @@ def dev(
     def follow() -> None:
         from shopctl.cli import render
 
+        seen: dict[str, float] = {}  # per service, the time of the last line shown
+
+        def fresh(lines):
+            for line in lines:
+                if line.timestamp is not None:
+                    if line.timestamp <= seen.get(line.service, 0.0):
+                        continue  # shown before the stream was followed again
+                    seen[line.service] = line.timestamp
+                yield line
+
+        tail = 0
         while not stop.is_set():  # a restarted container ends its log stream: follow again
             try:
-                render.log_lines(shop.logs(watched, follow=True, tail=0), watched, json)
+                render.log_lines(fresh(shop.logs(watched, follow=True, tail=tail)), watched,
+                                 json)
             except Exception:  # noqa: BLE001 - logs are a courtesy; the reload lines are not
                 pass
-            stop.wait(0.5)
+            tail = 200  # what came while the stream was down, less what was shown
+            stop.wait(0.2)
 
     def ready() -> None:
         if json:

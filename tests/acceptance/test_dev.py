@@ -20,6 +20,7 @@ import docker
 import httpx
 import pytest
 
+from shopctl.testing import wait_for
 from tests.acceptance.test_shop_roundtrip import shopctl_in
 from tests.acceptance.test_wheel_project import fresh_ports
 
@@ -53,15 +54,18 @@ class Dev:
 
     def __init__(self, root: Path, runtime: str):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shopctl", "dev", "--runtime", runtime, "--json",
-             "--no-logs"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "shopctl", "dev", "--runtime", runtime, "--json"],
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: queue.Queue = queue.Queue()
+        self.log_lines: list[dict] = []  # the watched services' logs, followed
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         for line in self.process.stdout:
             if line.startswith('{"event"'):
                 self.events.put(json.loads(line))
+            elif line.startswith('{"service"'):
+                self.log_lines.append(json.loads(line))
 
     def next(self, timeout: float = 120) -> dict:
         try:
@@ -120,6 +124,9 @@ def test_a_saved_change_is_served_in_place_and_a_broken_one_is_reported(project)
         assert (event["service"], event["ok"]) == (EDITED, False)
         assert "crashed" in event["error"] or "stopped" in event["error"]
         assert any("SyntaxError" in line for line in event["log_tail"])
+        # and the followed logs show the crash, prefixed by the service
+        wait_for(lambda: any(line["service"] == EDITED and "SyntaxError" in line["text"]
+                             for line in list(dev.log_lines)), 10, "the crash in the logs")
         # the other service never noticed
         assert httpx.get(f"{base_url(data, OTHER)}/health", timeout=5).status_code == 200
         assert instance_of(root, runtime, project_name, OTHER) == other_before
