@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 
 import jwt
@@ -82,6 +86,10 @@ def test_refusals_say_why_and_map_to_401_or_403():
     {"aud": ["payments"]},         # a list of audiences is not "the callee"
     {"iat": int(time.time()) + 600},  # issued in the future
     {"exp": 1e999},
+    {"exp": True},
+    {"exp": str(int(time.time()) + 60)},
+    {"iat": None},
+    {"scope": None},
 ])
 def test_odd_claims_are_refused(claims):
     now = int(time.time())
@@ -90,6 +98,49 @@ def test_odd_claims_are_refused(claims):
 
     with pytest.raises((Unauthenticated, PermissionDenied)):
         verify(jwt.encode(payload, KEY, "HS256"), KEY, "payments", "charge")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signed(header: bytes, payload: bytes, key: str = KEY) -> str:
+    signing = f"{_b64(header)}.{_b64(payload)}"
+    mac = hmac.new(key.encode(), signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{_b64(mac)}"
+
+
+def _payload(**claims) -> bytes:
+    now = int(time.time())
+    return json.dumps({"type": "service", "iss": "x", "aud": "payments", "scope": ["charge"],
+                       "iat": now, "exp": now + 60, **claims}).encode()
+
+
+HS256 = b'{"alg":"HS256","typ":"JWT"}'
+
+
+@pytest.mark.parametrize("token", [
+    _signed(HS256, _payload()) + ".",                                    # four segments
+    _signed(HS256, _payload()).replace(".", "=.", 1),                    # padding
+    _signed(b'{"alg":"HS512","typ":"JWT"}', _payload()),                 # another algorithm
+    _signed(b'{"alg":"none"}', _payload()),
+    _signed(b'{"alg":"HS256","crit":["exp"]}', _payload()),              # unknown extension
+    _signed(b"[1]", _payload()),
+    _signed(HS256, b'{"type": "service", "exp": NaN}'),
+    _signed(HS256, b"[]"),
+    _signed(HS256, b"\xff"),
+    _signed(HS256, b"[" * 5000 + b"]" * 5000),
+    _signed(HS256, _payload(), key="another-key-long-enough-for-hs256-keys!"),
+    "\u00e9." + _signed(HS256, _payload()).split(".", 1)[1],
+], ids=["4-segments", "padding", "hs512", "alg-none", "crit", "header-list", "nan",
+        "claims-list", "not-utf8", "deep", "other-key", "non-ascii"])
+def test_malformed_or_foreign_tokens_are_unauthenticated(token):
+    with pytest.raises(Unauthenticated):
+        verify(token, KEY, "payments", "charge")
+
+
+def test_a_hand_made_hs256_token_with_the_right_claims_passes():
+    assert verify(_signed(HS256, _payload()), KEY, "payments", "charge")["iss"] == "x"
 
 
 def test_a_few_seconds_of_clock_skew_are_tolerated():
