@@ -30,6 +30,12 @@ from shopctl.runtime.base import (
 )
 
 POLL_SECONDS = 0.1  # between looks at the local Consul agent (and probes) while waiting
+# Consul runs a new check first at a random point within its interval (and never more
+# often than once a second), so a service registered with a 5 s interval may wait 5 s for
+# its first verdict. Until Consul passes it, an instance `up` registers is checked at
+# most this far apart; then it is registered again with its own interval (Consul keeps
+# the passing status across that).
+FIRST_CHECK_INTERVAL = 1.0
 CRASHES_TO_FAIL = 2  # a first crash may be a dependency not answering yet; a second is not
 EXIT_CODE_WAIT = 3.0  # seconds to wait for a crash-looping instance's exit code (docker
 # shows it only while the container is down between two runs)
@@ -211,6 +217,12 @@ def apply_up(
     service passes there. `before_start` runs once Consul answers, before any service
     starts (Shop.up writes the KV settings the services read when they start).
 
+    Each instance is registered with its check at most FIRST_CHECK_INTERVAL apart until
+    Consul passes it, then again with its own interval. An instance kept as it was
+    (a no-op step) needs no start: it counts as started at once, and the loop looks at
+    Consul again without sleeping whenever it made progress (so a no-op `up` never
+    waits out a poll).
+
     While it waits, the gate also watches each instance in the runtime (when the runtime
     has `instance`): one that exits for good, or crashes a second time, fails `up` at
     once (`start_failure_error`: its exit code, its last log lines, and what the other
@@ -239,28 +251,48 @@ def apply_up(
     starting: dict[str, Future] = {}
     started: dict[str, ServiceState] = {}
     registered: dict[str, str] = {}  # service -> the address Consul has for it
+    first_checks: set[str] = set()  # registered with FIRST_CHECK_INTERVAL, not passing yet
     probes: dict[str, Future] = {}
     answered: set[str] = set()  # passed shopctl's own probe of their check
     deadlines: dict[str, float] = {}
     reported: dict[str, str] = {}
     watch = getattr(runtime, "instance", None)
     crash_watch = CrashWatch(clock)
+    kept: dict[str, ServiceState] = {}  # no-op steps: their instances, as observed
     for name, step in steps.items():
         current = observed.get(name)
         if step.action is Action.NOOP and current is not None:
             crash_watch.baseline[name] = current.crashes  # old crashes are not this up's
+            kept[name] = current
 
     def report(name: str, message: str) -> None:
         if reported.get(name) != message:
             reported[name] = message
             progress(name, message)
 
-    def register(name: str, state: ServiceState) -> None:
+    def register(name: str, state: ServiceState, passes: bool = False) -> None:
+        """In Consul, if the runtime gave it an address Consul does not have yet; with a
+        short first interval unless Consul `passes` it already."""
         if state.address and registered.get(name) != state.address:
-            registry.register(config.services[name], state, runtime.name,
-                              token=service_token(config, name))
+            send_registration(name, state, first=not passes)
             registered[name] = state.address
             report(name, "registered, waiting for checks")
+
+    def send_registration(name: str, state: ServiceState, first: bool) -> None:
+        svc = config.services[name]
+        if first and svc.health.interval > FIRST_CHECK_INTERVAL:
+            svc = svc.model_copy(update={"health": svc.health.model_copy(
+                update={"interval": FIRST_CHECK_INTERVAL})})
+            first_checks.add(name)
+        else:
+            first_checks.discard(name)
+        registry.register(svc, state, runtime.name, token=service_token(config, name))
+
+    def take_started(name: str, state: ServiceState, passes: bool = False) -> None:
+        started[name] = state
+        register(name, state, passes)
+        report(name, "registered, waiting for checks" if name in registered
+               else f"{state.state}, not registered yet (no address)")
 
     pool = ThreadPoolExecutor(max_workers=max(1, len(steps) + len(awaited)),
                               thread_name_prefix="shopctl-up")
@@ -270,18 +302,22 @@ def apply_up(
                 wait(starting.values(), timeout=CANCEL_WAIT)
                 raise Cancelled("up cancelled")
             infra_ready = infra is None or infra.all_ready()  # raises an infra failure
+            progressed = False  # something changed that the next look may build on
             passing: set[str] = set()
             health: Mapping[str, object] = {}
-            if started:
+            if started or kept:
                 health = registry.health()
-                for name in started:
-                    status = getattr(health.get(name), "status", "critical")
-                    if status != "passing" and name in crash_watch.down:
-                        report(name, crash_watch.down[name])
-                    else:
-                        report(name, "healthy" if status == "passing" else f"check {status}")
-                    if status == "passing":
-                        passing.add(name)
+            looked = set(started)  # what this look at Consul saw started
+            for name in started:
+                status = getattr(health.get(name), "status", "critical")
+                if status != "passing" and name in crash_watch.down:
+                    report(name, crash_watch.down[name])
+                else:
+                    report(name, "healthy" if status == "passing" else f"check {status}")
+                if status == "passing":
+                    passing.add(name)
+                    if name in first_checks:  # Consul passed it: its own interval now
+                        send_registration(name, started[name], first=False)
             for name in list(pending):
                 blockers = [d for d in needs[name] if d not in passing and d not in answered]
                 if blockers:
@@ -290,15 +326,18 @@ def apply_up(
                 step = pending.pop(name)
                 grace = config.services[name].health.start_period + timeout_extra
                 deadlines[name] = clock() + grace
+                if name in kept:  # nothing to start: it runs as it is
+                    passes = getattr(health.get(name), "status", None) == "passing"
+                    take_started(name, _apply_step(config, runtime, step.action, specs[name],
+                                                   kept[name], progress), passes)
+                    progressed = True
+                    continue
                 starting[name] = pool.submit(_apply_step, config, runtime, step.action,
                                              specs[name], observed.get(name), progress)
             for name, future in list(starting.items()):
                 if future.done():
                     del starting[name]
-                    started[name] = future.result()  # a failed start raises here
-                    register(name, started[name])
-                    report(name, "registered, waiting for checks" if name in registered
-                           else f"{started[name].state}, not registered yet (no address)")
+                    take_started(name, future.result())  # a failed start raises here
             if watch is not None:
                 for name in [n for n in started if n not in passing]:
                     state = watch(config, name) or _gone(started[name])
@@ -312,7 +351,8 @@ def apply_up(
                         config, runtime, registry, {n: started[n] for n in failed}, crash_watch,
                         _others(steps, failed, starting, started, passing | answered),
                     )
-            for name in (awaited & started.keys()) - passing - answered:
+            # Probed once Consul was seen not passing them (a kept instance usually passes).
+            for name in (awaited & looked) - passing - answered:
                 future = probes.pop(name, None)
                 if future is None:
                     probes[name] = pool.submit(_probe_passes, config, registry, started[name])
@@ -320,12 +360,14 @@ def apply_up(
                     probes[name] = future
                 elif future.result():
                     answered.add(name)
+                    progressed = True  # its dependents may start now
             if infra_ready and not pending and not starting and passing >= steps.keys():
                 return dict(health)
             late = [name for name in started if name not in passing and clock() > deadlines[name]]
             if late:
                 raise unhealthy_error(config, runtime, health, late)
-            sleep(POLL_SECONDS)
+            if not progressed:
+                sleep(POLL_SECONDS)
     finally:
         # A cancelled up does not wait for a start stuck in the runtime.
         pool.shutdown(wait=not (cancel is not None and cancel.is_set()), cancel_futures=True)

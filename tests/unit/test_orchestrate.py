@@ -12,7 +12,7 @@ import pytest
 
 from shopctl.config import ShopConfig
 from shopctl.errors import Cancelled, OperationFailed
-from shopctl.orchestrate import POLL_SECONDS, InfraStartup, apply_up
+from shopctl.orchestrate import FIRST_CHECK_INTERVAL, POLL_SECONDS, InfraStartup, apply_up
 from shopctl.plan import make_plan
 from shopctl.registry import registration
 from shopctl.runtime.base import InfraEndpoints, LaunchSpec, ServiceState
@@ -68,6 +68,7 @@ class FakeShop:
         self.lag = lag
         self.started_at: dict[str, float] = {}
         self.registered: list[str] = []
+        self.intervals: dict[str, list[float]] = {}  # the check interval of each registration
         self.events: list[str] = []
         self.lock = threading.Lock()
 
@@ -88,6 +89,7 @@ class FakeShop:
     def register(self, service, state, runtime, token=None) -> str:
         with self.lock:
             self.registered.append(service.name)
+            self.intervals.setdefault(service.name, []).append(service.health.interval)
         return service.name
 
     def _answers_at(self, name: str) -> float | None:
@@ -157,6 +159,37 @@ def test_a_dependency_that_never_answers_fails_naming_it_and_its_dependents_neve
         run_up(config, shop, clock, timeout_extra=2.0)
     assert "orders" not in shop.started_at
     assert clock() >= 3.0 + 2.0
+
+
+def test_a_no_op_up_that_consul_passes_returns_without_sleeping_or_probing():
+    config, clock = shop_config(), Clock()
+    shop = FakeShop(clock, dict.fromkeys(config.services, 0.0), lag=0.0)
+    kept = {name: ServiceState(name, "running", address="10.0.0.2", port=1, config_hash="h")
+            for name in config.services}
+    for name in config.services:  # running, registered and passing since an earlier up
+        shop.started_at[name] = -10.0
+        shop.registered.append(name)
+    slept: list[float] = []
+    probed: list[str] = []
+    shop.probe = lambda state, service: probed.append(service.name)
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, kept)
+    health = apply_up(config, shop, shop, plan, specs, kept, clock=clock, sleep=slept.append)
+    assert {h.status for h in health.values()} == {"passing"}
+    assert slept == [] and probed == []
+    assert not [event for event in shop.events if event.startswith("start ")]
+    # Registered again as they are (Consul passes them): with their own interval.
+    assert {i for intervals in shop.intervals.values() for i in intervals} == {5.0}
+
+
+def test_a_new_instance_is_checked_every_second_until_consul_passes_it_then_at_its_own():
+    config = shop_config(users={"interval": "10s"}, payments={"interval": "500ms"})
+    clock = Clock()
+    shop = FakeShop(clock, dict.fromkeys(config.services, 0.5), lag=0.5)
+    run_up(config, shop, clock)
+    assert shop.intervals["users"] == [FIRST_CHECK_INTERVAL, 10.0]
+    assert shop.intervals["catalog"] == [FIRST_CHECK_INTERVAL, 5.0]  # the default
+    assert shop.intervals["payments"] == [0.5]  # already shorter: registered once
 
 
 def test_settings_are_written_after_consul_answers_and_before_the_first_start():
@@ -302,7 +335,8 @@ def test_one_crash_at_start_even_before_the_first_look_is_forgiven():
     shop = Watched(clock, dict.fromkeys(config.services, 0.5), {"users": early})
     health = run_up(config, shop, clock)
     assert {h.status for h in health.values()} == {"passing"}
-    assert shop.registered.count("users") == 1
+    # Once at its address (first checks 1 s apart), once more when Consul passed it.
+    assert shop.intervals["users"] == [FIRST_CHECK_INTERVAL, 5.0]
 
 
 def test_crashes_of_a_kept_instance_before_this_up_do_not_count():
