@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import consul
-import httpx
 from consul.exceptions import ConsulException
 
 from shopctl.errors import OperationFailed, RuntimeUnavailable
@@ -351,6 +350,9 @@ def _elapsed_ms(started: float) -> float:
 
 
 def _probe_http(url: str, timeout: float) -> ProbeResult:
+    # Imported here: ~0.1 s with what it pulls in, and a no-op `up` probes nothing.
+    import httpx
+
     # Like Consul's checker: no proxy from the environment. verify=False because the URL
     # is plain HTTP, and loading a CA bundle would cost more than the request itself.
     with httpx.Client(timeout=timeout, trust_env=False, verify=False) as client:

@@ -17,8 +17,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
 from shopctl import consul_acl
 from shopctl.errors import RuntimeUnavailable
 from shopctl.fingerprint import data_hash
@@ -37,6 +35,8 @@ READY_TIMEOUT = 60.0
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
+    import httpx  # here: every docker `up` imports this module, few reach this call
+
     try:
         return httpx.get(url, timeout=timeout, trust_env=False).status_code == 200
     except httpx.HTTPError:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
-import httpx
+import requests
 
 from shopctl import broker, consul_acl
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
@@ -682,8 +682,9 @@ def _sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progr
 
 
 def _consul_has_leader(endpoints: InfraEndpoints) -> bool:
+    # requests (which the Docker SDK loads anyway), not httpx: ~0.1 s less per `up`.
     try:
-        response = httpx.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2.0)
+        response = requests.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2.0)
         return response.status_code == 200 and bool(response.json())
-    except (httpx.HTTPError, ValueError):
+    except (requests.RequestException, ValueError):
         return False

@@ -77,12 +77,12 @@ def choose(choice: str, config, state_dir: Path) -> tuple[str, str | None]:
     if choice in ("docker", "local"):
         return choice, None
     previous = remembered(state_dir)
-    if previous == "local":
-        return "local", None
+    if previous in ("docker", "local"):
+        # Without asking the engine: a project brought up with docker stays there, and
+        # if the engine is gone the docker runtime says so, with how to fix it.
+        return previous, None
     if docker_answers():
         return "docker", None
-    if previous == "docker":
-        return "docker", None  # let the docker runtime say the engine is gone, with how to fix it
     return "local", (
         "no Docker engine answers, so services run as local processes "
         "(start an engine with `make engines`, or pass --runtime docker to insist)"

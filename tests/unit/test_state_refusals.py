@@ -169,6 +169,19 @@ def test_remember_docker_with_an_engine_records_it(tmp_path, monkeypatch):
     assert select.remembered(ps.dir) == "docker"
 
 
+def test_a_project_remembered_on_docker_stays_there_without_asking_the_engine(
+    tmp_path, monkeypatch
+):
+    """One engine round trip less per command; a gone engine is the runtime's to report."""
+    ps = ProjectState(tmp_path)
+    monkeypatch.setattr(select, "docker_answers", lambda timeout=2.0: True)
+    select.remember(ps.dir, "docker")
+    asked: list[float] = []
+    monkeypatch.setattr(select, "docker_answers", lambda timeout=2.0: asked.append(timeout))
+    assert select.choose("auto", None, ps.dir) == ("docker", None)
+    assert asked == []
+
+
 def test_remember_the_same_runtime_again_writes_nothing(tmp_path, monkeypatch):
     """So a project whose state exists can be brought up from a read-only folder."""
     ps = ProjectState(tmp_path)
