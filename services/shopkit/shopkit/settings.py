@@ -56,9 +56,9 @@ class ServiceEnv:
     port: int
     metrics_port: int | None
     data_dir: Path
-    amqp_uri: str
+    amqp_uri: str = field(repr=False)  # holds the broker password
     consul_addr: str | None
-    jwt_secret: str | None
+    jwt_secret: str | None = field(repr=False)
     service_key: str | None = field(repr=False)
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
