@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -68,9 +69,15 @@ def password_hash(secret: str, salt: bytes | None = None) -> str:
 
 
 def definitions(config: ShopConfig) -> str:
+    """The project's user, its vhost and permissions, as RabbitMQ imports them. The same
+    password gives the same text: its salt comes from the password (an HMAC, so nobody
+    without the password can tell it), so a broker container created with this file
+    is not replaced on every `up` for a new random salt."""
     name = user(config)
+    secret = password(config)
+    salt = hmac.new(secret.encode(), b"rabbitmq password salt", hashlib.sha256).digest()[:4]
     return json.dumps({
-        "users": [{"name": name, "password_hash": password_hash(password(config)),
+        "users": [{"name": name, "password_hash": password_hash(secret, salt),
                    "hashing_algorithm": "rabbit_password_hashing_sha256",
                    "tags": ""}],
         "vhosts": [{"name": "/"}],

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 PYTHON_IMAGE = "shopctl/python:3.11"
 CONSUL_IMAGE = "shopctl/consul:1.8"
 RABBITMQ_IMAGE = "shopctl/rabbitmq:3.10"
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the RabbitMQ image's command
 
 _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -241,7 +242,7 @@ _RABBITMQ_CHANGES = [
     "EXPOSE 5672",
     # The Debian wrapper in /usr/sbin sends the broker's output to a file; the real
     # script keeps it in the foreground, logging to stdout (docker logs).
-    'CMD ["/usr/lib/rabbitmq/bin/rabbitmq-server"]',
+    f'CMD ["{RABBITMQ_SERVER}"]',
 ]
 
 

@@ -150,6 +150,20 @@ def test_infra_answers_and_is_reused(runtime, config, endpoints, client):
     assert runtime.infra_endpoints(config) == endpoints
 
 
+def test_a_new_broker_holds_the_projects_user_from_boot_and_never_had_guest(
+    runtime, config, endpoints, client
+):
+    """Imported at boot (load_definitions), not by rabbitmqctl once it answers: the
+    readiness check ran no command in the container."""
+    rabbit = client.containers.get(container_name(PROJECT, "rabbitmq"))
+    assert not rabbit.attrs.get("ExecIDs")
+    users = rabbit.exec_run(["rabbitmqctl", "-q", "list_users"]).output.decode()
+    assert broker.user(config) in users and "guest" not in users
+    assert runtime.ensure_infra(config) == endpoints  # the same file: the broker is kept
+    assert client.containers.get(rabbit.id).attrs["State"]["StartedAt"] == (
+        rabbit.attrs["State"]["StartedAt"])
+
+
 def test_users_starts_serves_and_is_observed(runtime, config, endpoints, client):
     port = config.services["users"].port
     state = runtime.start_service(config, users_spec(endpoints))
