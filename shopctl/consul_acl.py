@@ -51,9 +51,14 @@ def agent_config(management: str) -> str:
     }}, indent=2) + "\n"
 
 
-def management_token(config: ShopConfig) -> str | None:
-    """The token shopctl talks to the project's Consul with; None with ACLs off."""
-    return ProjectState(config.root).consul_token(MANAGEMENT) if enabled(config) else None
+def management_token(config: ShopConfig, create: bool = True) -> str | None:
+    """The token shopctl talks to the project's Consul with; None with ACLs off, or
+    (with `create` False) when no `up` has made it yet."""
+    if not enabled(config):
+        return None
+    state = ProjectState(config.root)
+    return (state.consul_token(MANAGEMENT) if create
+            else state.existing_secret(f"consul/{MANAGEMENT}"))
 
 
 def service_token(config: ShopConfig, name: str) -> str | None:
@@ -186,9 +191,12 @@ def ensure(config: ShopConfig, consul_http: str, services: list[str]) -> None:
 
 
 def registry(config: ShopConfig, consul_http: str | None = None, timeout: float = 5.0):
-    """The project's Registry, speaking with the management token. `consul_http`
-    defaults to Consul's published port on the host (both runtimes publish it there)."""
+    """The project's Registry, speaking with the management token (anonymous before an
+    `up` made one: such a Consul is not the project's yet, and reading creates nothing).
+    `consul_http` defaults to Consul's published port on the host (both runtimes publish
+    it there)."""
     from shopctl.registry import Registry
 
     address = consul_http or f"http://127.0.0.1:{config.infra.consul.port}"
-    return Registry(address, config.project, timeout=timeout, token=management_token(config))
+    return Registry(address, config.project, timeout=timeout,
+                    token=management_token(config, create=False))

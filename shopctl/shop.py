@@ -124,6 +124,7 @@ class Shop:
     ) -> UpResult:
         """Raises Cancelled once `cancel` is set (see orchestrate.apply_up): what was
         started by then runs on (`running()` names it; `down` removes it)."""
+        from shopctl import consul_acl
         from shopctl.orchestrate import InfraStartup, apply_up, plan_up, push_settings
         from shopctl.runtime.select import remember
 
@@ -136,6 +137,7 @@ class Shop:
         self._check_ports(targets)  # before anything starts, so a conflict leaves nothing
         check()
         remember(self.state.dir, self.runtime.name)
+        consul_acl.management_token(self.config)  # made now, before anything speaks with it
         # Infra boots (RabbitMQ takes seconds) while images are checked and services start.
         infra = InfraStartup(self.config, self.runtime, progress)
         check()

@@ -329,6 +329,11 @@ class ProjectState:
             write_atomic(folder / name, value + "\n", mode=_SECRET_MODE)
         return folder
 
+    def existing_secret(self, name: str) -> str | None:
+        """The secret `secrets/<name>` if it was made; never creates anything (for
+        commands that only read, such as `status`)."""
+        return _read_secret(self.secrets_dir / name)
+
     def secret(self, name: str, make) -> str:
         """The secret `secrets/<name>`: created once from `make()`, then reused.
 
