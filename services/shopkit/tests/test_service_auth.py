@@ -78,21 +78,27 @@ def test_refusals_say_why_and_map_to_401_or_403():
     assert (denied.value.status, denied.value.grpc_code) == (403, "PERMISSION_DENIED")
 
 
+FUTURE, IN_A_MINUTE_AS_TEXT = "<now + 600>", "<now + 60, as text>"
+
+
 @pytest.mark.parametrize("claims", [
     {"type": "access"},
     {"scope": "charge"},           # a string, not a list
     {"scope": [1]},
     {"iss": ""},
     {"aud": ["payments"]},         # a list of audiences is not "the callee"
-    {"iat": int(time.time()) + 600},  # issued in the future
+    {"iat": FUTURE},               # issued 600 s from now
     {"exp": 1e999},
     {"exp": True},
-    {"exp": str(int(time.time()) + 60)},
+    {"exp": IN_A_MINUTE_AS_TEXT},
     {"iat": None},
     {"scope": None},
 ])
 def test_odd_claims_are_refused(claims):
-    now = int(time.time())
+    now = int(time.time())  # times are made here: the parameters exist from collection on
+    times = {FUTURE: now + 600, IN_A_MINUTE_AS_TEXT: str(now + 60)}
+    claims = {name: times.get(value, value) if isinstance(value, str) else value
+              for name, value in claims.items()}
     payload = {"type": "service", "iss": "x", "aud": "payments", "scope": ["charge"],
                "iat": now, "exp": now + 60, **claims}
 
