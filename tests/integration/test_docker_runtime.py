@@ -280,6 +280,25 @@ def test_a_volume_an_older_shopctl_left_to_root_is_handed_over_with_its_data(
     wait_for(lambda: healthy(port), what="users up again")
 
 
+def test_a_new_volume_is_not_inspected_and_its_service_writes_it(
+    runtime, config, endpoints, client, monkeypatch
+):
+    """The engine gives a new volume the owner of the image's /data: nothing to hand
+    over, so start_service does not ask the engine for the folder's owner."""
+    from shopctl.runtime import docker_volumes
+
+    port = config.services["users"].port
+    runtime.stop_service(config, "users")
+    client.volumes.get(volume_name(PROJECT, "users")).remove()
+    looked: list[object] = []
+    monkeypatch.setattr(docker_volumes, "hand_over", lambda *args, **kw: looked.append(args))
+    runtime.start_service(config, users_spec(endpoints, "h6"))
+    wait_for(lambda: healthy(port), what="users up on a new volume")
+    assert account(port, "fresh@example.com") == 201
+    assert looked == []
+    assert in_users(client, "find /data ! -user shop -o ! -group shop") == (0, "")
+
+
 def process_uids(client: docker.DockerClient, name: str) -> set[str]:
     """The uids, as the host sees them, of every process of container `name`."""
     top = client.containers.get(name).top(ps_args="-o pid,uid,args")
