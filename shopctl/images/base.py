@@ -31,8 +31,9 @@ from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.images import rootfs
 from shopctl.images.cache import cache_path, file_lock
 from shopctl.images.engine import build_from_context, image_id
+from shopctl.images.prometheus import DEFAULT_CONFIG as PROMETHEUS_DEFAULT_CONFIG
 from shopctl.images.prometheus import DOCKERFILE as _PROMETHEUS_DOCKERFILE
-from shopctl.images.prometheus import PROMETHEUS_IMAGE, build_prometheus
+from shopctl.images.prometheus import PROMETHEUS_IMAGE
 from shopctl.images.tarball import ContextTar
 from shopctl.runtime.base import Progress, no_progress
 
@@ -258,6 +259,31 @@ def build_rabbitmq(client: docker.DockerClient, fingerprint: str, progress: Prog
         fingerprint,
         progress,
         customise=configure,
+    )
+
+
+def build_prometheus(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    binary = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    if binary is None:
+        raise RuntimeUnavailable(
+            "no prometheus binary on this host to put in the Prometheus image",
+            hint="install it with `make system` (scripts/install-system.sh prometheus), or "
+            "set infra.prometheus.image to an image your registry provides (prom/prometheus)",
+        )
+    ensure_image(client, PYTHON_IMAGE, progress)
+    context = ContextTar()
+    context.add_bytes("Dockerfile", _PROMETHEUS_DOCKERFILE.encode())
+    context.add_bytes("prometheus.yml", PROMETHEUS_DEFAULT_CONFIG.encode())
+    context.add_file("prometheus", Path(binary).resolve())
+    return build_from_context(
+        client,
+        context.finish(),
+        PROMETHEUS_IMAGE,
+        labels={LABEL_RECIPE: fingerprint},
+        subject=PROMETHEUS_IMAGE,
+        progress=progress,
     )
 
 
