@@ -78,7 +78,9 @@ CONSUL_PORT = 8500  # inside the container
 SECRETS_DIR = "/run/shop-secrets"  # a service's SHOP_SECRETS_DIR in its container
 CONSUL_ACL_FILE = "/run/shopctl/consul-acl.json"  # the ACL config, in Consul's container
 RABBITMQ_DEFINITIONS = "/run/shopctl/rabbitmq-definitions.json"  # the project's user
-RABBITMQ_CONF_D = "/run/shopctl/rabbitmq.conf.d"  # config files the broker reads at boot
+# More config the broker reads at boot (RABBITMQ_CONFIG_FILES takes a glob): beside the
+# definitions, so one archive holds both.
+RABBITMQ_CONF = "/run/shopctl/rabbitmq.conf"
 AMQP_PORT = 5672
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL, as `docker stop`
 INFRA_READY_TIMEOUT = 120.0
@@ -697,10 +699,10 @@ def _infra_files(config: ShopConfig, part: str) -> tuple[dict[str, dict[str, str
         return {folder: {file: config_text}}, command
     if part == RABBITMQ and config.infra.rabbitmq.image == RABBITMQ_IMAGE:
         folder, file = RABBITMQ_DEFINITIONS.rsplit("/", 1)
-        files = {folder: {file: broker.definitions(config)},
-                 RABBITMQ_CONF_D: {"50-definitions.conf":
-                                   f"load_definitions = {RABBITMQ_DEFINITIONS}"}}
-        return files, ["env", f"RABBITMQ_CONFIG_FILES={RABBITMQ_CONF_D}", RABBITMQ_SERVER]
+        conf = RABBITMQ_CONF.rsplit("/", 1)[1]
+        files = {folder: {file: broker.definitions(config),
+                          conf: f"load_definitions = {RABBITMQ_DEFINITIONS}"}}
+        return files, ["env", f"RABBITMQ_CONFIG_FILES={folder}/*.conf", RABBITMQ_SERVER]
     return {}, []
 
 
