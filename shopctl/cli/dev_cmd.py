@@ -37,6 +37,12 @@ def dev(
     config = app_context(ctx).config
     watched = with_dependencies(config, services) if services else list(config.services)
     watched = [name for name in watched if not services or name in services]
+    if not watched:
+        from shopctl.errors import UsageError
+
+        raise UsageError(f"{config.source.name} has no services to watch",
+                         hint="add one with `shopctl scaffold new-service NAME --kind "
+                              "flask|fastapi|nameko|grpc`")
     runtime_cmd.up(ctx, services, runtime=runtime, dry_run=False, json=json)
     shop = runtime_cmd._shop(ctx, runtime)
     stop = threading.Event()

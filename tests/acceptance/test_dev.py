@@ -163,3 +163,12 @@ def test_a_saved_change_is_served_in_place_and_a_broken_one_is_reported(project)
     assert actions[EDITED] == ("recreate" if runtime == "docker" else "noop")
     assert actions[OTHER] == "noop"
     assert httpx.get(f"{base_url(data, EDITED)}/dev-mark", timeout=5).json() == {"mark": 3}
+
+
+def test_dev_of_a_shop_without_services_says_how_to_add_one(tmp_path):
+    made = shopctl_in(tmp_path, "init", str(tmp_path / "empty"), "--name", "dvempty")
+    assert made.returncode == 0, made.stderr
+    done = shopctl_in(tmp_path / "empty", "dev")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no services to watch" in done.stderr and "scaffold new-service" in done.stderr
+    assert not (tmp_path / "empty" / ".shopctl").exists()  # nothing was started
