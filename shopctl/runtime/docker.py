@@ -361,16 +361,19 @@ class DockerRuntime:
         wanted = {str(port) for port in ports}
         owners: dict[int, tuple[str | None, str | None]] = {}
         with docker_errors("listing containers"):
-            containers = self.client.containers.list(ignore_removed=True)
-        for container in containers:
-            for bindings in (container.ports or {}).values():
-                for binding in bindings or []:
-                    host_port = binding.get("HostPort")
-                    if host_port not in wanted:
-                        continue
-                    ours = container.labels.get(LABEL_PROJECT) == config.project
-                    unit = container.labels.get(LABEL_SERVICE) if ours else None
-                    owners[int(host_port)] = (unit, f"container {container.name}")
+            # The list's own entries name the published ports: one request, where
+            # containers.list() inspects every container of the engine (a no-op `up` asks).
+            containers = self.client.api.containers()
+        for found in containers:
+            labels = found.get("Labels") or {}
+            for binding in found.get("Ports") or []:
+                host_port = str(binding.get("PublicPort", ""))
+                if host_port not in wanted:
+                    continue
+                ours = labels.get(LABEL_PROJECT) == config.project
+                unit = labels.get(LABEL_SERVICE) if ours else None
+                name = (found.get("Names") or [found["Id"][:12]])[0].lstrip("/")
+                owners[int(host_port)] = (unit, f"container {name}")
         return owners
 
     def logs(

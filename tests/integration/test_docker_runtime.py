@@ -366,6 +366,25 @@ def test_a_busy_port_is_named_with_its_holder(runtime, config, endpoints):
     assert "pid " in caught.value.message  # the holder, found through /proc
 
 
+def test_port_owners_name_the_projects_units_and_any_other_container(
+    runtime, config, endpoints, client
+):
+    """For `up`'s port check: a port the project's own infra publishes is that unit's,
+    one another container publishes is named by its container (no unit)."""
+    other = free_port()
+    stranger = client.containers.run(
+        config.infra.base_image, ["sleep", "60"], detach=True, remove=True,
+        ports={"9999/tcp": ("127.0.0.1", other)}, labels={LABEL_PROJECT: f"{PROJECT}x"},
+    )
+    try:
+        consul = config.infra.consul.port
+        owners = runtime.port_owners(config, [consul, other, free_port()])
+    finally:
+        stranger.remove(force=True)
+    assert owners == {consul: ("consul", f"container {container_name(PROJECT, 'consul')}"),
+                      other: (None, f"container {stranger.name}")}
+
+
 def test_logs_follow_sees_a_replaced_container(runtime, config, endpoints):
     port = config.services["users"].port
     runtime.start_service(config, users_spec(endpoints))
