@@ -272,19 +272,8 @@ def build_prometheus(client: docker.DockerClient, fingerprint: str, progress: Pr
             hint="install it with `make system` (scripts/install-system.sh prometheus), or "
             "set infra.prometheus.image to an image your registry provides (prom/prometheus)",
         )
-    ensure_image(client, PYTHON_IMAGE, progress)
-    context = ContextTar()
-    context.add_bytes("Dockerfile", _PROMETHEUS_DOCKERFILE.encode())
-    context.add_bytes("prometheus.yml", PROMETHEUS_DEFAULT_CONFIG.encode())
-    context.add_file("prometheus", Path(binary).resolve())
-    return build_from_context(
-        client,
-        context.finish(),
-        PROMETHEUS_IMAGE,
-        labels={LABEL_RECIPE: fingerprint},
-        subject=PROMETHEUS_IMAGE,
-        progress=progress,
-    )
+    return _binary_on_python(client, PROMETHEUS_IMAGE, fingerprint, progress, binary, {
+        "Dockerfile": _PROMETHEUS_DOCKERFILE, "prometheus.yml": PROMETHEUS_DEFAULT_CONFIG})
 
 
 def build_consul(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
@@ -294,19 +283,22 @@ def build_consul(client: docker.DockerClient, fingerprint: str, progress: Progre
             "no consul binary on this host to put in the Consul image",
             hint="install it with `make system` (scripts/install-system.sh consul)",
         )
-    # The binary is dynamically linked against glibc only, so any Debian image carries it.
+    return _binary_on_python(client, CONSUL_IMAGE, fingerprint, progress, binary,
+                             {"Dockerfile": _CONSUL_DOCKERFILE})
+
+
+def _binary_on_python(client: docker.DockerClient, image: str, fingerprint: str,
+                      progress: Progress, binary: str, texts: dict[str, str]) -> str:
+    """`image` built on the Python base from the host's `binary` (dynamically linked
+    against glibc only, so any Debian image carries it) and `texts` (Dockerfile first)."""
     ensure_image(client, PYTHON_IMAGE, progress)
     context = ContextTar()
-    context.add_bytes("Dockerfile", _CONSUL_DOCKERFILE.encode())
-    context.add_file("consul", Path(binary).resolve())
-    return build_from_context(
-        client,
-        context.finish(),
-        CONSUL_IMAGE,
-        labels={LABEL_RECIPE: fingerprint},
-        subject=CONSUL_IMAGE,
-        progress=progress,
-    )
+    for name, text in texts.items():
+        context.add_bytes(name, text.encode())
+    context.add_file(Path(binary).name, Path(binary).resolve())
+    return build_from_context(client, context.finish(), image,
+                              labels={LABEL_RECIPE: fingerprint}, subject=image,
+                              progress=progress)
 
 
 def _inputs(*parts: object) -> str:
