@@ -332,8 +332,9 @@ def apply_up(
                                                    kept[name], progress), passes)
                     progressed = True
                     continue
-                starting[name] = pool.submit(_apply_step, config, runtime, step.action,
-                                             specs[name], observed.get(name), progress)
+                starting[name] = pool.submit(_replace_step, config, runtime, registry,
+                                             step.action, specs[name], observed.get(name),
+                                             progress)
             for name, future in list(starting.items()):
                 if future.done():
                     del starting[name]
@@ -524,6 +525,14 @@ def _probe_passes(config: ShopConfig, registry, state: ServiceState) -> bool:
         return registry.probe(state, config.services[state.service]).status == "passing"
     except Exception:  # noqa: BLE001 - a probe that cannot run says "not yet"; Consul decides
         return False
+
+
+def _replace_step(config, runtime, registry, action, spec, current, progress) -> ServiceState:
+    """A start of a new instance: the old one's entry leaves Consul first. Consul keeps a
+    check's status across a registration under the same ID, so the old instance's
+    "passing" would otherwise count for the new one before it answers."""
+    registry.deregister(spec.service)
+    return _apply_step(config, runtime, action, spec, current, progress)
 
 
 def _apply_step(config, runtime, action, spec, current, progress) -> ServiceState:

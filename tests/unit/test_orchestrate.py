@@ -70,6 +70,7 @@ class FakeShop:
         self.registered: list[str] = []
         self.intervals: dict[str, list[float]] = {}  # the check interval of each registration
         self.events: list[str] = []
+        self.stale: set[str] = set()  # passing in Consul from an instance replaced since
         self.lock = threading.Lock()
 
     # runtime
@@ -92,6 +93,13 @@ class FakeShop:
             self.intervals.setdefault(service.name, []).append(service.health.interval)
         return service.name
 
+    def deregister(self, name: str) -> None:
+        with self.lock:
+            self.events.append(f"deregister {name}")
+            self.stale.discard(name)
+            while name in self.registered:
+                self.registered.remove(name)
+
     def _answers_at(self, name: str) -> float | None:
         if name not in self.started_at or self.boot.get(name) is None:
             return None
@@ -102,7 +110,8 @@ class FakeShop:
         for name in list(self.registered):
             at = self._answers_at(name)
             ok = at is not None and self.clock() >= at + self.lag
-            out[name] = Health("passing" if ok else "critical")
+            # Consul keeps a check's last status across a registration under its ID.
+            out[name] = Health("passing" if ok or name in self.stale else "critical")
         return out
 
     def probe(self, state, service):
@@ -208,7 +217,7 @@ def test_settings_are_written_after_consul_answers_and_before_the_first_start():
            before_start=lambda: shop.events.append("settings"))
     # Images are checked while Consul boots; nothing starts before the settings are in.
     assert shop.events[:3] == ["prepare", "consul", "settings"]
-    assert all(event.startswith("start ") for event in shop.events[3:])
+    assert all(event.startswith(("start ", "deregister ")) for event in shop.events[3:])
 
 
 def test_up_returns_only_once_infra_answers_and_raises_its_failure():
@@ -465,3 +474,26 @@ def test_an_up_cancelled_before_it_starts_starts_nothing():
         apply_up(config, shop, shop, plan, specs, {}, clock=clock, sleep=clock.sleep,
                  cancel=cancel)
     assert shop.started_at == {}
+
+
+def test_a_replaced_instance_is_not_passed_on_its_predecessors_verdict():
+    """Consul passes the old instance under the ID the new one registers with: `up` takes
+    it out of Consul before the replacement starts, and waits for the new one's check."""
+    config, clock = shop_config(), Clock()
+    shop = FakeShop(clock, dict.fromkeys(config.services, 0.0), lag=0.0)
+    kept = {name: ServiceState(name, "running", address="10.0.0.2", port=1, config_hash="h")
+            for name in config.services}
+    for name in config.services:
+        shop.started_at[name] = -10.0
+        shop.registered.append(name)
+    shop.stale.add("payments")
+    shop.boot["payments"] = 4.0  # the new code takes 4 s to answer
+    observed = {**kept, "payments": ServiceState("payments", "running", address="10.0.0.2",
+                                                 port=1, config_hash="old")}
+    specs = {name: LaunchSpec(name, {}, "h") for name in config.services}
+    plan = make_plan(config.start_order(), {n: "h" for n in config.services}, observed)
+    assert [s.service for s in plan.changes] == ["payments"]
+    apply_up(config, shop, shop, plan, specs, observed, clock=clock, sleep=clock.sleep)
+    assert shop.events.index("deregister payments") < shop.events.index("start payments")
+    assert clock() >= 4.0
+    assert not [e for e in shop.events if e.startswith("deregister ") and e != "deregister payments"]
