@@ -29,7 +29,7 @@ import requests.exceptions
 
 from shopctl.errors import OperationFailed, RuntimeUnavailable, ShopctlError
 from shopctl.ports import port_holder
-from shopctl.runtime.base import LogLine
+from shopctl.units import LogLine
 
 # Builds and imports stream for minutes without a byte on some steps; the SDK's default
 # 60 s read timeout would abort them.

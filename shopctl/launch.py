@@ -12,8 +12,8 @@ from shopctl.bundle import kit_for
 from shopctl.config import ShopConfig
 from shopctl.consul_acl import service_token
 from shopctl.fingerprint import data_hash, tree_hash
-from shopctl.runtime.base import InfraEndpoints, LaunchSpec
 from shopctl.state import ProjectState
+from shopctl.units import InfraEndpoints, LaunchSpec
 
 INFRA_KEYS = frozenset({"SHOP_AMQP_URI", "CONSUL_HTTP_ADDR"})
 PLANNING_ENDPOINTS = InfraEndpoints("", "", "", "")  # stands in for infra not yet started

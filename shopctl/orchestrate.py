@@ -20,14 +20,8 @@ from shopctl.errors import Cancelled, OperationFailed
 from shopctl.launch import launch_spec
 from shopctl.plan import Action, Plan, make_plan
 from shopctl.ports import PortNeed, is_port_free, port_holder
-from shopctl.runtime.base import (
-    InfraEndpoints,
-    LaunchSpec,
-    Progress,
-    Runtime,
-    ServiceState,
-    no_progress,
-)
+from shopctl.runtime.base import Runtime
+from shopctl.units import InfraEndpoints, LaunchSpec, Progress, ServiceState, no_progress
 
 POLL_SECONDS = 0.1  # between looks at the local Consul agent (and probes) while waiting
 # Consul runs a new check first at a random point within its interval (and never more

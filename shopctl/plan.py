@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shopctl.runtime.base import ServiceState
+from shopctl.units import ServiceState
 
 
 class Action(StrEnum):

@@ -30,7 +30,7 @@ import consul
 from consul.exceptions import ConsulException
 
 from shopctl.errors import OperationFailed, RuntimeUnavailable
-from shopctl.runtime.base import ServiceState
+from shopctl.units import ServiceState
 
 if TYPE_CHECKING:
     from shopctl.config import ServiceConfig

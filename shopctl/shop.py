@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from shopctl.config import ShopConfig
 from shopctl.errors import Cancelled, ShopctlError
 from shopctl.plan import Plan
-from shopctl.runtime.base import InfraEndpoints, LogLine, Progress, Runtime, no_progress
+from shopctl.runtime.base import Runtime
 from shopctl.state import ProjectState
 from shopctl.status import ServiceRow, status_rows
+from shopctl.units import InfraEndpoints, LogLine, Progress, no_progress
 
 if TYPE_CHECKING:
     from shopctl.saga.worker import WorkerChange, WorkerStatus

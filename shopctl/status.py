@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from shopctl.config import ShopConfig
-from shopctl.runtime.base import ServiceState
+from shopctl.units import ServiceState
 
 CONSUL_UNREACHABLE = "Consul not reachable"
 

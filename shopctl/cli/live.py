@@ -2,7 +2,7 @@
 part), updated in place on a terminal; in a pipe (CI logs, `| tee`), one plain line per
 event instead.
 
-The news comes through the progress callback (shopctl.runtime.base.Progress) as
+The news comes through the progress callback (shopctl.units.Progress) as
 (subject, message). The view decides what each message means for the person watching:
 - a line is done (a tick, no spinner) once its message says so ("ready", "healthy",
   "running on :8500", ...), and every line still in progress is done when the work ends

@@ -35,7 +35,7 @@ from shopctl.images.prometheus import DEFAULT_CONFIG as PROMETHEUS_DEFAULT_CONFI
 from shopctl.images.prometheus import DOCKERFILE as _PROMETHEUS_DOCKERFILE
 from shopctl.images.prometheus import PROMETHEUS_IMAGE
 from shopctl.images.tarball import ContextTar
-from shopctl.runtime.base import Progress, no_progress
+from shopctl.units import Progress, no_progress
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig

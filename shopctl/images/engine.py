@@ -29,7 +29,7 @@ import docker.errors
 
 from shopctl.docker_client import docker_errors
 from shopctl.errors import Cancelled, OperationFailed
-from shopctl.runtime.base import Progress, no_progress
+from shopctl.units import Progress, no_progress
 
 _TAIL_LINES = 25
 CANCEL_POLL = 0.1  # seconds between looks at the cancel event while a step is silent

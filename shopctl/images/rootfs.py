@@ -29,7 +29,7 @@ import docker
 from shopctl.docker_client import docker_errors
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.images.cache import cache_path
-from shopctl.runtime.base import Progress, no_progress
+from shopctl.units import Progress, no_progress
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

@@ -35,7 +35,7 @@ from shopctl.images.engine import build_from_context, image_id
 from shopctl.images.sources import ServiceSources, collect, content_hash
 from shopctl.images.tarball import ContextTar
 from shopctl.images.wheels import image_python, wheelhouse
-from shopctl.runtime.base import LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE, Progress, no_progress
+from shopctl.units import LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE, Progress, no_progress
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig

@@ -35,7 +35,7 @@ import docker.errors
 from shopctl.docker_client import docker_errors
 from shopctl.errors import OperationFailed
 from shopctl.images.cache import cache_path, file_lock
-from shopctl.runtime.base import Progress, no_progress
+from shopctl.units import Progress, no_progress
 
 _COMPLETE = ".complete"
 _LABEL_PYTHON = "io.shopctl.python"

@@ -32,8 +32,8 @@ from shopctl.fingerprint import data_hash
 from shopctl.images.prometheus import PROMETHEUS_GID, PROMETHEUS_IMAGE, PROMETHEUS_UID, TSDB_DIR
 from shopctl.prom.local import BRIDGE_SCRIPT, http_ok
 from shopctl.prom.promconfig import consul_sd_config, discovery_mode, http_sd_config
-from shopctl.runtime.base import LABEL_HASH, LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Progress
 from shopctl.runtime.docker_volumes import hand_over
+from shopctl.units import LABEL_HASH, LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -21,7 +21,7 @@ from shopctl import consul_acl
 from shopctl.errors import RuntimeUnavailable
 from shopctl.fingerprint import data_hash
 from shopctl.prom.promconfig import consul_sd_config, discovery_mode, http_sd_config
-from shopctl.runtime.base import Progress, no_progress
+from shopctl.units import Progress, no_progress
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig

@@ -53,7 +53,7 @@ from shopctl.images.tarball import ContextTar, private_files_tar
 from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ
 from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
-from shopctl.runtime.base import (
+from shopctl.units import (
     LABEL_HASH,
     LABEL_PROJECT,
     LABEL_ROLE,

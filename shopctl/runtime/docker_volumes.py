@@ -37,7 +37,7 @@ import requests
 
 from shopctl.docker_client import docker_errors
 from shopctl.errors import OperationFailed
-from shopctl.runtime.base import LABEL_ROLE, Progress, no_progress
+from shopctl.units import LABEL_ROLE, Progress, no_progress
 
 # Runs as root in the one-off container: $0 is the folder, $1 the owner ("uid:gid"). The
 # folder itself is done last, and only when everything in it was: its owner is the mark.

@@ -36,7 +36,10 @@ from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.fingerprint import data_hash
 from shopctl.ports import PortNeed, environ_of, is_port_free, listening_pid, port_holder
-from shopctl.runtime.base import (
+from shopctl.runtime.supervisor import MODULE as SUPERVISOR_MODULE
+from shopctl.runtime.supervisor import LogReader, supervisor_running
+from shopctl.state import ProjectState, write_atomic
+from shopctl.units import (
     InfraEndpoints,
     LaunchSpec,
     LogLine,
@@ -44,9 +47,6 @@ from shopctl.runtime.base import (
     ServiceState,
     no_progress,
 )
-from shopctl.runtime.supervisor import MODULE as SUPERVISOR_MODULE
-from shopctl.runtime.supervisor import LogReader, supervisor_running
-from shopctl.state import ProjectState, write_atomic
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig

@@ -49,8 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shopctl.runtime.base import LogLine
 from shopctl.state import write_atomic
+from shopctl.units import LogLine
 
 MODULE = "shopctl.runtime.supervisor"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -29,7 +29,8 @@ from shopctl.images import SERVICE_GID, SERVICE_UID
 from shopctl.images.prometheus import PROMETHEUS_GID, PROMETHEUS_UID
 from shopctl.images.service import build_service_image
 from shopctl.prom.docker import sync_prometheus
-from shopctl.runtime.base import (
+from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
+from shopctl.units import (
     LABEL_PROJECT,
     LABEL_ROLE,
     LABEL_SERVICE,
@@ -37,7 +38,6 @@ from shopctl.runtime.base import (
     LaunchSpec,
     no_progress,
 )
-from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = f"t{uuid.uuid4().hex[:8]}"

@@ -35,7 +35,7 @@ from shopctl.images.base import (
 from shopctl.images.cache import file_lock
 from shopctl.images.dockerfile import DEPS_STEP_MARKER, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import build_service_image, plan_service_image
-from shopctl.runtime.base import LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE
+from shopctl.units import LABEL_HASH, LABEL_PROJECT, LABEL_SERVICE
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = f"t{uuid.uuid4().hex[:8]}"

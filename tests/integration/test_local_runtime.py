@@ -24,7 +24,6 @@ from shopctl.config import ShopConfig, load_config
 from shopctl.errors import OperationFailed
 from shopctl.launch import launch_spec
 from shopctl.ports import is_port_free
-from shopctl.runtime.base import LaunchSpec
 from shopctl.runtime.local import (
     UNIT_CONSUL,
     UNIT_RABBITMQ,
@@ -35,6 +34,7 @@ from shopctl.runtime.local import (
 )
 from shopctl.state import ProjectState
 from shopctl.testing import wait_for
+from shopctl.units import LaunchSpec
 
 REPO = Path(__file__).resolve().parents[2]
 USERS = REPO / "services" / "users"

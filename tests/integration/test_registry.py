@@ -19,9 +19,9 @@ import pytest
 
 from shopctl.config import ServiceConfig
 from shopctl.registry import Registry
-from shopctl.runtime.base import ServiceState
 from shopctl.runtime.local import free_port
 from shopctl.testing import wait_for
+from shopctl.units import ServiceState
 
 pytestmark = pytest.mark.consul
 

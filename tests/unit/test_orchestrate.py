@@ -15,7 +15,7 @@ from shopctl.errors import Cancelled, OperationFailed
 from shopctl.orchestrate import FIRST_CHECK_INTERVAL, POLL_SECONDS, InfraStartup, apply_up
 from shopctl.plan import make_plan
 from shopctl.registry import registration
-from shopctl.runtime.base import InfraEndpoints, LaunchSpec, ServiceState
+from shopctl.units import InfraEndpoints, LaunchSpec, ServiceState
 
 ENDPOINTS = InfraEndpoints("http://127.0.0.1:8500", "amqp://x", "consul:8500", "amqp://y")
 
@@ -298,7 +298,7 @@ class Watched(FakeShop):
         return super().register(service, state, runtime)
 
     def logs(self, config, names, follow, tail):
-        from shopctl.runtime.base import LogLine
+        from shopctl.units import LogLine
 
         return [LogLine(n, f"{n}: RuntimeError: boom") for n in names]
 
@@ -496,4 +496,5 @@ def test_a_replaced_instance_is_not_passed_on_its_predecessors_verdict():
     apply_up(config, shop, shop, plan, specs, observed, clock=clock, sleep=clock.sleep)
     assert shop.events.index("deregister payments") < shop.events.index("start payments")
     assert clock() >= 4.0
-    assert not [e for e in shop.events if e.startswith("deregister ") and e != "deregister payments"]
+    others = [e for e in shop.events if e.startswith("deregister ") and e != "deregister payments"]
+    assert not others

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shopctl.plan import Action, make_plan
-from shopctl.runtime.base import ServiceState
+from shopctl.units import ServiceState
 
 LEVELS = [["users", "inventory"], ["catalog"], ["orders"]]
 

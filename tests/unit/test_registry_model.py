@@ -17,7 +17,7 @@ from shopctl.registry import (
     service_id,
     worst,
 )
-from shopctl.runtime.base import ServiceState
+from shopctl.units import ServiceState
 
 
 def service(kind: str = "flask", **extra) -> ServiceConfig:
