@@ -170,22 +170,27 @@ class DevLoop:
                 return Reload(service, shown, "rebuilt", time.monotonic() - started, False,
                               exc.message, self._tail(service))
             return Reload(service, shown, "rebuilt", time.monotonic() - started, True)
-        spec = self.shop.launch_specs([service])[service]
-        state = self.shop.runtime.reload_service(self.config, spec, list(todo.files.items()))
-        ok, error = self._await_healthy(service, state)
+        # One instance at a time, each healthy again before the next: the others serve
+        # meanwhile, and a bad save stops at the first.
+        ok, error = True, None
+        for spec in self.shop.launch_specs([service]).values():
+            state = self.shop.runtime.reload_service(self.config, spec, list(todo.files.items()))
+            ok, error = self._await_healthy(spec.instance, state)
+            if not ok:
+                break
         return Reload(service, shown, "restarted", time.monotonic() - started, ok, error,
                       () if ok else self._tail(service))
 
-    def _await_healthy(self, service: str, state) -> tuple[bool, str | None]:
+    def _await_healthy(self, instance: str, state) -> tuple[bool, str | None]:
         from shopctl import consul_acl
         from shopctl.registry import probe
 
-        svc = self.config.services[service]
+        svc = self.config.services[state.service]
         runtime = self.shop.runtime
         within = max(svc.health.start_period, 10.0)
         deadline = time.monotonic() + within
         while True:
-            now = runtime.instance(self.config, service)
+            now = runtime.instance(self.config, instance)
             if now is None or now.state == "exited":
                 code = "" if now is None or now.exit_code is None else f" (exit {now.exit_code})"
                 return False, f"stopped at start{code}"
@@ -202,10 +207,10 @@ class DevLoop:
         registry = consul_acl.registry(self.config)
         if now.address != state.address or now.port != state.port:
             registry.register(svc, now, runtime.name,
-                              token=consul_acl.service_token(self.config, service))
+                              token=consul_acl.service_token(self.config, svc.name))
         limit = time.monotonic() + CONSUL_GRACE + svc.health.interval
         while time.monotonic() < limit:
-            health = registry.health().get(service)
+            health = registry.health().get(instance)
             if health is not None and health.status == "passing":
                 return True, None
             time.sleep(0.1)

@@ -58,7 +58,8 @@ def launch_spec(
     stable_env = {k: v for k, v in env.items() if k not in INFRA_KEYS}
     fingerprint = data_hash({
         "runtime": runtime,
-        "service": svc.model_dump(mode="json"),
+        # How many instances run changes none of them (`scale` adds or removes others).
+        "service": svc.model_dump(mode="json", exclude={"replicas"}),
         # Prometheus only scrapes services; turning it on must not replace them.
         "infra": config.infra.model_dump(mode="json", exclude={"prometheus"}),
         "env": stable_env,

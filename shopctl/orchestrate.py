@@ -21,7 +21,15 @@ from shopctl.launch import launch_spec
 from shopctl.plan import Action, Plan, make_plan
 from shopctl.ports import PortNeed, is_port_free, port_holder
 from shopctl.runtime.base import Runtime
-from shopctl.units import InfraEndpoints, LaunchSpec, Progress, ServiceState, no_progress
+from shopctl.units import (
+    InfraEndpoints,
+    LaunchSpec,
+    Progress,
+    ServiceState,
+    instance_name,
+    no_progress,
+    split_instance,
+)
 
 POLL_SECONDS = 0.1  # between looks at the local Consul agent (and probes) while waiting
 # Consul runs a new check first at a random point within its interval (and never more
@@ -67,7 +75,13 @@ def with_dependencies(config: ShopConfig, names: list[str] | None) -> list[str]:
 def planned_specs(
     config: ShopConfig, runtime: Runtime, infra: InfraEndpoints, secret: str, targets: list[str]
 ) -> dict[str, LaunchSpec]:
-    return {name: launch_spec(config, name, infra, secret, runtime.name) for name in targets}
+    """What each instance of the targets is started with, keyed by instance name."""
+    specs = {}
+    for name in targets:
+        spec = launch_spec(config, name, infra, secret, runtime.name)
+        for index in range(1, config.services[name].replicas + 1):
+            specs[instance_name(name, index)] = spec.for_instance(index)
+    return specs
 
 
 def plan_up(
@@ -84,6 +98,8 @@ def ports_needed(config: ShopConfig, runtime: Runtime, plan: Plan) -> list[PortN
     infra_ports = getattr(runtime, "infra_ports", None)
     needs = list(infra_ports(config)) if infra_ports is not None else []
     for step in plan.changes:
+        if not step.starts or step.instance != step.service:
+            continue  # removed, or a further instance: it takes free ports
         svc = config.services[step.service]
         needs.append(PortNeed(svc.port, f"services.{svc.name}.port", svc.name))
         if svc.metrics_port and svc.metrics_port != svc.port:
@@ -229,17 +245,25 @@ def apply_up(
     registered; builds under way are stopped (see runtime.prepare), starts under way get
     CANCEL_WAIT seconds to return, and Cancelled is raised. What was started runs on.
     """
-    changed = [step.service for step in plan.changes]
-    if changed:
-        runtime.prepare(config, changed, progress, cancel=cancel)
+    if plan.built:
+        runtime.prepare(config, plan.built, progress, cancel=cancel)
     _check(cancel)
     if infra is not None:
         infra.wait("consul", cancel)
     _check(cancel)
     if before_start is not None:
         before_start()
-    steps = {step.service: step for step in plan.steps}
-    needs = {name: [d for d in config.services[name].depends_on if d in steps] for name in steps}
+    remove_instances(config, runtime, registry,
+                     [step.instance for step in plan.steps if not step.starts], progress)
+    # Each instance is one unit of work here, keyed by its name; an instance waits for
+    # every instance of the services its service depends on.
+    steps = {step.instance: step for step in plan.steps if step.starts}
+    instances: dict[str, list[str]] = {}
+    for name, step in steps.items():
+        instances.setdefault(step.service, []).append(name)
+    needs = {name: [d for dep in config.services[step.service].depends_on
+                    for d in instances.get(dep, ())]
+             for name, step in steps.items()}
     awaited = {dep for deps in needs.values() for dep in deps}  # others wait for these
     pending = dict(steps)  # not started yet
     starting: dict[str, Future] = {}
@@ -273,14 +297,14 @@ def apply_up(
             report(name, "registered, waiting for checks")
 
     def send_registration(name: str, state: ServiceState, first: bool) -> None:
-        svc = config.services[name]
+        svc = config.services[state.service]
         if first and svc.health.interval > FIRST_CHECK_INTERVAL:
             svc = svc.model_copy(update={"health": svc.health.model_copy(
                 update={"interval": FIRST_CHECK_INTERVAL})})
             first_checks.add(name)
         else:
             first_checks.discard(name)
-        registry.register(svc, state, runtime.name, token=service_token(config, name))
+        registry.register(svc, state, runtime.name, token=service_token(config, svc.name))
 
     def take_started(name: str, state: ServiceState, passes: bool = False) -> None:
         started[name] = state
@@ -318,7 +342,7 @@ def apply_up(
                     report(name, f"waiting for {', '.join(blockers)}")
                     continue
                 step = pending.pop(name)
-                grace = config.services[name].health.start_period + timeout_extra
+                grace = config.services[step.service].health.start_period + timeout_extra
                 deadlines[name] = clock() + grace
                 if name in kept:  # nothing to start: it runs as it is
                     passes = getattr(health.get(name), "status", None) == "passing"
@@ -514,6 +538,23 @@ def _quick_probes(config: ShopConfig, registry, runtime: Runtime, names: list[st
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def remove_instances(config: ShopConfig, runtime: Runtime, registry, names: list[str],
+                     progress: Progress = no_progress) -> None:
+    """Instances beyond their service's replicas: out of Consul first (callers stop
+    choosing them), then stopped and removed, all at once."""
+    if not names:
+        return
+
+    def remove(name: str) -> None:
+        registry.deregister(name)
+        runtime.stop_service(config, name)
+        progress(name, "removed (beyond the service's replicas)")
+
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="shopctl-rm") as pool:
+        for future in [pool.submit(remove, name) for name in names]:
+            future.result()
+
+
 def _probe_passes(config: ShopConfig, registry, state: ServiceState) -> bool:
     try:
         return registry.probe(state, config.services[state.service]).status == "passing"
@@ -525,13 +566,13 @@ def _replace_step(config, runtime, registry, action, spec, current, progress) ->
     """A start of a new instance: the old one's entry leaves Consul first. Consul keeps a
     check's status across a registration under the same ID, so the old instance's
     "passing" would otherwise count for the new one before it answers."""
-    registry.deregister(spec.service)
+    registry.deregister(spec.instance)
     return _apply_step(config, runtime, action, spec, current, progress)
 
 
 def _apply_step(config, runtime, action, spec, current, progress) -> ServiceState:
     """Start (or keep) one service's instance; the caller registers it in Consul."""
-    name = spec.service
+    name = spec.instance
     if action is Action.NOOP and current is not None:
         progress(name, "unchanged")
         return current
@@ -554,7 +595,8 @@ def unhealthy_error(
             lines = [f"(logs unavailable: {exc})"]
         parts.append(
             f"{name} did not become healthy within "
-            f"{config.services[name].health.start_period:.0f}s + grace\n  checks:\n"
+            f"{config.services[split_instance(name)[0]].health.start_period:.0f}s + grace\n"
+            "  checks:\n"
             + "\n".join(outputs)
             + "\n  last log lines:\n" + "\n".join(f"    {t}" for t in lines[-15:])
         )

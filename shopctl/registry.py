@@ -76,8 +76,9 @@ class ProbeResult:
     output: str
 
 
-def service_id(project: str, service: str) -> str:
-    return f"{project}-{service}"
+def service_id(project: str, instance: str) -> str:
+    """The Consul ID of one instance: PROJECT-SERVICE, PROJECT-SERVICE.2, ..."""
+    return f"{project}-{instance}"
 
 
 def go_duration(seconds: float) -> str:
@@ -140,12 +141,13 @@ def registration(
         "image": state.image or "",
         "runtime": runtime,
         "config_hash": state.config_hash or "",
-        "metrics_port": str(service.metrics_port or port),
+        "metrics_port": str(state.extra.get("metrics_port") or service.metrics_port or port),
         "metrics_path": METRICS_PATH,
+        "instance": state.instance,
     }
     return {
         "name": service.name,
-        "service_id": service_id(project, service.name),
+        "service_id": service_id(project, state.instance),
         "address": address,
         "port": port,
         "tags": tags,
@@ -212,11 +214,17 @@ class Registry:
             self._client.agent.service.register(**kwargs, token=token)
         return kwargs["service_id"]
 
-    def deregister(self, service: str) -> None:
-        """Remove a service and its checks; an unknown service is not an error."""
-        with self._calling(f"deregister {service}"):
-            # The agent answers 404 for an unknown ID, which the client returns as False.
-            self._client.agent.service.deregister(service_id(self.project, service))
+    def deregister(self, instance: str) -> None:
+        """Remove one instance (a service's first instance is named as the service) and
+        its checks; an unknown one is not an error."""
+        with self._calling(f"deregister {instance}"):
+            try:
+                self._client.agent.service.deregister(service_id(self.project, instance))
+            except ConsulException as exc:
+                # An unknown ID: 404 (the client returns False) or, from an agent with
+                # ACLs enabled, 500 "Unknown service".
+                if "Unknown service" not in str(exc):
+                    raise
 
     def deregister_project(self) -> list[str]:
         """Remove every service whose Meta.project is this project; returns their IDs."""
@@ -235,11 +243,13 @@ class Registry:
         }
 
     def health(self) -> dict[str, ServiceHealth]:
-        """Every registered service of the project by name, as the local agent sees it now.
+        """Every registered instance of the project's services by instance name (a
+        service's first instance is named as the service, the others SERVICE.N; see
+        shopctl.units.instance_name), as the local agent sees it now.
 
         The agent's own view is used (not the catalog's) because it changes the moment a
-        check runs, while the catalog lags by an anti-entropy sync. Instances sharing a
-        name are merged; the worst check decides.
+        check runs, while the catalog lags by an anti-entropy sync. Entries sharing an
+        instance name are merged; the worst check decides.
         """
         with self._calling("report service health"):
             services = self._own_services()
@@ -257,12 +267,15 @@ class Registry:
                     )
                 )
         result: dict[str, ServiceHealth] = {}
+        prefix = f"{self.project}-"
         for sid, entry in sorted(services.items()):
-            name = entry.get("Service") or sid
+            meta = entry.get("Meta") or {}
+            name = meta.get("instance") or (sid[len(prefix):] if sid.startswith(prefix)
+                                             else entry.get("Service") or sid)
             previous = result.get(name)
             merged = (*(previous.checks if previous else ()), *by_service[sid])
             result[name] = ServiceHealth(
-                service=name,
+                service=entry.get("Service") or name,
                 status=worst([c.status for c in merged]),
                 checks=merged,
                 service_ids=(*(previous.service_ids if previous else ()), sid),

@@ -18,7 +18,14 @@ from shopctl.plan import Plan
 from shopctl.runtime.base import Runtime
 from shopctl.state import ProjectState
 from shopctl.status import ServiceRow, status_rows
-from shopctl.units import InfraEndpoints, LogLine, Progress, no_progress
+from shopctl.units import (
+    InfraEndpoints,
+    LogLine,
+    Progress,
+    expand_instances,
+    no_progress,
+    split_instance,
+)
 
 if TYPE_CHECKING:
     from shopctl.saga.worker import WorkerChange, WorkerStatus
@@ -122,9 +129,12 @@ class Shop:
         services: list[str] | None = None,
         progress: Progress = no_progress,
         cancel: threading.Event | None = None,
+        dependencies: bool = True,
     ) -> UpResult:
         """Raises Cancelled once `cancel` is set (see orchestrate.apply_up): what was
-        started by then runs on (`running()` names it; `down` removes it)."""
+        started by then runs on (`running()` names it; `down` removes it). Without
+        `dependencies`, exactly `services` are planned (`scale`: the others are left as
+        they are, whatever their state)."""
         from shopctl import consul_acl
         from shopctl.orchestrate import InfraStartup, apply_up, plan_up, push_settings
         from shopctl.runtime.select import remember
@@ -134,7 +144,7 @@ class Shop:
                 raise Cancelled("up cancelled")
 
         start = time.monotonic()
-        targets = self._targets(services)
+        targets = self._targets(services) if dependencies or not services else services
         self._check_ports(targets)  # before anything starts, so a conflict leaves nothing
         check()
         remember(self.state.dir, self.runtime.name)
@@ -153,8 +163,20 @@ class Shop:
                  infra=infra, before_start=settings, cancel=cancel)
         check()
         worker = self._ensure_worker(progress)
-        rows = [row for row in self.status() if row.name in targets]
+        rows = [row for row in self.status() if row.service in targets]
         return UpResult(self.runtime.name, plan, time.monotonic() - start, rows, worker)
+
+    def scale(
+        self, wanted: dict[str, int], progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
+    ) -> tuple[list, UpResult]:
+        """Each service of `wanted` at its number of instances: set in shop.yaml (see
+        shopctl.scale), then applied to those services alone."""
+        from shopctl import scale
+
+        changes = scale.changes(self.config, wanted)
+        self.config = scale.write_replicas(self.config, wanted)
+        return changes, self.up(list(wanted), progress, cancel, dependencies=False)
 
     def _ensure_worker(self, progress: Progress) -> WorkerChange:
         """Once the services pass: the saga worker as shop.yaml wants it."""
@@ -223,15 +245,16 @@ class Shop:
 
         names = services or list(self.config.services)
         for name in names:
-            self.config.service(name)
+            self.config.service(split_instance(name)[0])
         observed = self.runtime.observe(self.config)
+        names = expand_instances(self.config, names, observed)
 
         def one(name: str) -> ProbeRow:
             state = observed.get(name)
             if state is None or state.state != "running":
                 current = state.state if state else "missing"
                 return ProbeRow(name, "critical", None, f"not running ({current})")
-            result = probe(state, self.config.services[name])
+            result = probe(state, self.config.services[state.service])
             return ProbeRow(name, result.status, result.latency_ms, result.output)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -239,6 +262,6 @@ class Shop:
 
     def logs(self, services: list[str] | None, follow: bool, tail: int | None) -> Iterator[LogLine]:
         names = services or list(self.config.services)
-        for name in names:
-            self.config.service(name)
+        for name in names:  # a service, or one of its instances (SERVICE.N)
+            self.config.service(split_instance(name)[0])
         return self.runtime.logs(self.config, names, follow, tail)

@@ -323,7 +323,10 @@ class ProjectState:
         """The local runtime's SHOP_SECRETS_DIR of a service: one 0600 file a secret in
         a 0700 folder, and nothing else (a secret no longer given is removed)."""
         folder = self.ensure(self.service_secrets_dir(service))
-        for stale in set(p.name for p in folder.iterdir()) - set(values):
+        # The instances of a service start at once and write the same files: another
+        # writer's temporary file (.NAME.*.tmp) is not stale.
+        present = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+        for stale in present - set(values):
             _unlink(folder / stale)
         for name, value in values.items():
             write_atomic(folder / name, value + "\n", mode=_SECRET_MODE)

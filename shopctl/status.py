@@ -14,24 +14,30 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from shopctl.config import ShopConfig
-from shopctl.units import ServiceState
+from shopctl.units import ServiceState, instance_names, split_instance
 
 CONSUL_UNREACHABLE = "Consul not reachable"
 
 
 @dataclass(frozen=True)
 class ServiceRow:
-    name: str
+    name: str  # the instance: SERVICE, or SERVICE.N for a further replica
     kind: str
     state: str  # running | starting | restarting | exited | missing
     health: str  # passing | warning | critical | unknown (Consul unreachable)
     check_output: str
-    address: str | None
-    port: int | None
+    address: str | None  # where Consul's check reaches it
+    port: int | None  # its port at that address
     uptime_s: float | None
     restarts: int
     image: str | None
     request_rate: float | None = None  # req/s, filled in by shopctl.metrics when it has any
+    service: str = ""  # the service the instance belongs to ("" = named as `name`)
+    host_port: int | None = None  # where the host reaches it (127.0.0.1), if published
+
+    def __post_init__(self) -> None:
+        if not self.service:
+            object.__setattr__(self, "service", split_instance(self.name)[0])
 
     @property
     def healthy(self) -> bool:
@@ -47,10 +53,12 @@ def status_rows(
     health: Mapping[str, object] | None,
     now: float | None = None,
 ) -> list[ServiceRow]:
-    """One row per service of the config; `health` None means Consul was not reachable."""
+    """One row per instance of each service of the config: those its replicas ask for,
+    and any other that exists (left by a larger scale); `health` None means Consul was
+    not reachable."""
     now = time.time() if now is None else now
     rows = []
-    for name, svc in config.services.items():
+    for name, svc in _instances(config, observed):
         state = observed.get(name)
         entry = None if health is None else health.get(name)
         if health is None:
@@ -69,12 +77,22 @@ def status_rows(
             health=status if state is not None else ("critical" if status != "unknown" else status),
             check_output=output,
             address=(state.address if state else None),
-            port=(state.host_port or state.port) if state else None,
+            port=(state.port or state.host_port) if state else None,
+            host_port=state.host_port if state else None,
             uptime_s=(now - state.started_at) if running and state.started_at else None,
             restarts=state.restarts if state else 0,
             image=state.image if state else None,
+            service=svc.name,
         ))
     return rows
+
+
+def _instances(config: ShopConfig, observed: Mapping[str, ServiceState]):
+    for service, svc in config.services.items():
+        names = set(instance_names(service, svc.replicas))
+        names |= {name for name in observed if split_instance(name)[0] == service}
+        for name in sorted(names, key=split_instance):
+            yield name, svc
 
 
 @dataclass(frozen=True)
@@ -82,7 +100,7 @@ class StatusSummary:
     """What a set of status rows adds up to."""
 
     project: str
-    services: int  # in the config
+    services: int  # instances the config asks for, and others that exist
     running: int  # state "running"
     present: int  # any state but "missing" (running, starting, restarting, exited)
     consul: str | None  # "reachable" | "unreachable"; None with no services to tell by

@@ -6,9 +6,12 @@ Nothing here does anything; `shopctl.runtime.base` holds the Runtime contract it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from shopctl.config import ShopConfig
 
 State = Literal["running", "starting", "restarting", "exited", "missing"]
 
@@ -18,6 +21,30 @@ LABEL_PROJECT = "io.shopctl.project"
 LABEL_SERVICE = "io.shopctl.service"
 LABEL_HASH = "io.shopctl.config-hash"
 LABEL_ROLE = "io.shopctl.role"  # "service" | "infra"
+
+LABEL_INSTANCE = "io.shopctl.instance"  # 1..replicas: which of a service's instances
+
+# A service's instances are named SERVICE (the first) and SERVICE.2 ... SERVICE.N: a
+# service name cannot hold a ".", so an instance name never meets another service's, and
+# the first instance keeps the names (container, unit, Consul ID) a single one always had.
+INSTANCE_SEP = "."
+
+
+def instance_name(service: str, index: int = 1) -> str:
+    return service if index == 1 else f"{service}{INSTANCE_SEP}{index}"
+
+
+def instance_names(service: str, replicas: int) -> list[str]:
+    return [instance_name(service, index) for index in range(1, replicas + 1)]
+
+
+def split_instance(name: str) -> tuple[str, int]:
+    """'payments.2' -> ('payments', 2); 'payments' -> ('payments', 1)."""
+    service, sep, index = name.rpartition(INSTANCE_SEP)
+    if sep and index.isdigit() and int(index) >= 2:
+        return service, int(index)
+    return name, 1
+
 
 Progress = Callable[[str, str], None]
 """progress(subject, message): a line of news for a live view ("shipping", "building image")."""
@@ -48,6 +75,20 @@ class LaunchSpec:
     # name -> value of the files the runtime puts in the service's SHOP_SECRETS_DIR,
     # readable by the service alone (never in its environment: `docker inspect` shows it)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    index: int = 1  # which of the service's instances (see instance_name)
+
+    @property
+    def instance(self) -> str:
+        return instance_name(self.service, self.index)
+
+    @property
+    def fixed_ports(self) -> bool:
+        """The first instance takes the ports shop.yaml declares on the host; the others
+        take free ones (ephemeral), which they register in Consul."""
+        return self.index == 1
+
+    def for_instance(self, index: int) -> LaunchSpec:
+        return replace(self, index=index)
 
 
 @dataclass(frozen=True)
@@ -72,6 +113,11 @@ class ServiceState:
     # to be restarted after (restarts can lag: the restart comes after a backoff).
     crashes: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
+    index: int = 1  # which of the service's instances (see instance_name)
+
+    @property
+    def instance(self) -> str:
+        return instance_name(self.service, self.index)
 
 
 @dataclass(frozen=True)
@@ -79,3 +125,20 @@ class LogLine:
     service: str
     text: str
     timestamp: float | None = None
+
+
+def expand_instances(
+    config: ShopConfig, names: Iterable[str], existing: Iterable[str]
+) -> list[str]:
+    """Names as a user gives them (a service, one instance of it, an infra part) as
+    instance names: a service stands for each of its instances in `existing`, or for its
+    first when none exists."""
+    existing = sorted(existing, key=lambda n: split_instance(n))
+    out: list[str] = []
+    for name in names:
+        if name in config.services:
+            found = [n for n in existing if split_instance(n)[0] == name]
+            out.extend(found or [name])
+        else:
+            out.append(name)
+    return list(dict.fromkeys(out))

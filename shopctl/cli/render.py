@@ -52,10 +52,20 @@ STATUS_COLUMNS = ("service", "kind", "state", "health", "address", "uptime", "re
 DROPPED_FIRST = ("image", "uptime", "restarts", "req/s", "kind")
 
 
+def _count(rows) -> str:
+    """"5 services", or "5 services, 7 instances" once some run several times."""
+    services = len({getattr(row, "service", row.name) for row in rows})
+    return f"{services} services" + (f", {len(rows)} instances" if len(rows) > services else "")
+
+
 def _address(row) -> str:
+    """address:port as Consul has it, and the host's port when that differs (a
+    container's published port)."""
+    host = getattr(row, "host_port", None)
+    published = f" (host :{host})" if host and host != row.port else ""
     if row.address:
-        return f"{row.address}:{row.port}"
-    return f":{row.port}" if row.port else "-"
+        return f"{row.address}:{row.port}{published}"
+    return f":{row.port}{published}" if row.port else "-"
 
 
 def _short_image(image: str) -> str:
@@ -95,7 +105,7 @@ def _table(rows, runtime: str, columns, image: str, box=True):
     from rich import box as boxes
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} services ({runtime})", title_justify="left",
+    table = Table(title=f"{_count(rows)} ({runtime})", title_justify="left",
                   **({} if box else {"box": boxes.SIMPLE_HEAD, "show_edge": False}))
     for column in columns:
         table.add_column(column, no_wrap=True, justify="right" if column == "req/s" else "left")
@@ -130,7 +140,7 @@ def status_table(rows, runtime: str, width: int | None = None):
     from rich.console import Group
     from rich.text import Text
 
-    lines = [Text(f"{len(rows)} services ({runtime})", style="italic")]
+    lines = [Text(f"{_count(rows)} ({runtime})", style="italic")]
     for row in rows:
         cells = _status_cells(row, image)
         line = Text.from_markup(f"{row.name}: {cells['state']} {cells['health']} "

@@ -235,6 +235,48 @@ def logs(
     )
 
 
+def scale(
+    ctx: typer.Context,
+    assignments: Annotated[
+        list[str],
+        typer.Argument(help="SERVICE=N pairs: how many instances each service runs.",
+                       metavar="SERVICE=N"),
+    ],
+    runtime: RuntimeOption = "auto",
+    json: JsonOption = False,
+) -> None:
+    """Run N instances of a service: `replicas: N` is written into shop.yaml (comments
+    kept), then only that service's instances are started or removed; the others are
+    left alone. The first instance keeps the service's declared host port; the others
+    listen on free ports, registered in Consul and shown by `status`."""
+    from shopctl import console
+    from shopctl.cli import render
+    from shopctl.cli.interrupt import Interrupts
+    from shopctl.cli.live import LiveView
+    from shopctl.scale import parse_assignments
+
+    shop = _shop(ctx, runtime)
+    wanted = parse_assignments(shop.config, assignments)
+    with Interrupts(lambda: _say_interrupted(shop)) as interrupts:
+        try:
+            with LiveView(f"scale ({shop.runtime.name})", console.err(),
+                          verbose=app_context(ctx).verbose) as view:
+                interrupts.view = view
+                changes, result = shop.scale(wanted, progress=view, cancel=interrupts.cancel)
+        except Exception:
+            if not interrupts.cancel.is_set():
+                raise
+        if interrupts.cancel.is_set():
+            interrupts.finish()
+    if json:
+        console.print_json({"scaled": [c.to_dict() for c in changes], **result.to_dict()})
+        return
+    render.up_summary(result, shop.config.project)
+    for change in changes:
+        console.out().print(f"[green]scaled[/] {change.service}: {change.before} -> "
+                            f"{change.after} (replicas in {shop.config.source.name})")
+
+
 def register(app: typer.Typer) -> None:
-    for command in (up, down, status, health, logs):
+    for command in (up, down, status, health, logs, scale):
         app.command()(command)

@@ -55,6 +55,7 @@ from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
 from shopctl.units import (
     LABEL_HASH,
+    LABEL_INSTANCE,
     LABEL_PROJECT,
     LABEL_ROLE,
     LABEL_SERVICE,
@@ -64,6 +65,7 @@ from shopctl.units import (
     Progress,
     ServiceState,
     State,
+    expand_instances,
     no_progress,
 )
 
@@ -220,18 +222,21 @@ class DockerRuntime:
     def start_service(
         self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
     ) -> ServiceState:
-        service = spec.service
+        service, instance = spec.service, spec.instance
         svc = config.service(service)
         project = config.project
-        name = container_name(project, service)
+        name = container_name(project, instance)
         tag = self._image_for(config, service, progress)
         self._ensure_network(project)
-        self.stop_service(config, service)  # replacing: the old one must free its ports
-        for port in _host_ports(svc):
-            self._check_port(port, f"starting {service}")
+        self.stop_service(config, instance)  # replacing: the old one must free its ports
+        ports = _host_ports(svc)
+        if spec.fixed_ports:
+            for port in ports:
+                self._check_port(port, f"starting {instance}")
         labels = {
             LABEL_PROJECT: project,
             LABEL_SERVICE: service,
+            LABEL_INSTANCE: str(spec.index),
             LABEL_ROLE: "service",
             LABEL_HASH: spec.config_hash,
             LABEL_PORT: str(svc.port),
@@ -240,27 +245,31 @@ class DockerRuntime:
         # that exists may need handing over, and looking costs the engine ~0.2-0.3 s.
         inherited = self._volume_exists(volume_name(project, service))
         volume = self._ensure_volume(project, service)
-        progress(service, f"starting container {name}")
+        progress(instance, f"starting container {name}")
         api = self.client.api
-        with docker_errors(f"starting {service}"):
+        with docker_errors(f"starting {instance}"):
             host_config = api.create_host_config(
-                port_bindings={port: (_LOOPBACK, port) for port in _host_ports(svc)},
+                # Further instances publish on free host ports the engine picks.
+                port_bindings={port: (_LOOPBACK, port) if spec.fixed_ports else (_LOOPBACK,)
+                               for port in ports},
                 binds={volume: {"bind": "/data", "mode": "rw"}},
                 restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
                 network_mode=network_name(project),
                 security_opt=["no-new-privileges"],  # no way back to root (setuid binaries)
             )
+            # Every instance answers to the service's name on the network (and to its own).
+            aliases = list(dict.fromkeys([service, instance]))
             networking = api.create_networking_config(
-                {network_name(project): api.create_endpoint_config(aliases=[service])}
+                {network_name(project): api.create_endpoint_config(aliases=aliases)}
             )
             created = api.create_container(
                 tag,
                 name=name,
-                hostname=service,
+                hostname=instance,
                 user=f"{SERVICE_UID}:{SERVICE_GID}",  # as the image says; never root
                 environment=_service_env(config, svc, spec),
                 labels=labels,
-                ports=[(port, "tcp") for port in _host_ports(svc)],
+                ports=[(port, "tcp") for port in ports],
                 host_config=host_config,
                 networking_config=networking,
             )
@@ -282,9 +291,9 @@ class DockerRuntime:
         """Copy the changed files into the container (root's, as the image has them),
         delete the deleted ones, restart the container. Its image now lacks that code,
         and its label keeps the old hash: the next `up` rebuilds and replaces it."""
-        found = self._container(container_name(config.project, spec.service))
+        found = self._container(container_name(config.project, spec.instance))
         if found is None:
-            raise OperationFailed(f"{spec.service} has no container to reload",
+            raise OperationFailed(f"{spec.instance} has no container to reload",
                                   hint=f"`shopctl up {spec.service}` starts it")
         tar = ContextTar()
         gone = []
@@ -294,7 +303,7 @@ class DockerRuntime:
                 gone.append(target)
             elif path.is_file():
                 tar.add_file(target.lstrip("/"), path)
-        with docker_errors(f"reloading {spec.service}"):
+        with docker_errors(f"reloading {spec.instance}"):
             running = found.status == "running"
             if not running:  # crashing after a bad save: halt its restart loop first
                 found.stop(timeout=STOP_TIMEOUT)
@@ -313,6 +322,7 @@ class DockerRuntime:
         return self._state(found.attrs, config)
 
     def stop_service(self, config: ShopConfig, service: str) -> None:
+        """`service`: an instance name (a service's first instance is named as it)."""
         found = self._container(container_name(config.project, service))
         if found is not None:
             self._remove(found)
@@ -333,7 +343,7 @@ class DockerRuntime:
         states = {}
         for container in found:
             state = self._state(container.attrs, config)
-            states[state.service] = state
+            states[state.instance] = state
         return states
 
     def instance(self, config: ShopConfig, service: str) -> ServiceState | None:
@@ -381,7 +391,8 @@ class DockerRuntime:
     ) -> Iterator[LogLine]:
         """Interleaved log lines; `services` may name infra too ("consul", "rabbitmq"); an
         empty list means every service of the project."""
-        names = services or sorted(self.observe(config))
+        observed = self.observe(config)
+        names = expand_instances(config, services, observed) if services else sorted(observed)
         targets = {name: container_name(config.project, name) for name in names}
         return interleave(self.client, targets, follow=follow, tail=tail)
 
@@ -606,6 +617,10 @@ class DockerRuntime:
             network_name(config.project)
         )
         extra = {"container": attrs["Name"].lstrip("/"), "docker_status": status}
+        try:
+            index = max(1, int(labels.get(LABEL_INSTANCE, "1")))
+        except ValueError:
+            index = 1
         restarts = int(attrs.get("RestartCount", 0))
         if svc and svc.metrics_port:
             extra["metrics_port"] = str(svc.metrics_port)
@@ -616,6 +631,7 @@ class DockerRuntime:
             address=(network or {}).get("IPAddress") or None,
             port=port,
             host_port=_published(attrs, port),
+            index=index,
             started_at=parse_time(raw.get("StartedAt", "")),
             restarts=restarts,
             image=attrs["Config"].get("Image"),
@@ -642,12 +658,15 @@ def _host_ports(svc: ServiceConfig) -> list[int]:
 
 
 def _published(attrs: dict[str, Any], port: int | None) -> int | None:
+    """The host port `port` is published on: as running (a free port the engine chose
+    shows only there), else as configured."""
     if port is None:
         return None
-    bindings = (attrs.get("HostConfig", {}).get("PortBindings") or {}).get(f"{port}/tcp")
-    for binding in bindings or []:
-        if binding.get("HostPort"):
-            return int(binding["HostPort"])
+    for where in (attrs.get("NetworkSettings", {}).get("Ports"),
+                  attrs.get("HostConfig", {}).get("PortBindings")):
+        for binding in (where or {}).get(f"{port}/tcp") or []:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
     return None
 
 
@@ -657,6 +676,7 @@ def _service_env(config: ShopConfig, svc: ServiceConfig, spec: LaunchSpec) -> di
     env = {key: str(value) for key, value in spec.env.items()}
     env.setdefault("SHOP_PROJECT", config.project)
     env.setdefault("SHOP_SERVICE", svc.name)
+    env["SHOP_INSTANCE"] = spec.instance
     env.setdefault("SHOP_PORT", str(svc.port))
     if svc.metrics_port:
         env.setdefault("SHOP_METRICS_PORT", str(svc.metrics_port))

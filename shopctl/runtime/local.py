@@ -45,7 +45,9 @@ from shopctl.units import (
     LogLine,
     Progress,
     ServiceState,
+    expand_instances,
     no_progress,
+    split_instance,
 )
 
 if TYPE_CHECKING:
@@ -330,24 +332,35 @@ class LocalRuntime:
     ) -> ServiceState:
         ps = ProjectState(config.root)
         svc = config.services[spec.service]
-        self._stop_units(ps, [spec.service])  # replacing: the old instance goes first
-        require_free_port(svc.port, f"services.{svc.name}.port", None)
-        if svc.metrics_port:
-            require_free_port(svc.metrics_port, f"services.{svc.name}.metrics_port", None)
+        instance = spec.instance
+        self._stop_units(ps, [instance])  # replacing: the old instance goes first
+        port, metrics_port = svc.port, svc.metrics_port
+        if spec.fixed_ports:
+            require_free_port(svc.port, f"services.{svc.name}.port", None)
+            if svc.metrics_port:
+                require_free_port(svc.metrics_port, f"services.{svc.name}.metrics_port", None)
+        else:  # a further instance: free ports, which Consul's registration records
+            port = free_port()
+            metrics_port = free_port() if svc.metrics_port else None
+        ports = {"SHOP_PORT": str(port), "SHOP_INSTANCE": instance}
+        if metrics_port:
+            ports["SHOP_METRICS_PORT"] = str(metrics_port)
+        # The instances of a service share its data folder, as its containers share a volume.
         data = ps.ensure(ps.data_dir(spec.service))
         kit = kit_for(config.root)  # imported from its folder: edits need no reinstall
         path = os.pathsep.join(p for p in (str(kit.root), os.environ.get("PYTHONPATH")) if p)
         secrets = ps.write_service_secrets(spec.service, dict(spec.secrets))
         env = child_env(os.environ, spec.env, {"SHOP_HOST": HOST, "SHOP_DATA_DIR": str(data),
                                                "SHOP_SECRETS_DIR": str(secrets),
-                                               "PYTHONPATH": path})
+                                               "PYTHONPATH": path, **ports})
         python = self._service_python(config, progress)
         unit = Unit(
-            spec.service, "service", [python, "main.py"], config.root / svc.path, env,
-            spec.config_hash, {"port": svc.port, "metrics_port": svc.metrics_port},
+            instance, "service", [python, "main.py"], config.root / svc.path, env,
+            spec.config_hash, {"port": port, "metrics_port": metrics_port,
+                               "service": spec.service, "index": spec.index},
         )
         record = self._launch(config, ps, unit)
-        progress(spec.service, f"running as pid {record.get('child_pid')}")
+        progress(instance, f"running as pid {record.get('child_pid')}")
         return service_state(record, alive=True)
 
     def reload_service(
@@ -386,7 +399,8 @@ class LocalRuntime:
         """Lines of the services' log files, interleaved by timestamp; `tail` applies to
         each service (as docker compose does), then follow polls for new lines."""
         ps = ProjectState(config.root)
-        readers = [LogReader(name, ps.log_file(name)) for name in services or list(config.services)]
+        names = expand_instances(config, services or list(config.services), self.observe(config))
+        readers = [LogReader(name, ps.log_file(name)) for name in names]
         history: list[LogLine] = []
         for reader in readers:
             history.extend(reader.read_new(tail))
@@ -645,8 +659,12 @@ def service_state(record: Mapping[str, Any], alive: bool) -> ServiceState:
     state = record.get("state") if alive else "exited"
     child = record.get("child_pid") if alive else None
     restarts = int(record.get("restarts") or 0)
+    extra = {"supervisor_pid": str(record.get("supervisor_pid")), "log": str(record.get("log"))}
+    if meta.get("metrics_port"):
+        extra["metrics_port"] = str(meta["metrics_port"])
     return ServiceState(
-        service=record["unit"],
+        service=meta.get("service") or split_instance(record["unit"])[0],
+        index=int(meta.get("index") or split_instance(record["unit"])[1]),
         state=state if state in ("starting", "running", "restarting") else "exited",
         instance_id=str(child) if child else None,
         address=HOST,
@@ -659,7 +677,7 @@ def service_state(record: Mapping[str, Any], alive: bool) -> ServiceState:
         # The supervisor counts a restart when it starts the child again, after the
         # backoff; while it waits ("restarting") the crash is not counted yet.
         crashes=restarts + (1 if state == "restarting" else 0),
-        extra={"supervisor_pid": str(record.get("supervisor_pid")), "log": str(record.get("log"))},
+        extra=extra,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shopctl.plan import Action, make_plan
-from shopctl.units import ServiceState
+from shopctl.units import ServiceState, split_instance
 
 LEVELS = [["users", "inventory"], ["catalog"], ["orders"]]
 
@@ -42,11 +42,30 @@ def test_second_up_with_nothing_changed_is_all_noop():
     plan = make_plan(LEVELS, hashes, observed)
     assert plan.changes == []
     assert plan.to_dict() == [
-        {"service": "users", "action": "noop", "reason": "up to date"},
-        {"service": "inventory", "action": "noop", "reason": "up to date"},
+        {"service": "users", "instance": "users", "action": "noop", "reason": "up to date"},
+        {"service": "inventory", "instance": "inventory", "action": "noop",
+             "reason": "up to date"},
     ]
 
 
 def test_services_not_asked_for_are_left_out_and_empty_levels_dropped():
     plan = make_plan(LEVELS, {"orders": "d"}, {})
     assert [[s.service for s in level] for level in plan.levels] == [["orders"]]
+
+
+def test_replicas_plan_an_instance_each_and_remove_those_beyond():
+    levels = [["users"], ["payments"]]
+    running = {name: ServiceState(split_instance(name)[0], "running", config_hash="h",
+                                  index=split_instance(name)[1])
+               for name in ["users", "payments", "payments.2", "payments.3", "payments.4"]}
+    # payments scaled from 4 to 2, its second instance replaced by new code; users as it was
+    plan = make_plan(levels, {"users": "h", "payments": "h", "payments.2": "new"}, running)
+    assert [(s.instance, s.action.value) for s in plan.steps] == [
+        ("users", "noop"), ("payments", "noop"), ("payments.2", "recreate"),
+        ("payments.3", "remove"), ("payments.4", "remove")]
+    assert {s.service for s in plan.steps[1:]} == {"payments"}
+    assert plan.built == ["payments"]  # built once, whatever the number of instances
+    # scaled up: new instances are created; a service not planned keeps its extras
+    plan = make_plan(levels, {"users": "h", "users.2": "h"}, running)
+    assert [(s.instance, s.action.value) for s in plan.steps] == [
+        ("users", "noop"), ("users.2", "create")]

@@ -68,8 +68,20 @@ def test_registration_carries_id_tags_and_meta():
         "config_hash": "f00d",
         "metrics_port": "9101",
         "metrics_path": "/metrics",
+        "instance": "users",
     }
     assert all(isinstance(v, str) for v in reg["meta"].values()), "Consul meta is string->string"
+
+
+def test_each_replica_registers_under_its_own_id_at_its_own_port():
+    svc = service(metrics_port=9101)
+    third = running(port=8001, address="127.0.0.1", index=3, extra={"metrics_port": "40123"})
+    reg = registration("shop", svc, third, "local")
+    assert reg["name"] == "users"  # callers ask Consul for the service's name
+    assert reg["service_id"] == "shop-users.3" != registration("shop", svc, running(),
+                                                                "local")["service_id"]
+    assert reg["meta"]["instance"] == "users.3"
+    assert reg["meta"]["metrics_port"] == "40123"  # Prometheus scrapes each replica
 
 
 def test_registration_defaults_metrics_port_to_the_service_port():
