@@ -34,6 +34,7 @@ class ServiceRow:
     request_rate: float | None = None  # req/s, filled in by shopctl.metrics when it has any
     service: str = ""  # the service the instance belongs to ("" = named as `name`)
     host_port: int | None = None  # where the host reaches it (127.0.0.1), if published
+    instance_id: str | None = None  # container id or pid
 
     def __post_init__(self) -> None:
         if not self.service:
@@ -79,6 +80,7 @@ def status_rows(
             address=(state.address if state else None),
             port=(state.port or state.host_port) if state else None,
             host_port=state.host_port if state else None,
+            instance_id=state.instance_id if state else None,
             uptime_s=(now - state.started_at) if running and state.started_at else None,
             restarts=state.restarts if state else 0,
             image=state.image if state else None,
