@@ -427,5 +427,13 @@ def with_request_rates(config: ShopConfig, rows: list) -> tuple[str | None, list
     where the rates came from ("prometheus", "since_start" or None)."""
     from dataclasses import replace
 
-    source, rates = request_rates(config, [row.name for row in rows if row.state == "running"])
-    return source, [replace(row, request_rate=rates.get(row.name)) for row in rows]
+    # Rates are per service: a service that runs several instances has none per row
+    # (`shopctl metrics` shows its total).
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.service] = counts.get(row.service, 0) + 1
+    single = [row.name for row in rows
+              if row.state == "running" and counts[row.service] == 1 and row.name == row.service]
+    source, rates = request_rates(config, single)
+    return source, [replace(row, request_rate=rates.get(row.name) if row.name in single
+                            else None) for row in rows]
