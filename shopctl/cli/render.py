@@ -273,7 +273,9 @@ def log_lines(lines: Iterable, services: list[str], as_json: bool) -> None:
                                              "text": line.text}) + "\n")
                 sys.stdout.flush()
             else:
-                colour = colours.get(line.service, "white")
+                # a service's instances (SERVICE.N) share its colour
+                colour = colours.get(line.service) or colours.get(
+                    line.service.rpartition(".")[0], "white")
                 out.print(f"[{colour}]{line.service:<{width}} |[/] {escape(line.text)}",
                           soft_wrap=True)
     except KeyboardInterrupt:

@@ -66,6 +66,7 @@ from shopctl.units import (
     ServiceState,
     State,
     expand_instances,
+    instance_name,
     no_progress,
 )
 
@@ -331,7 +332,7 @@ class DockerRuntime:
         """The infra parts, then the services, of the project whose containers run now."""
         with docker_errors("listing containers"):
             found = self.client.containers.list(filters={"label": _project_label(config)})
-        names = [(c.labels.get(LABEL_ROLE) != "infra", c.labels.get(LABEL_SERVICE, c.name))
+        names = [(c.labels.get(LABEL_ROLE) != "infra", _unit_name(c.labels, c.name))
                  for c in found]
         return [name for _, name in sorted(names)]
 
@@ -405,7 +406,7 @@ class DockerRuntime:
             # Services before infra, so nothing logs "consul unreachable" while stopping.
             containers.sort(key=lambda c: c.labels.get(LABEL_ROLE) == "infra")
             for container in containers:
-                progress(container.labels.get(LABEL_SERVICE, container.name), "removing")
+                progress(_unit_name(container.labels, container.name), "removing")
                 self._remove(container)
             for network in client.networks.list(filters={"label": label}):
                 progress(network.name, "removing network")
@@ -643,6 +644,17 @@ class DockerRuntime:
             crashes=restarts,
             extra=extra,
         )
+
+
+def _unit_name(labels: dict[str, str], fallback: str) -> str:
+    """An infra part's name, or a service instance's (SERVICE, SERVICE.N)."""
+    service = labels.get(LABEL_SERVICE)
+    if service is None:
+        return fallback
+    try:
+        return instance_name(service, int(labels.get(LABEL_INSTANCE, "1")))
+    except ValueError:
+        return service
 
 
 def _project_label(config: ShopConfig) -> str:
