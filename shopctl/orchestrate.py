@@ -248,9 +248,8 @@ def apply_up(
     instances: dict[str, list[str]] = {}
     for name, step in steps.items():
         instances.setdefault(step.service, []).append(name)
-    # A no-op step's instance runs as it is: a node with nothing to start.
-    kept = {name: observed[name] for name, step in steps.items()
-            if step.action is Action.NOOP and observed.get(name) is not None}
+    # A no-op step's instance (observed running) is a node with nothing to start.
+    kept = {name: observed[name] for name, step in steps.items() if step.action is Action.NOOP}
     nodes = [Node(name,
                   needs=tuple(other for dep in config.services[step.service].depends_on
                               for other in instances.get(dep, ())),
