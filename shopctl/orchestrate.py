@@ -11,8 +11,9 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 
 from shopctl.config import ShopConfig
 from shopctl.consul_acl import service_token
@@ -21,6 +22,7 @@ from shopctl.launch import launch_spec
 from shopctl.plan import Action, Plan, make_plan
 from shopctl.ports import PortNeed, is_port_free, port_holder
 from shopctl.runtime.base import Runtime
+from shopctl.scheduler import Node, Scheduler
 from shopctl.units import (
     InfraEndpoints,
     LaunchSpec,
@@ -214,31 +216,18 @@ def apply_up(
     sleep: Callable[[float], None] = time.sleep,
     cancel: threading.Event | None = None,
 ) -> dict[str, object]:
-    """Start each planned service as soon as what it needs is there, register it, and
-    wait until every planned service's Consul checks pass (and all infra answers).
+    """Start each planned instance as soon as what it needs is there, register it, and
+    wait until every planned instance's Consul checks pass (and all infra answers).
 
-    A service starts once every service it depends_on is healthy; services independent
-    of each other start in parallel, whatever their level. RabbitMQ may still be
-    booting: a Nameko service waits for its broker itself (shopkit.amqp), and cannot
-    pass its check before it connects. "Healthy" for this gate means the service's check
-    passes, in Consul or when shopctl performs the same check itself (`registry.probe`),
-    whichever comes first: Consul runs a new check after a random pause of up to one
-    interval. The result is still Consul's: this returns only when every planned
-    service passes there. `before_start` runs once Consul answers, before any service
-    starts (Shop.up writes the KV settings the services read when they start).
-
-    Each instance is registered with its check at most FIRST_CHECK_INTERVAL apart until
-    Consul passes it, then again with its own interval. An instance kept as it was
-    (a no-op step) needs no start: it counts as started at once, and the loop looks at
-    Consul again without sleeping whenever it made progress (so a no-op `up` never
-    waits out a poll).
-
-    While it waits, the gate also watches each instance in the runtime (when the runtime
-    has `instance`): one that exits for good, or crashes a second time, fails `up` at
-    once (`start_failure_error`: its exit code, its last log lines, and what the other
-    services were left doing) instead of waiting out its start period. An instance is
-    registered in Consul once the runtime gives it an address (a container that crashed
-    before its first look has none), and again when that address changes.
+    The order, the parallelism and the deadlines are shopctl.scheduler's; an instance is
+    one node there, and waits for every instance of the services its service
+    depends_on. Instances independent of each other start in parallel, whatever their
+    level. RabbitMQ may still be booting: a Nameko service waits for its broker itself
+    (shopkit.amqp), and cannot pass its check before it connects. What "healthy" means,
+    and what else ends `up` early, is _UpGate's (see there): Consul's verdict, shopctl's
+    own probe to let dependents start sooner, and the runtime's crash watch.
+    `before_start` runs once Consul answers, before any instance starts (Shop.up writes
+    the KV settings the services read when they start).
 
     `cancel` (a threading.Event, set by the CLI on Ctrl+C or SIGTERM) is looked at
     between every two units of work: once set, nothing more is built, started or
@@ -255,141 +244,147 @@ def apply_up(
         before_start()
     remove_instances(config, runtime, registry,
                      [step.instance for step in plan.steps if not step.starts], progress)
-    # Each instance is one unit of work here, keyed by its name; an instance waits for
-    # every instance of the services its service depends on.
     steps = {step.instance: step for step in plan.steps if step.starts}
     instances: dict[str, list[str]] = {}
     for name, step in steps.items():
         instances.setdefault(step.service, []).append(name)
-    needs = {name: [d for dep in config.services[step.service].depends_on
-                    for d in instances.get(dep, ())]
-             for name, step in steps.items()}
-    awaited = {dep for deps in needs.values() for dep in deps}  # others wait for these
-    pending = dict(steps)  # not started yet
-    starting: dict[str, Future] = {}
-    started: dict[str, ServiceState] = {}
-    registered: dict[str, str] = {}  # service -> the address Consul has for it
-    first_checks: set[str] = set()  # registered with FIRST_CHECK_INTERVAL, not passing yet
-    probes: dict[str, Future] = {}
-    answered: set[str] = set()  # passed shopctl's own probe of their check
-    deadlines: dict[str, float] = {}
-    reported: dict[str, str] = {}
-    watch = getattr(runtime, "instance", None)
-    crash_watch = CrashWatch(clock)
-    kept: dict[str, ServiceState] = {}  # no-op steps: their instances, as observed
-    for name, step in steps.items():
-        current = observed.get(name)
-        if step.action is Action.NOOP and current is not None:
-            crash_watch.baseline[name] = current.crashes  # old crashes are not this up's
-            kept[name] = current
+    # A no-op step's instance (observed running) is a node with nothing to start.
+    kept = {name: observed[name] for name, step in steps.items() if step.action is Action.NOOP}
+    nodes = [Node(name,
+                  needs=tuple(other for dep in config.services[step.service].depends_on
+                              for other in instances.get(dep, ())),
+                  start=None if name in kept else partial(
+                      _start_instance, config, runtime, registry, step.action, specs[name],
+                      progress),
+                  grace=config.services[step.service].health.start_period + timeout_extra)
+             for name, step in steps.items()]
+    gate = _UpGate(config, runtime, registry, kept, progress, clock)
+    gate.scheduler = Scheduler(
+        nodes, look=gate.look, on_late=gate.late, on_started=gate.started,
+        ready_for_dependents=gate.probe, watch=gate.watch,
+        ready=infra.all_ready if infra is not None else lambda: True,  # raises its failure
+        progress=progress, poll=POLL_SECONDS, cancel=cancel, cancel_wait=CANCEL_WAIT,
+        clock=clock, sleep=sleep)
+    gate.scheduler.run()
+    return dict(gate.health)
 
-    def report(name: str, message: str) -> None:
-        if reported.get(name) != message:
-            reported[name] = message
-            progress(name, message)
 
-    def register(name: str, state: ServiceState, passes: bool = False) -> None:
+class _UpGate:
+    """`up`'s hooks into the scheduler: when an instance is healthy, and when it failed.
+
+    Healthy is Consul's verdict (`look`), which is also the result. Consul runs a new
+    check after a random pause of up to one interval, so for an instance others wait
+    for, shopctl performs the same check itself (`probe`) until Consul passes it.
+    Each instance is registered with its check at most FIRST_CHECK_INTERVAL apart until
+    Consul passes it, then again with its own interval; it is registered once the
+    runtime gives it an address (a container that crashed before its first look has
+    none), and again when that address changes. An instance kept as it runs is
+    registered again as it is.
+
+    When the runtime shows instances (`instance`), `watch` fails `up` as soon as one
+    exits for good or crashes a second time (start_failure_error: its exit code, its
+    last log lines, and what the others were left doing) instead of waiting out its
+    start period; one still not passing at its deadline fails it with unhealthy_error.
+    """
+
+    def __init__(self, config: ShopConfig, runtime: Runtime, registry,
+                 kept: Mapping[str, ServiceState], progress: Progress,
+                 clock: Callable[[], float]):
+        self.config, self.runtime, self.registry = config, runtime, registry
+        self.kept, self.progress = kept, progress
+        self.scheduler: Scheduler  # set by apply_up
+        self.health: Mapping[str, object] = {}  # Consul's, at the latest look
+        self.states: dict[str, ServiceState] = {}  # each started instance, as last seen
+        self.registered: dict[str, str] = {}  # instance -> the address Consul has for it
+        self.first_checks: set[str] = set()  # registered with FIRST_CHECK_INTERVAL
+        self.crashes = CrashWatch(clock)
+        for name, state in kept.items():
+            self.crashes.baseline[name] = state.crashes  # old crashes are not this up's
+
+    def look(self, names: list[str]) -> set[str]:
+        self.health = self.registry.health()
+        passing = set()
+        for name in names:
+            status = getattr(self.health.get(name), "status", "critical")
+            if status == "passing":
+                passing.add(name)
+                if name in self.first_checks:  # Consul passed it: its own interval now
+                    self._send(name, self.states[name], first=False)
+            else:
+                self.scheduler.report(name, self.crashes.down.get(name) or f"check {status}")
+        return passing
+
+    def started(self, name: str, state: ServiceState | None) -> None:
+        """`state` is None for an instance kept as it runs."""
+        passes = False
+        if state is None:
+            self.progress(name, "unchanged")
+            state = self.kept[name]
+            passes = getattr(self.health.get(name), "status", None) == "passing"
+        self.states[name] = state
+        self._register(name, state, passes)
+        if name not in self.registered:
+            self.scheduler.report(name, f"{state.state}, not registered yet (no address)")
+
+    def watch(self, names: list[str]) -> None:
+        instance = getattr(self.runtime, "instance", None)
+        if instance is None:
+            return  # this runtime does not show its instances
+        for name in names:
+            state = instance(self.config, name) or _gone(self.states[name])
+            self.states[name] = state
+            self.crashes.look(name, state)
+            if state.state == "running":
+                self._register(name, state)
+        failed = self.crashes.failed()
+        if failed:
+            raise start_failure_error(self.config, self.runtime, self.registry,
+                                      {name: self.states[name] for name in failed},
+                                      self.crashes, self._others(failed))
+
+    def probe(self, name: str) -> bool:
+        return _probe_passes(self.config, self.registry, self.states[name])
+
+    def late(self, names: list[str]) -> OperationFailed:
+        return unhealthy_error(self.config, self.runtime, self.health, names)
+
+    def _register(self, name: str, state: ServiceState, passes: bool = False) -> None:
         """In Consul, if the runtime gave it an address Consul does not have yet; with a
         short first interval unless Consul `passes` it already."""
-        if state.address and registered.get(name) != state.address:
-            send_registration(name, state, first=not passes)
-            registered[name] = state.address
-            report(name, "registered, waiting for checks")
+        if state.address and self.registered.get(name) != state.address:
+            self._send(name, state, first=not passes)
+            self.registered[name] = state.address
+            self.scheduler.report(name, "registered, waiting for checks")
 
-    def send_registration(name: str, state: ServiceState, first: bool) -> None:
-        svc = config.services[state.service]
+    def _send(self, name: str, state: ServiceState, first: bool) -> None:
+        svc = self.config.services[state.service]
         if first and svc.health.interval > FIRST_CHECK_INTERVAL:
             svc = svc.model_copy(update={"health": svc.health.model_copy(
                 update={"interval": FIRST_CHECK_INTERVAL})})
-            first_checks.add(name)
+            self.first_checks.add(name)
         else:
-            first_checks.discard(name)
-        registry.register(svc, state, runtime.name, token=service_token(config, svc.name))
+            self.first_checks.discard(name)
+        self.registry.register(svc, state, self.runtime.name,
+                               token=service_token(self.config, svc.name))
 
-    def take_started(name: str, state: ServiceState, passes: bool = False) -> None:
-        started[name] = state
-        register(name, state, passes)
-        report(name, "registered, waiting for checks" if name in registered
-               else f"{state.state}, not registered yet (no address)")
-
-    pool = ThreadPoolExecutor(max_workers=max(1, len(steps) + len(awaited)),
-                              thread_name_prefix="shopctl-up")
-    try:
-        while True:
-            if cancel is not None and cancel.is_set():
-                wait(starting.values(), timeout=CANCEL_WAIT)
-                raise Cancelled("up cancelled")
-            infra_ready = infra is None or infra.all_ready()  # raises an infra failure
-            progressed = False  # something changed that the next look may build on
-            passing: set[str] = set()
-            health: Mapping[str, object] = {}
-            if started or kept:
-                health = registry.health()
-            looked = set(started)  # what this look at Consul saw started
-            for name in started:
-                status = getattr(health.get(name), "status", "critical")
-                if status != "passing" and name in crash_watch.down:
-                    report(name, crash_watch.down[name])
-                else:
-                    report(name, "healthy" if status == "passing" else f"check {status}")
-                if status == "passing":
-                    passing.add(name)
-                    if name in first_checks:  # Consul passed it: its own interval now
-                        send_registration(name, started[name], first=False)
-            for name in list(pending):
-                blockers = [d for d in needs[name] if d not in passing and d not in answered]
-                if blockers:
-                    report(name, f"waiting for {', '.join(blockers)}")
-                    continue
-                step = pending.pop(name)
-                grace = config.services[step.service].health.start_period + timeout_extra
-                deadlines[name] = clock() + grace
-                if name in kept:  # nothing to start: it runs as it is
-                    passes = getattr(health.get(name), "status", None) == "passing"
-                    take_started(name, _apply_step(config, runtime, step.action, specs[name],
-                                                   kept[name], progress), passes)
-                    progressed = True
-                    continue
-                starting[name] = pool.submit(_replace_step, config, runtime, registry,
-                                             step.action, specs[name], observed.get(name),
-                                             progress)
-            for name, future in list(starting.items()):
-                if future.done():
-                    del starting[name]
-                    take_started(name, future.result())  # a failed start raises here
-            if watch is not None:
-                for name in [n for n in started if n not in passing]:
-                    state = watch(config, name) or _gone(started[name])
-                    started[name] = state
-                    crash_watch.look(name, state)
-                    if state.state == "running":
-                        register(name, state)
-                failed = crash_watch.failed()
-                if failed:
-                    raise start_failure_error(
-                        config, runtime, registry, {n: started[n] for n in failed}, crash_watch,
-                        _others(steps, failed, starting, started, passing | answered),
-                    )
-            # Probed once Consul was seen not passing them (a kept instance usually passes).
-            for name in (awaited & looked) - passing - answered:
-                future = probes.pop(name, None)
-                if future is None:
-                    probes[name] = pool.submit(_probe_passes, config, registry, started[name])
-                elif not future.done():
-                    probes[name] = future
-                elif future.result():
-                    answered.add(name)
-                    progressed = True  # its dependents may start now
-            if infra_ready and not pending and not starting and passing >= steps.keys():
-                return dict(health)
-            late = [name for name in started if name not in passing and clock() > deadlines[name]]
-            if late:
-                raise unhealthy_error(config, runtime, health, late)
-            if not progressed:
-                sleep(POLL_SECONDS)
-    finally:
-        # A cancelled up does not wait for a start stuck in the runtime.
-        pool.shutdown(wait=not (cancel is not None and cancel.is_set()), cancel_futures=True)
+    def _others(self, failed: list[str]) -> dict[str, str]:
+        """What each other planned instance was doing when `up` gave up: "healthy",
+        its runtime state once started ("running": not healthy yet), "starting" or
+        "not started"."""
+        run = self.scheduler
+        out = {}
+        for name in run.nodes:
+            if name in failed:
+                continue
+            if name in run.passing or name in run.answered:
+                out[name] = "healthy"
+            elif name in self.states:
+                out[name] = self.states[name].state
+            elif name in run.starting:
+                out[name] = "starting"
+            else:
+                out[name] = "not started"
+        return out
 
 
 class CrashWatch:
@@ -443,30 +438,6 @@ class CrashWatch:
 def _gone(last: ServiceState) -> ServiceState:
     """The state of an instance that no longer exists (removed while starting)."""
     return ServiceState(last.service, "exited", exit_code=None, crashes=last.crashes)
-
-
-def _others(
-    steps: Mapping[str, object],
-    failed: list[str],
-    starting: Mapping[str, Future],
-    started: Mapping[str, ServiceState],
-    healthy: set[str],
-) -> dict[str, str]:
-    """What each other planned service was doing when `up` gave up: "healthy", "running"
-    (not healthy yet), "starting" or "not started"."""
-    out = {}
-    for name in steps:
-        if name in failed:
-            continue
-        if name in healthy:
-            out[name] = "healthy"
-        elif name in started:
-            out[name] = "running" if started[name].state == "running" else started[name].state
-        elif name in starting:
-            out[name] = "starting"
-        else:
-            out[name] = "not started"
-    return out
 
 
 def start_failure_error(
@@ -562,22 +533,14 @@ def _probe_passes(config: ShopConfig, registry, state: ServiceState) -> bool:
         return False
 
 
-def _replace_step(config, runtime, registry, action, spec, current, progress) -> ServiceState:
-    """A start of a new instance: the old one's entry leaves Consul first. Consul keeps a
-    check's status across a registration under the same ID, so the old instance's
-    "passing" would otherwise count for the new one before it answers."""
+def _start_instance(config, runtime, registry, action, spec, progress) -> ServiceState:
+    """Start (or restart, or replace) one service's instance; the caller registers it.
+    The old instance's entry leaves Consul first: Consul keeps a check's status across a
+    registration under the same ID, so the old instance's "passing" would otherwise count
+    for the new one before it answers."""
     registry.deregister(spec.instance)
-    return _apply_step(config, runtime, action, spec, current, progress)
-
-
-def _apply_step(config, runtime, action, spec, current, progress) -> ServiceState:
-    """Start (or keep) one service's instance; the caller registers it in Consul."""
-    name = spec.instance
-    if action is Action.NOOP and current is not None:
-        progress(name, "unchanged")
-        return current
-    progress(name, {Action.CREATE: "starting", Action.RECREATE: "replacing",
-                    Action.START: "restarting"}[action])
+    progress(spec.instance, {Action.CREATE: "starting", Action.RECREATE: "replacing",
+                             Action.START: "restarting"}[action])
     return runtime.start_service(config, spec, progress)
 
 
