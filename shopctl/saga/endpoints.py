@@ -62,7 +62,11 @@ class Endpoints:
 def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
     """Endpoints of the running shop: Consul's passing instances, else shop.yaml's ports."""
     declared = {name: [f"127.0.0.1:{svc.port}"] for name, svc in config.services.items()}
-    lookup = _consul_lookup(config, consul_timeout) if config.infra.consul.enabled else None
+    lookup = None
+    if config.infra.consul.enabled:
+        from shopctl.consul_acl import registry
+
+        lookup = consul_lookup(registry(config, timeout=consul_timeout))
     amqp = None
     if config.infra.rabbitmq.enabled:
         from shopctl.broker import uri
@@ -71,12 +75,10 @@ def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
     return Endpoints(declared, amqp, Resolver(declared, lookup))
 
 
-def _consul_lookup(config: ShopConfig, timeout: float):
-    """service -> ["host:port" of each passing instance], None when Consul cannot answer."""
-    from shopctl.consul_acl import registry as project_registry
+def consul_lookup(registry):
+    """service -> ["host:port" of each passing instance] from `registry` (a shopctl.
+    registry.Registry), None when Consul cannot answer: a Resolver's lookup."""
     from shopctl.errors import ShopctlError
-
-    registry = project_registry(config, timeout=timeout)
 
     def lookup(service: str) -> list[str] | None:
         try:
