@@ -51,7 +51,10 @@ class Endpoints:
         return f"http://{self.address(service)}"
 
     def to_dict(self) -> dict:
-        return {"addresses": self.addresses, "amqp": self.amqp}
+        """JSON-able, with the instances each service resolves to now (for another
+        process: Endpoints(**to_dict()) calls them without asking Consul)."""
+        now = {name: list(self.resolver.addresses(name)) for name in self.addresses}
+        return {"addresses": now, "amqp": self.amqp}
 
     @classmethod
     def of(cls, amqp: str | None = None, **addresses: str) -> Endpoints:
