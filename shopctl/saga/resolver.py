@@ -76,7 +76,9 @@ class Resolver:
 
     def suspect(self, service: str, address: str) -> None:
         with self._lock:
-            self._suspects[(service, address)] = self.clock() + self.suspect_for
+            now = self.clock()
+            self._suspects = {k: v for k, v in self._suspects.items() if v > now}
+            self._suspects[(service, address)] = now + self.suspect_for
 
     def addresses(self, service: str) -> tuple[str, ...]:
         """The instances calls to `service` spread over now (refreshed when stale)."""
