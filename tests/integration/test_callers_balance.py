@@ -6,6 +6,7 @@ kill, and once Consul marks the dead one critical it is not called any more."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +22,9 @@ import httpx
 import pytest
 from shopkit.discovery import Discovery, GrpcCalls, ServiceClient
 
+from shopctl import consul_acl
 from shopctl.registry import Registry
-from shopctl.runtime.local import free_port
+from shopctl.runtime.local import consul_argv, consul_ready, free_port
 from shopctl.saga.actions import StepCall, StepFailure
 from shopctl.saga.contract import resolve
 from shopctl.saga.endpoints import Endpoints, consul_lookup
@@ -367,3 +369,56 @@ def test_shopkit_grpc_calls_spread_and_survive_one_killed(tmp_path, project, grp
     finally:
         calls.close()
     _assert_healthy_spread(run, moments, grpc_instances, discovery.ttl)
+
+
+@pytest.fixture(scope="module")
+def acl_consul(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """A private Consul agent with shopctl's ACL config (default deny); yields its HTTP
+    address and the management token."""
+    binary = shutil.which("consul")
+    if binary is None:
+        pytest.skip("consul binary not installed (make system)")
+    data = tmp_path_factory.mktemp("consul-acl")
+    management = str(uuid.uuid4())
+    (data / "acl.json").write_text(consul_acl.agent_config(management))
+    port = free_port()
+    argv = [*consul_argv(binary, f"acl-{port}", port, data, free_port(), free_port()),
+            "-config-file", str(data / "acl.json")]
+    with open(data / "agent.log", "wb") as log:
+        agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: consul_ready(port), 30, "consul leader")
+        yield f"http://127.0.0.1:{port}", management
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_a_services_own_token_finds_what_it_depends_on_and_nothing_else(acl_consul):
+    """With default-deny ACLs, discovery reads the health API with the service's own
+    token: the policy shopctl makes lets it find its depends_on, and no other service."""
+    consul_http, management = acl_consul
+    project = f"t{uuid.uuid4().hex[:8]}"
+    tokens = {name: str(uuid.uuid4()) for name in ("caller", "loner", "callee")}
+    with consul_acl.Acl(consul_http, management) as acl:
+        acl.wait_ready()
+        for name, calls in (("caller", ["callee"]), ("loner", []), ("callee", [])):
+            acl.ensure_token(name, tokens[name],
+                             consul_acl.service_rules(project, name, calls), project)
+    registry = Registry(consul_http, project, token=management)
+    for n, port in ((1, 4001), (2, 4002)):  # checkless: passing as registered
+        registry._client.agent.service.register(
+            "callee", service_id=f"{project}-callee" + (f".{n}" if n > 1 else ""),
+            address="127.0.0.1", port=port, meta={"project": project},
+            token=tokens["callee"])
+    try:
+        wait_for(lambda: len(registry.passing("callee")[1]) == 2, 10, "2 instances")
+        caller = Discovery(consul_http, project, token=tokens["caller"])
+        loner = Discovery(consul_http, project, token=tokens["loner"])
+        anonymous = Discovery(consul_http, project)
+
+        assert caller.instances("callee") == ("127.0.0.1:4001", "127.0.0.1:4002")
+        assert loner.instances("callee") == ()
+        assert anonymous.instances("callee") == ()
+    finally:
+        registry.deregister_project()
