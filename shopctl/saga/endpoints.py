@@ -14,19 +14,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shopctl.config import ShopConfig
-from shopctl.saga.resolver import Resolver
+from shopctl.saga.resolver import Lookup, Resolver
 
 
 @dataclass(frozen=True)
 class Endpoints:
     addresses: dict[str, list[str]] = field(default_factory=dict)  # service -> [host:port]
     amqp: str | None = None  # the broker URI nameko services consume on
-    # Where calls go; by default `addresses` and nothing else (discover() gives Consul's).
-    resolver: Resolver | None = field(default=None, compare=False, repr=False)
+    # service -> passing "host:port"s, None when it cannot say (discover() gives Consul's);
+    # without it, `addresses` is all there is.
+    lookup: Lookup | None = field(default=None, compare=False, repr=False)
+    # Where calls go: made here, so dataclasses.replace() gets one for its own addresses.
+    resolver: Resolver = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.resolver is None:
-            object.__setattr__(self, "resolver", Resolver(self.addresses))
+        object.__setattr__(self, "resolver", Resolver(self.addresses, self.lookup))
 
     def address(self, service: str) -> str:
         """host:port of one instance of `service` (the next of several, in turn)."""
@@ -75,7 +77,7 @@ def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
         from shopctl.broker import uri
 
         amqp = uri(config, "127.0.0.1", config.infra.rabbitmq.port)
-    return Endpoints(declared, amqp, Resolver(declared, lookup))
+    return Endpoints(declared, amqp, lookup)
 
 
 def consul_lookup(registry):

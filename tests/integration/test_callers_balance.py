@@ -30,7 +30,6 @@ from shopctl.saga.contract import resolve
 from shopctl.saga.endpoints import Endpoints, consul_lookup
 from shopctl.saga.participants import Participants
 from shopctl.saga.protos import ProtoSet
-from shopctl.saga.resolver import Resolver
 from shopctl.testing import wait_for
 
 pytestmark = pytest.mark.consul
@@ -278,11 +277,12 @@ def _assert_healthy_spread(run: Run, moments: dict[str, float], instances: list[
 
 def test_saga_calls_spread_over_passing_instances_and_survive_one_killed(project, instances):
     declared = {SERVICE: ["127.0.0.1:1"]}  # shop.yaml's port: never used while Consul answers
-    resolver = Resolver(declared, consul_lookup(project))
+    endpoints = Endpoints(declared, None, consul_lookup(project))
+    resolver = endpoints.resolver
     run = Run()
     _watch_picks(resolver, run)
     spec = resolve(SERVICE, "fastapi", "ship", None)
-    participants = Participants(Endpoints(declared, None, resolver), lookup=lambda call: spec)
+    participants = Participants(endpoints, lookup=lambda call: spec)
 
     def call(n: int) -> str:
         step = StepCall(saga_id=f"s{n}", step="ship", phase="forward", timeout=5.0)
@@ -320,12 +320,12 @@ def test_saga_grpc_calls_spread_and_survive_one_killed(tmp_path, project, grpc_i
     (tmp_path / "protos").mkdir()
     (tmp_path / "protos" / "echo.proto").write_text(PROTO)
     declared = {SERVICE: ["127.0.0.1:1"]}
-    resolver = Resolver(declared, consul_lookup(project))
+    endpoints = Endpoints(declared, None, consul_lookup(project))
+    resolver = endpoints.resolver
     run = Run()
     _watch_picks(resolver, run)
     spec = resolve(SERVICE, "grpc", "ship", None)
-    participants = Participants(Endpoints(declared, None, resolver), tmp_path / "protos",
-                                lookup=lambda call: spec)
+    participants = Participants(endpoints, tmp_path / "protos", lookup=lambda call: spec)
 
     def call(n: int) -> str:
         step = StepCall(saga_id=f"s{n}", step="ship", phase="forward", timeout=5.0)

@@ -141,6 +141,15 @@ def test_endpoints_by_hand_have_no_consul_and_refuse_an_unknown_service():
         raise AssertionError("an unknown service has an address")
 
 
+def test_replaced_addresses_are_the_ones_called():
+    import dataclasses
+
+    endpoints = Endpoints({"svc": [A]}, None, Consul(None))
+    moved = dataclasses.replace(endpoints, addresses={"svc": [B]})
+
+    assert (endpoints.address("svc"), moved.address("svc")) == (A, B)
+
+
 def test_concurrent_callers_share_one_lookup_and_spread_evenly():
     gate = threading.Event()
 
