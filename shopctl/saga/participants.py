@@ -4,8 +4,12 @@ Each call follows its ActionSpec (shopctl.saga.contract): the request is rendere
 the saga's data, sent with the call's idempotency key, timeout and a fresh service
 credential for the called service and action (when given `credentials`), and the answer is
 classified as a result, a refusal (StepFailure retryable=False) or a failure that may
-pass later (retryable=True). Connections are opened on first use and shared by the
-steps of a process; close() ends them.
+pass later (retryable=True). An HTTP or gRPC call goes to the instance the endpoints
+pick next (shopctl.saga.resolver); when that instance does not take it (connection
+refused or dropped, connect timeout, 503, UNAVAILABLE) it is marked suspect and the
+call, idempotent by its key, goes once more at once to another instance, before the
+engine's backoff sees the failure. Connections are opened on first use and shared by
+the steps of a process; close() ends them.
 """
 
 from __future__ import annotations
