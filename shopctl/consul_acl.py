@@ -9,8 +9,9 @@ any (a fault knob turned to 1 broke payments within 2 s). So shopctl's Consul ru
   or in an environment). shopctl uses it for everything it does: register, health,
   `config get/set`, deregister.
 - Each service has its own token, generated once into `.shopctl/secrets/consul/<name>`,
-  whose policy lets it register itself only (`service "<name>" write`) and read its own
-  KV prefix and the project's `_shared/` one. shopctl registers the service with that
+  whose policy lets it register itself only (`service "<name>" write`), read its own
+  KV prefix and the project's `_shared/` one, and find in the catalog the services it
+  depends on (`depends_on`: it calls them by name). shopctl registers the service with that
   token, and hands it to the service as the secret file `consul_token`.
 - `_reader` may read the catalog and health only: what Prometheus' discovery needs.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 
 import requests
 
@@ -65,11 +67,17 @@ def service_token(config: ShopConfig, name: str) -> str | None:
     return ProjectState(config.root).consul_token(name) if enabled(config) else None
 
 
-def service_rules(project: str, service: str) -> str:
+def service_rules(project: str, service: str, calls: Iterable[str] = ()) -> str:
+    """`calls`: the services it may find in the catalog (its depends_on), to call them by
+    name (shopkit.discovery); Consul's health API shows an instance only to a token that
+    may read its node too."""
+    finds = [f'service "{name}" {{ policy = "read" }}' for name in sorted(set(calls))]
     return "\n".join([
         f'service "{service}" {{ policy = "write" }}',
         f'key_prefix "{KV_ROOT}/{project}/{service}/" {{ policy = "read" }}',
         f'key_prefix "{KV_ROOT}/{project}/_shared/" {{ policy = "read" }}',
+        *finds,
+        *(['node_prefix "" { policy = "read" }'] if finds else []),
     ])
 
 
@@ -185,8 +193,9 @@ def ensure(config: ShopConfig, consul_http: str, services: list[str]) -> None:
     with Acl(consul_http, state.consul_token(MANAGEMENT)) as acl:
         acl.wait_ready()
         for name in services:
-            acl.ensure_token(name, state.consul_token(name),
-                             service_rules(config.project, name), config.project)
+            svc = config.services.get(name)
+            rules = service_rules(config.project, name, svc.depends_on if svc else ())
+            acl.ensure_token(name, state.consul_token(name), rules, config.project)
         acl.ensure_token(READER, state.consul_token(READER), READER_RULES, config.project)
 
 

@@ -331,6 +331,28 @@ class Registry:
         with self._calling(f"delete {self.kv_root}{key}"):
             self._client.kv.delete(self.kv_root + key, recurse=recurse or None)
 
+    # -- callers: passing instances by name -------------------------------------------
+
+    def passing(self, service: str, index: str | None = None,
+                wait: float | None = None) -> tuple[str | None, list[Instance]]:
+        """The project's instances of `service` whose checks all pass, from Consul's
+        health API (the catalog, which every agent answers alike), and the index to pass
+        back for a blocking query (`wait` seconds at most) that returns once that changes.
+        Instances of another project sharing the agent are left out (Meta.project)."""
+        options: dict[str, Any] = {"passing": True}
+        if index is not None:
+            options.update(index=index, wait=go_duration(wait or 10.0))
+        with self._calling(f"list passing instances of {service}"):
+            found_index, nodes = self._client.health.service(service, **options)
+        instances = []
+        for node in nodes or []:
+            entry = node.get("Service") or {}
+            if (entry.get("Meta") or {}).get("project") != self.project or not entry.get("Port"):
+                continue
+            address = entry.get("Address") or (node.get("Node") or {}).get("Address") or ""
+            instances.append(Instance(entry.get("ID") or "", address, int(entry["Port"])))
+        return found_index, sorted(instances)
+
 
 def _decode(value: bytes | str | None) -> str:
     if value is None:
@@ -403,3 +425,12 @@ def _probe_grpc(target: str, timeout: float) -> ProbeResult:
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     status: HealthStatus = "passing" if name == "SERVING" else "critical"
     return ProbeResult(status, latency, f"gRPC health {target}: {name}")
+
+
+@dataclass(frozen=True, order=True)
+class Instance:
+    """One registered instance of a service, as callers reach it."""
+
+    service_id: str
+    address: str
+    port: int

@@ -1,40 +1,62 @@
 """Where the saga reaches the services from the host.
 
 `Endpoints` is explicit (tests build one by hand): an address per service, and the
-broker nameko services listen on. `discover(config)` asks Consul for the passing
-instances of every service of the project and falls back to 127.0.0.1 with the port
-declared in shop.yaml for a service Consul does not know (or when Consul is not
-running: both runtimes publish the declared ports on the host).
+broker nameko services listen on. `discover(config)` resolves each service to its
+passing instances in Consul as calls go (shopctl.saga.resolver: a brief cache, calls
+spread round-robin, an instance that failed a call avoided for a while), and falls back
+to 127.0.0.1 with the port declared in shop.yaml for a service Consul does not know (or
+when Consul is not running: both runtimes publish the declared ports on the host).
 """
 
 from __future__ import annotations
 
-import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shopctl.config import ShopConfig
+from shopctl.saga.resolver import Lookup, Resolver
 
 
 @dataclass(frozen=True)
 class Endpoints:
     addresses: dict[str, list[str]] = field(default_factory=dict)  # service -> [host:port]
     amqp: str | None = None  # the broker URI nameko services consume on
+    # service -> passing "host:port"s, None when it cannot say (discover() gives Consul's);
+    # without it, `addresses` is all there is.
+    lookup: Lookup | None = field(default=None, compare=False, repr=False)
+    # Where calls go: made here, so dataclasses.replace() gets one for its own addresses.
+    resolver: Resolver = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolver", Resolver(self.addresses, self.lookup))
 
     def address(self, service: str) -> str:
-        """host:port of one instance of `service` (a random one of several)."""
-        found = self.addresses.get(service)
-        if not found:
+        """host:port of one instance of `service` (the next of several, in turn)."""
+        found = self.pick(service)
+        if found is None:
             from shopctl.errors import UsageError
 
             raise UsageError(f"no address known for service {service!r}",
                              hint="is it in shop.yaml and running? see `shopctl status`")
-        return found[0] if len(found) == 1 else random.choice(found)
+        return found
+
+    def pick(self, service: str, avoid: Iterable[str] = ()) -> str | None:
+        """host:port of an instance of `service` other than those in `avoid`; None if
+        there is none."""
+        return self.resolver.pick(service, avoid)
+
+    def suspect(self, service: str, address: str) -> None:
+        """`address` failed a call to `service`: avoid it for a while (see Resolver)."""
+        self.resolver.suspect(service, address)
 
     def base_url(self, service: str) -> str:
         return f"http://{self.address(service)}"
 
     def to_dict(self) -> dict:
-        return {"addresses": self.addresses, "amqp": self.amqp}
+        """JSON-able, with the instances each service resolves to now (for another
+        process: Endpoints(**to_dict()) calls them without asking Consul)."""
+        now = {name: list(self.resolver.addresses(name)) for name in self.addresses}
+        return {"addresses": now, "amqp": self.amqp}
 
     @classmethod
     def of(cls, amqp: str | None = None, **addresses: str) -> Endpoints:
@@ -44,35 +66,38 @@ class Endpoints:
 
 def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
     """Endpoints of the running shop: Consul's passing instances, else shop.yaml's ports."""
-    passing: dict[str, list[str]] = {}
+    declared = {name: [f"127.0.0.1:{svc.port}"] for name, svc in config.services.items()}
+    lookup = None
     if config.infra.consul.enabled:
-        passing = _from_consul(config, consul_timeout)
-    addresses = {name: passing.get(name) or [f"127.0.0.1:{svc.port}"]
-                 for name, svc in config.services.items()}
+        from shopctl.consul_acl import registry
+
+        lookup = consul_lookup(registry(config, timeout=consul_timeout))
     amqp = None
     if config.infra.rabbitmq.enabled:
         from shopctl.broker import uri
 
         amqp = uri(config, "127.0.0.1", config.infra.rabbitmq.port)
-    return Endpoints(addresses, amqp)
+    return Endpoints(declared, amqp, lookup)
 
 
-def _from_consul(config: ShopConfig, timeout: float) -> dict[str, list[str]]:
-    from shopctl.consul_acl import registry as project_registry
+def consul_lookup(registry):
+    """service -> ["host:port" of each passing instance] from `registry` (a shopctl.
+    registry.Registry), None when Consul cannot answer: a Resolver's lookup."""
     from shopctl.errors import ShopctlError
 
-    registry = project_registry(config, timeout=timeout)
-    try:
-        instances = registry.passing_instances()
-    except ShopctlError:
-        return {}  # Consul is optional here: shop.yaml's ports are the fallback
-    found: dict[str, list[str]] = {}
-    for name, pairs in instances.items():
-        for host, port in pairs:
-            # Registered addresses may be container-internal names; the host reaches
-            # published ports on the loopback, so only a numeric or localhost address is
-            # trusted as is.
-            if not host or not (host == "localhost" or host.replace(".", "").isdigit()):
-                host = "127.0.0.1"
-            found.setdefault(name, []).append(f"{host}:{port}")
-    return found
+    def lookup(service: str) -> list[str] | None:
+        try:
+            _, instances = registry.passing(service)
+        except ShopctlError:
+            return None  # Consul is optional here: shop.yaml's ports are the fallback
+        return [f"{_reachable(i.address)}:{i.port}" for i in instances]
+
+    return lookup
+
+
+def _reachable(host: str) -> str:
+    # Registered addresses may be container-internal names; the host reaches published
+    # ports on the loopback, so only a numeric or localhost address is trusted as is.
+    if not host or not (host == "localhost" or host.replace(".", "").isdigit()):
+        return "127.0.0.1"
+    return host

@@ -4,8 +4,12 @@ Each call follows its ActionSpec (shopctl.saga.contract): the request is rendere
 the saga's data, sent with the call's idempotency key, timeout and a fresh service
 credential for the called service and action (when given `credentials`), and the answer is
 classified as a result, a refusal (StepFailure retryable=False) or a failure that may
-pass later (retryable=True). Connections are opened on first use and shared by the
-steps of a process; close() ends them.
+pass later (retryable=True). An HTTP or gRPC call goes to the instance the endpoints
+pick next (shopctl.saga.resolver); when that instance does not take it (connection
+refused or dropped, connect timeout, 503, UNAVAILABLE) it is marked suspect and the
+call, idempotent by its key, goes once more at once to another instance, before the
+engine's backoff sees the failure. Connections are opened on first use and shared by
+the steps of a process; close() ends them.
 """
 
 from __future__ import annotations
@@ -157,20 +161,35 @@ class Participants:
         except (json_format.ParseError, TypeError, ValueError) as exc:
             raise StepFailure(f"{spec.call}: cannot build {method.input.DESCRIPTOR.full_name}: "
                               f"{exc}", retryable=False, code="BAD_REQUEST") from exc
-        stub = self._channel(self.endpoints.address(spec.service)).unary_unary(
-            method.full_name, request_serializer=method.input.SerializeToString,
-            response_deserializer=method.output.FromString)
         metadata = [("idempotency-key", envelope.key)]
         if self.credentials is not None:
             metadata.append((METADATA_KEY, self.credentials.token(spec.service, spec.action)))
-        try:
-            reply = stub(request, timeout=timeout, metadata=metadata)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise StepFailure(f"{method.full_name.lstrip('/')}: {code.name}: {exc.details()}",
-                              retryable=not refused_grpc(spec, code.name),
-                              code=code.name) from exc
-        return _message_dict(reply)
+        address, tried = self.endpoints.address(spec.service), []
+        while True:
+            stub = self._channel(address).unary_unary(
+                method.full_name, request_serializer=method.input.SerializeToString,
+                response_deserializer=method.output.FromString)
+            try:
+                return _message_dict(stub(request, timeout=timeout, metadata=metadata))
+            except grpc.RpcError as exc:
+                code = exc.code()
+                failure = StepFailure(
+                    f"{method.full_name.lstrip('/')}: {code.name}: {exc.details()}",
+                    retryable=not refused_grpc(spec, code.name), code=code.name)
+                if code != grpc.StatusCode.UNAVAILABLE or not failure.retryable:
+                    raise failure from exc
+                address = self._elsewhere(spec.service, address, tried)
+                if address is None:
+                    raise failure from exc
+
+    def _elsewhere(self, service: str, failed: str, tried: list[str]) -> str | None:
+        """After `failed` could not take a call: mark it suspect and name the instance to
+        try the same (idempotent) call on at once, or None to leave the retry to the
+        engine's backoff. One immediate retry per call: more would hide an outage of the
+        whole service behind a burst of calls."""
+        self.endpoints.suspect(service, failed)
+        tried.append(failed)
+        return self.endpoints.pick(service, avoid=tried) if len(tried) == 1 else None
 
     def _channel(self, address: str):
         import grpc
@@ -190,7 +209,7 @@ class Participants:
         body = envelope.to_dict() if spec.request is None else template.render(spec.request,
                                                                                  data)
         path = _render_path(spec.path or f"/saga/{spec.action}", data)
-        url = self.endpoints.base_url(spec.service) + path
+        query = ""
         headers = [(b"Idempotency-Key", envelope.key.encode()),
                    (b"Accept", b"application/json")]
         if self.credentials is not None:
@@ -199,7 +218,7 @@ class Participants:
         content = b""
         if spec.method in ("GET", "DELETE"):
             if isinstance(body, dict) and body:
-                url += ("&" if "?" in url else "?") + urllib.parse.urlencode(
+                query = ("&" if "?" in path else "?") + urllib.parse.urlencode(
                     {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()})
         else:
             headers.append((b"Content-Type", b"application/json"))
@@ -207,12 +226,30 @@ class Participants:
         t = step_call.timeout
         timeout = {"connect": t, "read": t, "write": t, "pool": t}
         where = f"{spec.method} {spec.service}{path}"
-        try:
-            resp = self._pool().request(spec.method, url, headers=headers, content=content,
-                                        extensions={"timeout": timeout})
-        except _transport_errors() as exc:  # connect errors, timeouts: may pass later
-            raise StepFailure(f"{where}: {type(exc).__name__}: {exc}", retryable=True,
-                              code="TRANSPORT") from exc
+        address, tried = self.endpoints.address(spec.service), []
+        while True:
+            url = f"http://{address}{path}{query}"
+            try:
+                resp = self._pool().request(spec.method, url, headers=headers,
+                                            content=content, extensions={"timeout": timeout})
+            except _transport_errors() as exc:  # connect errors, timeouts: may pass later
+                failure = StepFailure(f"{where}: {type(exc).__name__}: {exc}", retryable=True,
+                                      code="TRANSPORT")
+                # Not after a read timeout: the instance is alive but slow, and the same
+                # call elsewhere at once would double the load that made it slow.
+                if not isinstance(exc, _unreachable_errors()):
+                    raise failure from exc
+                address = self._elsewhere(spec.service, address, tried)
+                if address is None:
+                    raise failure from exc
+                continue
+            if resp.status == 503 and outcome_http(spec, 503) == "retry":
+                failed = address
+                address = self._elsewhere(spec.service, address, tried)
+                if address is not None:
+                    continue
+                address = failed
+            break
         try:
             answer = json.loads(resp.content) if resp.content else None
         except ValueError:
@@ -270,3 +307,13 @@ def _transport_errors() -> tuple[type[Exception], ...]:
 
     return (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
             httpcore.ProxyError, httpcore.UnsupportedProtocol)
+
+
+@functools.cache
+def _unreachable_errors() -> tuple[type[Exception], ...]:
+    """Failures that say the instance did not take the call (refused, reset, closed,
+    no connection in time): the same call may go to another instance at once."""
+    import httpcore
+
+    return (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.ReadError,
+            httpcore.WriteError, httpcore.RemoteProtocolError)

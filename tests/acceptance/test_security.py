@@ -107,10 +107,11 @@ def test_each_service_is_registered_under_its_own_token(shop):
     ours = {e["Service"] for e in services.values()
             if e.get("Meta", {}).get("project") == data["project"]}
     assert ours == set(data["services"])
-    for name in ours:  # a token may see the service it registers, not another
+    config = load_config(root / "shop.yaml")
+    for name in ours:  # a token sees the service it registers and those it calls, no other
         token = {"X-Consul-Token": secret(root, f"consul/{name}")}
         seen = httpx.get(f"{consul(data)}/v1/agent/services", headers=token, timeout=5).json()
-        assert {e["Service"] for e in seen.values()} == {name}
+        assert {e["Service"] for e in seen.values()} == {name, *config.service(name).depends_on}
 
 
 def test_the_owner_still_sets_and_reads_settings_and_sees_status(shop):

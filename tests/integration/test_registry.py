@@ -233,6 +233,6 @@ def test_passing_instances_are_where_sagas_call_and_a_failing_one_drops_out(
         f"infra: {{consul: {{port: {consul_port}}}, rabbitmq: {{enabled: false}}}}\n"
         f"services:\n  shipping: {{kind: flask, port: 1}}\n  labels: {{kind: grpc, port: 2}}\n")
     endpoints = discover(load_config(root / "shop.yaml", {}))
-    assert endpoints.addresses == {"shipping": [f"127.0.0.1:{http_port}"],
+    assert endpoints.to_dict()["addresses"] == {"shipping": [f"127.0.0.1:{http_port}"],
                                    "labels": ["127.0.0.1:2"]}
     assert endpoints.amqp is None
