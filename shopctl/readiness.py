@@ -19,6 +19,7 @@ from shopctl.units import Readiness, Setup
 
 HOST = "127.0.0.1"
 POLL = 0.1  # seconds between two checks
+SETUP_RETRY = 1.0  # seconds before setup steps that failed run again
 
 
 def http_get(port: int, path: str, timeout: float = 1.0, host: str = HOST) -> tuple[int, bytes]:
@@ -91,6 +92,7 @@ def wait(
         deadline, clock() + setup.timeout)
     told = provisioned = False
     output = ""
+    pause = POLL
     while not holds(check):
         if setup is not None and run_step is not None and not provisioned and answers(check):
             if not told and setup.message:
@@ -106,6 +108,7 @@ def wait(
             provisioned = done
             if done and holds(check):
                 return
+            pause = POLL if done else SETUP_RETRY  # a booting node refuses its CLI a moment
             if not done and clock() > setup_deadline:
                 raise OperationFailed(f"{setup.failure or what + ' could not be set up'} "
                                       f"({output.strip()[-300:]})", hint=setup.hint or hint())
@@ -115,4 +118,4 @@ def wait(
         if clock() > deadline:
             raise OperationFailed(f"{what} did not become ready within {check.timeout:.0f}s",
                                   hint=hint())
-        sleep(POLL if setup is None else max(POLL, 0.5))
+        sleep(pause)

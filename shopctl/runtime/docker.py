@@ -6,10 +6,15 @@ What exists for a project P (every object labelled io.shopctl.project=P, which i
     container  shopctl-P-consul           consul agent -dev, HTTP on 127.0.0.1:<consul.port>
     container  shopctl-P-rabbitmq         AMQP on 127.0.0.1:<rabbitmq.port>
     volume     shopctl-P-rabbitmq-data    the broker's state
+    container  shopctl-P-promsd, -prometheus  with infra.prometheus (shopctl.prom.docker)
     container  shopctl-P-<service>        network alias <service>, ports on 127.0.0.1
     volume     shopctl-P-<service>-data   mounted at /data (SHOP_DATA_DIR)
     image      shopctl-P/<service>:<hash> the service's code (shopctl.images.service);
                                           down removes these only when asked (images)
+
+Infra containers are units (shopctl.units.UnitSpec) that shopctl.infra.docker builds
+from the config; start_unit / ensure_unit / observe_units / remove_unit run any such
+spec, and each infra container is reachable on the network by its unit name.
 
 Services run with restart policy on-failure, so a crash is restarted by the engine and
 shows in `restarts`; a container stopped or killed through the engine (`docker stop`,
@@ -126,10 +131,10 @@ class DockerRuntime:
         self, config: ShopConfig, progress: Progress = no_progress
     ) -> tuple[InfraEndpoints, dict[str, Callable[[], None]]]:
         """ensure_infra without the waiting: remove the infra units no longer wanted,
-        start the others (all at once, in the background) and return the endpoints with,
-        per unit, a function that blocks until it is created and ready (OperationFailed
-        if its container stops, or after its readiness timeout from now). `up` lets
-        RabbitMQ boot while services start. ensure_infra is this plus every waiter."""
+        start the others (all at once) and return the endpoints with, per unit, a
+        function that blocks until it is ready (OperationFailed if its container stops,
+        or after its readiness timeout from now). `up` lets RabbitMQ boot while services
+        start. ensure_infra is exactly this plus calling every waiter."""
         ensure_base_images(config, progress, self.client)
         self._ensure_network(config.project)
         specs = docker_infra.units(config)
@@ -138,16 +143,11 @@ class DockerRuntime:
             if name not in wanted:
                 progress(name, f"removing ({enabled_by(name)} is false)")
                 self._remove(container)
-        pool = ThreadPoolExecutor(max_workers=max(1, len(specs)),
-                                  thread_name_prefix="shopctl-infra")
-        started = {spec.name: pool.submit(self.start_unit, config, spec, progress)
-                   for spec in specs}
-        pool.shutdown(wait=False)
-
-        def waiter(name: str) -> Callable[[], None]:
-            return lambda: started[name].result()()  # its start's failure, else its wait
-
-        return _endpoints(config), {name: waiter(name) for name in started}
+        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+            started = [(spec.name, pool.submit(self.start_unit, config, spec, progress))
+                       for spec in specs]
+        waiters = {name: future.result() for name, future in started}  # the first failure
+        return _endpoints(config), waiters
 
     def ensure_unit(
         self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
@@ -166,8 +166,8 @@ class DockerRuntime:
         project = config.project
         name = container_name(project, spec.name)
         subject = spec.shown_as
-        ensure_image(self.client, spec.image, progress)
-        wanted = self._unit_hash(spec)
+        image_id = ensure_image(self.client, spec.image, progress).image_id
+        wanted = data_hash({"spec": spec.config_hash, "image": image_id})[:16]
         found = self._container(name)
         if found is not None:
             if found.labels.get(LABEL_PROJECT) != project:
@@ -208,11 +208,6 @@ class DockerRuntime:
             found = self.client.containers.list(
                 all=True, filters={"label": [_project_label(config), f"{LABEL_ROLE}=infra"]})
         return {c.labels.get(LABEL_SERVICE, c.name): c for c in found}
-
-    def _unit_hash(self, spec: UnitSpec) -> str:
-        with docker_errors(f"looking up image {spec.image}"):
-            image = self.client.images.get(spec.image).id
-        return data_hash({"spec": spec.config_hash, "image": image})[:16]
 
     def _create_unit(
         self, config: ShopConfig, spec: UnitSpec, config_hash: str, progress: Progress

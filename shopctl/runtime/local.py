@@ -3,9 +3,10 @@
 Each unit (a service by name, or infra as `_consul` / `_rabbitmq`, names no service can
 have) runs under its own detached `shopctl.runtime.supervisor`, which restarts it on
 crashes, timestamps its output into `.shopctl/local/logs/<unit>.log` and keeps
-`.shopctl/local/run/<unit>.json` current. This module decides what to run and reads
-those files back; it never keeps state in memory, so any shopctl process can observe
-or stop what another one started.
+`.shopctl/local/run/<unit>.json` current. Infra units come as specs from
+shopctl.infra.local (start_unit / ensure_unit run any UnitSpec); this module launches
+them and the services and reads those files back; it never keeps state in memory, so
+any shopctl process can observe or stop what another one started.
 
 Every process we start (supervisor, child and whatever the child starts) carries
 SHOPCTL_STATE_DIR and SHOPCTL_UNIT in its environment: the local equivalent of the
@@ -196,7 +197,8 @@ class LocalRuntime:
             readiness.wait(
                 check, failed=lambda: self._exited(ps, unit) if unit else None, setup=setup,
                 run_step=self._run_step, progress=lambda message: progress(subject, message),
-                what=INFRA_PARTS.get(spec.name, spec.name), hint=lambda: _log_hint(ps, unit))
+                what=INFRA_PARTS.get(spec.name, spec.name),
+                hint=lambda: _log_hint(ps, unit) if unit else "")
             progress(subject, "ready")
 
         return wait
