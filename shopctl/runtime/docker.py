@@ -61,9 +61,7 @@ from shopctl.units import (
     LogLine,
     Progress,
     ServiceState,
-    Setup,
     State,
-    UnitSpec,
     no_progress,
 )
 
@@ -71,6 +69,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from shopctl.config import ServiceConfig, ShopConfig
+    from shopctl.units import Setup, UnitSpec
 
 LABEL_PORT = "io.shopctl.port"  # the service's main port, for services gone from shop.yaml
 SECRETS_DIR = "/run/shop-secrets"  # a service's SHOP_SECRETS_DIR in its container

@@ -45,13 +45,12 @@ from shopctl.units import (
     LogLine,
     Progress,
     ServiceState,
-    Setup,
-    UnitSpec,
     no_progress,
 )
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig
+    from shopctl.units import Setup, UnitSpec
 
 HOST = "127.0.0.1"
 UNIT_CONSUL = local_infra.unit_name(CONSUL)
