@@ -186,4 +186,3 @@ class LogLine:
     service: str
     text: str
     timestamp: float | None = None
-
