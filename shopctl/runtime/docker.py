@@ -255,7 +255,8 @@ class DockerRuntime:
             api.start(created["Id"])
 
     def _wait_unit(self, config: ShopConfig, spec: UnitSpec, progress: Progress) -> None:
-        if spec.readiness is None:
+        if spec.readiness is None:  # running is ready
+            progress(spec.shown_as, "ready")
             return
         name = container_name(config.project, spec.name)
         subject = spec.shown_as

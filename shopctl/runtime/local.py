@@ -190,7 +190,8 @@ class LocalRuntime:
                 grace=grace))
 
         def wait() -> None:
-            if check is None:
+            if check is None:  # running is ready
+                progress(subject, "ready")
                 return
             progress(subject, check.waiting)
             readiness.wait(
