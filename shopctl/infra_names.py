@@ -23,6 +23,14 @@ INFRA_PARTS: dict[str, str] = {
     PROMSD: "Consul-to-Prometheus bridge (http_sd)",
 }
 RESERVED_SERVICE_NAMES = frozenset(INFRA_PARTS)
+# The order the runtimes start them in (and stop them in reverse): the bridge before
+# the Prometheus that scrapes through it.
+START_ORDER = (CONSUL, RABBITMQ, PROMSD, PROMETHEUS)
+
+
+def enabled_by(part: str) -> str:
+    """The shop.yaml setting that turns `part` on or off."""
+    return f"infra.{PROMETHEUS if part == PROMSD else part}.enabled"
 
 
 def reserved_name_refusal(name: str) -> tuple[str, str] | None:

@@ -145,20 +145,16 @@ def check_ports(config: ShopConfig, runtime: Runtime, plan: Plan) -> None:
 class InfraStartup:
     """The project's infra, started; each part's readiness awaited in the background.
 
-    A runtime with `start_infra` (docker) returns as soon as the containers run, with a
-    blocking waiter per part; each waiter runs here in a daemon thread (so an `up` that
-    fails meanwhile exits at once instead of waiting out the infra timeout). A runtime
-    with only `ensure_infra` is ready when the constructor returns.
+    `runtime.start_infra` returns as soon as the units run, with a blocking waiter per
+    part; each waiter runs here in a daemon thread (so an `up` that fails meanwhile
+    exits at once instead of waiting out the infra timeout).
     """
 
     def __init__(self, config: ShopConfig, runtime: Runtime, progress: Progress = no_progress):
         self._done: dict[str, threading.Event] = {}
         self._errors: dict[str, BaseException] = {}
-        start = getattr(runtime, "start_infra", None)
-        if start is None:
-            self.endpoints: InfraEndpoints = runtime.ensure_infra(config, progress)
-            return
-        self.endpoints, waiters = start(config, progress)
+        self.endpoints: InfraEndpoints
+        self.endpoints, waiters = runtime.start_infra(config, progress)
         for part, waiter in waiters.items():
             done = self._done[part] = threading.Event()
             threading.Thread(

@@ -54,6 +54,113 @@ def no_progress(subject: str, message: str) -> None:
     return None
 
 
+# -- units: what a runtime ensures, observes and removes -----------------------------------
+
+ReadinessKind = Literal["http", "consul-leader", "amqp", "amqp-login"]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How to tell that a unit serves, as data: `shopctl.readiness` holds the one
+    definition of each kind, and both runtimes poll it the same way.
+
+        http           GET http://127.0.0.1:<port><path> answers 200
+        consul-leader  Consul's HTTP API on <port> names a leader (KV and catalog work)
+        amqp           whatever listens on <port> speaks AMQP 0-9-1
+        amqp-login     that, and `login` logs in (and `refused`, when given, does not)
+    """
+
+    kind: ReadinessKind
+    port: int  # on the host's loopback
+    path: str = "/"
+    login: str = field(default="", repr=False)  # an AMQP URI holding a password
+    refused: str = field(default="", repr=False)
+    timeout: float = 60.0  # seconds from the start of the wait
+    waiting: str = "waiting until ready"  # the progress line while polling
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Commands a runtime runs in a unit's own environment (exec in its container, or
+    beside its process with its environment) while it answers but is not ready yet,
+    e.g. giving a broker the project's user; retried until readiness holds or the
+    readiness timeout (or `timeout`, when shorter) runs out, then `failure` is raised."""
+
+    steps: tuple[tuple[str, ...], ...]
+    stdin: str = field(default="", repr=False)  # local only: fed to every step
+    tolerated: str = ""  # a failing step whose output contains this counts as done
+    message: str = ""  # the progress line before the first run
+    failure: str = ""
+    hint: str = ""
+    timeout: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # local: added to the shell's
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A host port (on 127.0.0.1) a unit takes, and the shop.yaml setting it comes from
+    (for the message when it is busy). `inner` is the container's port (docker)."""
+
+    host: int
+    inner: int | None = None
+    setting: str = ""
+    env_var: str | None = None  # the environment variable that overrides `setting`
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """One unit a runtime ensures (creates, keeps while its hash is unchanged, replaces
+    when it changed), observes and removes: docker compose's "everything is a service".
+    The infra builders (shopctl.infra) make these from the config; a runtime reads the
+    fields of its flavour and ignores the others.
+
+    Both:    name, role, ports, env, files, readiness, setup, config_hash, subject, noun
+    docker:  image, command, volumes ({volume key: mount path}; the volume is named by
+             the runtime from the project and the key), user, volume_owner
+    local:   argv, dirs (folders made before start; the first is the working folder),
+             death_signal, stop_grace, adopt_readiness, adopt_setup
+    """
+
+    name: str  # the unit's name: an infra part (shopctl.infra_names) or a service
+    role: Literal["infra", "service"]
+    config_hash: str  # a change replaces the unit; equal keeps it running
+    image: str = ""
+    command: tuple[str, ...] | None = None  # None: the image's own
+    argv: tuple[str, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    volumes: Mapping[str, str] = field(default_factory=dict)
+    dirs: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # {folder: {file name: content}} put in before the unit starts (docker: into the
+    # container; local: on disk), owned by files_owner (uid, gid; docker only), with
+    # files_mode: 0o400-ish keeps them private to that owner.
+    files: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict, repr=False)
+    files_owner: tuple[int, int] = (0, 0)
+    files_mode: int = 0o400
+    user: str | None = None  # docker: "uid:gid"; None: the image's
+    volume_owner: tuple[int, int] | None = None  # docker: hand volumes an older root wrote over
+    readiness: Readiness | None = None  # None: running is ready
+    setup: Setup | None = None
+    # local: when nothing of ours runs and something already answers the base of
+    # `adopt_readiness` (a broker of the machine's), it is used instead of starting one:
+    # `adopt_setup` runs against it, and it becomes ready as `adopt_readiness` says.
+    adopt_readiness: Readiness | None = None
+    adopt_setup: Setup | None = None
+    death_signal: str = "SIGKILL"
+    stop_grace: float | None = None
+    subject: str = ""  # progress lines go under this subject; "" means name
+    noun: str = ""  # "agent", "broker": the local runtime's "starting agent on :8500"
+    note: str = ""  # added to the starting line, e.g. " (takes ~10 s)"
+
+    @property
+    def shown_as(self) -> str:
+        return self.subject or self.name
+
+    @property
+    def main_port(self) -> int | None:
+        return self.ports[0].host if self.ports else None
+
+
 @dataclass(frozen=True)
 class InfraEndpoints:
     """How shopctl (on the host) and the services reach the shared infrastructure."""

@@ -12,7 +12,7 @@ import io
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -78,12 +78,13 @@ def walk_files(root: Path, skip: Callable[[Path, bool], bool]) -> list[tuple[str
     return sorted(found)
 
 
-def private_files_tar(folder: str, files: dict[str, str], uid: int = 0, gid: int = 0,
-                      mode: int = 0o400) -> bytes:
+def private_files_tar(folder: str, files: Mapping[str, str | bytes], uid: int = 0,
+                      gid: int = 0, mode: int = 0o400) -> bytes:
     """A tar, to extract at `/`, holding `folder` (0500) with one file (0400) per entry,
     owned by uid:gid: how secrets reach a container without its environment (what
     `docker inspect` shows) ever holding them. `mode` 0444 makes a file any user of the
-    container may read (and the folder 0555)."""
+    container may read (and the folder 0555). A text gets a final newline; bytes go in
+    as they are."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         parts = folder.strip("/").split("/")
@@ -95,7 +96,7 @@ def private_files_tar(folder: str, files: dict[str, str], uid: int = 0, gid: int
             info.uid, info.gid = (uid, gid) if leaf else (0, 0)
             tar.addfile(info)
         for name, value in files.items():
-            data = (value + "\n").encode()
+            data = value if isinstance(value, bytes) else (value + "\n").encode()
             info = tarfile.TarInfo(f"{'/'.join(parts)}/{name}")
             info.size, info.mode, info.mtime = len(data), mode, _MTIME
             info.uid, info.gid = uid, gid

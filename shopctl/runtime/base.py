@@ -9,6 +9,12 @@ implementations must be thread-safe across different services.
 Lifecycle verbs are the same in both runtimes: ensure_infra, observe, start_service,
 stop_service, logs, down; `up` also watches a starting instance (instance) and checks
 host ports before it starts anything (infra_ports, port_owners).
+
+Units (shopctl.units.UnitSpec) are the runtimes' public vocabulary for anything they run
+from a spec: start_unit / ensure_unit create a unit, keep it while its hash is the same
+or replace it, and wait until its readiness holds; observe_units and remove_unit see
+and remove them. shopctl's own infra is a list of such specs (shopctl.infra), which
+start_infra runs; no code outside shopctl.runtime reaches into a runtime's privates.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from shopctl.units import (
     LogLine,
     Progress,
     ServiceState,
+    UnitSpec,
     no_progress,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shopctl.config import ShopConfig
     from shopctl.ports import PortNeed
 
@@ -38,12 +47,37 @@ class Runtime(Protocol):
     name: str  # "docker" | "local"
 
     def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
-        """Start Consul and RabbitMQ (as configured) if not running; return their endpoints.
-        Idempotent: running infra is reused, never restarted.
+        """Start the project's infra (Consul, RabbitMQ, Prometheus and its bridge, as
+        configured) and wait until it answers; return the endpoints. Idempotent: a unit
+        running as configured is kept, a changed one replaced, a disabled one removed.
+        Exactly start_infra plus calling every waiter."""
 
-        Optional split, used by `up` when a runtime has it (DockerRuntime does):
-        start_infra(config, progress) -> (endpoints, {part: wait}) starts without
-        waiting; each `wait()` blocks until that part answers (or raises)."""
+    def start_infra(
+        self, config: ShopConfig, progress: Progress = no_progress
+    ) -> tuple[InfraEndpoints, dict[str, Callable[[], None]]]:
+        """ensure_infra without the waiting: returns once the units run, with
+        {part: wait}; each `wait()` blocks until that part is ready (or raises
+        OperationFailed: it stopped, or its readiness timeout ran out). `up` lets slow
+        parts boot while services start."""
+
+    def start_unit(
+        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
+    ) -> Callable[[], None]:
+        """Create the unit, keep it (running) when it exists with spec.config_hash, or
+        replace it; returns a function that blocks until spec.readiness holds (running
+        spec.setup once it answers), raising OperationFailed when it stops first or
+        times out. Busy host ports raise before anything is created."""
+
+    def ensure_unit(
+        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
+    ) -> None:
+        """start_unit and its wait."""
+
+    def observe_units(self, config: ShopConfig, role: str = "infra") -> dict[str, ServiceState]:
+        """The project's units of `role` ("infra" | "service") that exist, by name."""
+
+    def remove_unit(self, config: ShopConfig, name: str, role: str = "infra") -> None:
+        """Stop and remove one unit (its data stays); a missing one is not an error."""
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
         """The endpoints of infra that is already running, or None (never starts anything)."""

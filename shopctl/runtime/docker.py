@@ -6,10 +6,15 @@ What exists for a project P (every object labelled io.shopctl.project=P, which i
     container  shopctl-P-consul           consul agent -dev, HTTP on 127.0.0.1:<consul.port>
     container  shopctl-P-rabbitmq         AMQP on 127.0.0.1:<rabbitmq.port>
     volume     shopctl-P-rabbitmq-data    the broker's state
+    container  shopctl-P-promsd, -prometheus  with infra.prometheus (shopctl.prom.docker)
     container  shopctl-P-<service>        network alias <service>, ports on 127.0.0.1
     volume     shopctl-P-<service>-data   mounted at /data (SHOP_DATA_DIR)
     image      shopctl-P/<service>:<hash> the service's code (shopctl.images.service);
                                           down removes these only when asked (images)
+
+Infra containers are units (shopctl.units.UnitSpec) that shopctl.infra.docker builds
+from the config; start_unit / ensure_unit / observe_units / remove_unit run any such
+spec, and each infra container is reachable on the network by its unit name.
 
 Services run with restart policy on-failure, so a crash is restarted by the engine and
 shows in `restarts`; a container stopped or killed through the engine (`docker stop`,
@@ -22,27 +27,18 @@ only shared mutable things are the network (created under a lock) and the image 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
-import requests
 
-from shopctl import broker, consul_acl
+from shopctl import broker, readiness
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
 from shopctl.errors import OperationFailed
 from shopctl.fingerprint import data_hash
-from shopctl.images.base import (
-    CONSUL_GID,
-    CONSUL_IMAGE,
-    CONSUL_UID,
-    RABBITMQ_IMAGE,
-    RABBITMQ_SERVER,
-    ensure_base_images,
-)
+from shopctl.images.base import ensure_base_images, ensure_image
 from shopctl.images.dockerfile import APP_DIR, DATA_DIR, KIT_DIR, SERVICE_GID, SERVICE_UID
 from shopctl.images.service import (
     build_service_image,
@@ -50,7 +46,9 @@ from shopctl.images.service import (
     image_repository,
 )
 from shopctl.images.tarball import ContextTar, private_files_tar
-from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ
+from shopctl.infra import docker as docker_infra
+from shopctl.infra.docker import AMQP_PORT, CONSUL_PORT
+from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ, enabled_by
 from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
 from shopctl.units import (
@@ -74,20 +72,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from shopctl.config import ServiceConfig, ShopConfig
+    from shopctl.units import Setup, UnitSpec
 
 LABEL_PORT = "io.shopctl.port"  # the service's main port, for services gone from shop.yaml
-INFRA = (CONSUL, RABBITMQ)  # a service cannot take these names: the config refuses them
-CONSUL_PORT = 8500  # inside the container
 SECRETS_DIR = "/run/shop-secrets"  # a service's SHOP_SECRETS_DIR in its container
-CONSUL_ACL_FILE = "/run/shopctl/consul-acl.json"  # the ACL config, in Consul's container
-RABBITMQ_DEFINITIONS = "/run/shopctl/rabbitmq-definitions.json"  # the project's user
-# More config the broker reads at boot (RABBITMQ_CONFIG_FILES takes a glob): beside the
-# definitions, so one archive holds both.
-RABBITMQ_CONF = "/run/shopctl/rabbitmq.conf"
-AMQP_PORT = 5672
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL, as `docker stop`
-INFRA_READY_TIMEOUT = 120.0
-INFRA_POLL = 0.1  # seconds between readiness checks of consul / rabbitmq
 _LOOPBACK = "127.0.0.1"
 
 _STATES: dict[str, State] = {
@@ -132,7 +121,7 @@ class DockerRuntime:
                 self._client = connect()
             return self._client
 
-    # ---- infra ---------------------------------------------------------------------------
+    # ---- infra and units --------------------------------------------------------------
 
     def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
         endpoints, waiters = self.start_infra(config, progress)
@@ -143,68 +132,160 @@ class DockerRuntime:
     def start_infra(
         self, config: ShopConfig, progress: Progress = no_progress
     ) -> tuple[InfraEndpoints, dict[str, Callable[[], None]]]:
-        """ensure_infra without the waiting: start the infra containers that do not run
-        (all at once) and return the endpoints with, per enabled part, a function that
-        blocks until that part answers (OperationFailed if its container stops, or after
-        INFRA_READY_TIMEOUT from now). `up` lets RabbitMQ boot while services start.
-        ensure_infra is exactly this plus calling every waiter."""
+        """ensure_infra without the waiting: remove the infra units no longer wanted,
+        start the others (all at once) and return the endpoints with, per unit, a
+        function that blocks until it is ready (OperationFailed if its container stops,
+        or after its readiness timeout from now). `up` lets RabbitMQ boot while services
+        start. ensure_infra is exactly this plus calling every waiter."""
         ensure_base_images(config, progress, self.client)
         self._ensure_network(config.project)
-        parts = self._enabled_infra(config)
-        with ThreadPoolExecutor(max_workers=max(1, len(parts))) as pool:
-            started = [
-                pool.submit(self._ensure_infra_container, config, part, progress)
-                for part in parts
-            ]
-        for future in started:
-            future.result()  # the first failure, in INFRA order
-        endpoints = _endpoints(config)
-        deadline = time.monotonic() + INFRA_READY_TIMEOUT
-        checks = {
-            "consul": ("waiting for a leader", lambda: _consul_has_leader(endpoints)),
-            "rabbitmq": ("waiting for AMQP", lambda: self._rabbitmq_ready(config)),
-        }
+        specs = docker_infra.units(config)
+        wanted = {spec.name for spec in specs}
+        for name, container in self._infra_containers(config).items():
+            if name not in wanted:
+                progress(name, f"removing ({enabled_by(name)} is false)")
+                self._remove(container)
+        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+            started = [(spec.name, pool.submit(self.start_unit, config, spec, progress))
+                       for spec in specs]
+        waiters = {name: future.result() for name, future in started}  # the first failure
+        return _endpoints(config), waiters
 
-        def waiter(part: str) -> Callable[[], None]:
-            doing, ready = checks[part]
+    def ensure_unit(
+        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
+    ) -> None:
+        """start_unit, then wait until the unit is ready."""
+        self.start_unit(config, spec, progress)()
 
-            def wait() -> None:
-                progress(part, doing)
-                self._wait_ready(config, part, ready, deadline)
-                progress(part, "ready")
+    def start_unit(
+        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
+    ) -> Callable[[], None]:
+        """Keep the unit's container when its hash label matches (started if it was
+        stopped), else replace it: remove it, check the host ports, create the
+        container with its files, start it. The label covers spec.config_hash and the
+        image's id, so a rebuilt or pulled image replaces the unit too. Returns a
+        function that blocks until the unit is ready."""
+        project = config.project
+        name = container_name(project, spec.name)
+        subject = spec.shown_as
+        image_id = ensure_image(self.client, spec.image, progress).image_id
+        wanted = data_hash({"spec": spec.config_hash, "image": image_id})[:16]
+        found = self._container(name)
+        if found is not None:
+            if found.labels.get(LABEL_PROJECT) != project:
+                raise OperationFailed(
+                    f"a container named {name} exists but is not shopctl's",
+                    hint=f"remove it: docker rm -f {name}",
+                )
+            if found.labels.get(LABEL_HASH) != wanted:
+                progress(subject, "replacing the container: its configuration changed")
+                self._remove(found)
+                found = None
+        if found is not None:
+            if found.status != "running":
+                progress(subject, "starting the existing container")
+                with docker_errors(f"starting {spec.name}"):
+                    found.start()
+            else:
+                progress(subject, "running")
+        else:
+            self._create_unit(config, spec, wanted, progress)
+        return lambda: self._wait_unit(config, spec, progress)
 
-            return wait
+    def observe_units(self, config: ShopConfig, role: str = "infra") -> dict[str, ServiceState]:
+        """The units of `role` of the project, by name (as `observe` for services)."""
+        with docker_errors("listing containers"):
+            found = self.client.containers.list(
+                all=True, filters={"label": [_project_label(config), f"{LABEL_ROLE}={role}"]})
+        return {state.service: state for state in (self._state(c.attrs, config) for c in found)}
 
-        waiters = {part: waiter(part) for part in parts}
-        # Prometheus and its Consul bridge as infra.prometheus says (shopctl.prom.docker).
-        waiters["prometheus"] = lambda: _sync_prometheus(self, config, progress)
-        return endpoints, waiters
+    def remove_unit(self, config: ShopConfig, name: str, role: str = "infra") -> None:
+        """Stop and remove the unit's container (its volume stays); missing is no error."""
+        found = self._container(container_name(config.project, name))
+        if found is not None and found.labels.get(LABEL_PROJECT) == config.project:
+            self._remove(found)
 
-    def _rabbitmq_ready(self, config: ShopConfig) -> bool:
-        """The broker answers AMQP and lets the project's user in, guest not (adding
-        the user and removing guest the first time: see shopctl.broker)."""
-        port = config.infra.rabbitmq.port
-        if not broker.answers(_LOOPBACK, port):
-            return False
-        if not broker.needs_provisioning(config, _LOOPBACK, port, own_broker=True):
-            return True
-        container = self._container(container_name(config.project, RABBITMQ))
-        if container is None:
-            return False
-        folder, file = RABBITMQ_DEFINITIONS.rsplit("/", 1)
-        with docker_errors("giving RabbitMQ the project's user"):
-            # a salted hash of the password, not the password: readable by the broker
-            container.put_archive("/", private_files_tar(
-                folder, {file: broker.definitions(config)}, mode=0o444))
-            imported = container.exec_run(["rabbitmqctl", "import_definitions",
-                                           RABBITMQ_DEFINITIONS])
-            if imported.exit_code != 0:
-                return False  # a booting node refuses the CLI for a moment: next poll
-            container.exec_run(["rabbitmqctl", "delete_user", broker.GUEST])
-        return not broker.needs_provisioning(config, _LOOPBACK, port, own_broker=True)
+    def _infra_containers(self, config: ShopConfig) -> dict[str, Any]:
+        with docker_errors("listing containers"):
+            found = self.client.containers.list(
+                all=True, filters={"label": [_project_label(config), f"{LABEL_ROLE}=infra"]})
+        return {c.labels.get(LABEL_SERVICE, c.name): c for c in found}
+
+    def _create_unit(
+        self, config: ShopConfig, spec: UnitSpec, config_hash: str, progress: Progress
+    ) -> None:
+        project = config.project
+        name = container_name(project, spec.name)
+        for need in spec.ports:
+            self._check_port(need.host, f"starting {spec.name}")
+        binds = {self._ensure_volume(project, key): {"bind": path, "mode": "rw"}
+                 for key, path in spec.volumes.items()}
+        labels = {LABEL_PROJECT: project, LABEL_SERVICE: spec.name, LABEL_ROLE: spec.role,
+                  LABEL_HASH: config_hash}
+        api = self.client.api
+        progress(spec.shown_as, f"starting container {name} ({spec.image})")
+        with docker_errors(f"starting {spec.name}"):
+            host_config = api.create_host_config(
+                port_bindings={p.inner: (_LOOPBACK, p.host) for p in spec.ports},
+                binds=binds,
+                restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
+                network_mode=network_name(project),
+            )
+            networking = api.create_networking_config(
+                {network_name(project): api.create_endpoint_config(aliases=[spec.name])}
+            )
+            created = api.create_container(
+                spec.image,
+                command=list(spec.command) if spec.command is not None else None,
+                name=name,
+                hostname=spec.name,  # fixed: RabbitMQ's node name, hence its data, stays
+                user=spec.user,  # None: the image's
+                environment=dict(spec.env) or None,
+                labels=labels,
+                ports=[(p.inner, "tcp") for p in spec.ports],
+                host_config=host_config,
+                networking_config=networking,
+            )
+            if spec.volume_owner is not None:
+                for path in spec.volumes.values():
+                    docker_volumes.hand_over(
+                        self.client, created["Id"], spec.image, path, *spec.volume_owner,
+                        labels={LABEL_PROJECT: project}, subject=spec.shown_as,
+                        progress=progress)
+            for folder, files in spec.files.items():  # before it starts: it reads them then
+                api.put_archive(created["Id"], "/", private_files_tar(
+                    folder, dict(files), *spec.files_owner, mode=spec.files_mode))
+            api.start(created["Id"])
+
+    def _wait_unit(self, config: ShopConfig, spec: UnitSpec, progress: Progress) -> None:
+        if spec.readiness is None:  # running is ready
+            progress(spec.shown_as, "ready")
+            return
+        name = container_name(config.project, spec.name)
+        subject = spec.shown_as
+
+        def failed() -> str | None:
+            found = self._container(name)
+            if found is None or found.status not in ("running", "restarting", "created"):
+                return f"stopped while starting ({found.status if found else 'removed'})"
+            return None
+
+        def run_step(argv: tuple[str, ...], setup: Setup) -> tuple[bool, str]:
+            found = self._container(name)
+            if found is None:
+                return False, "(no container)"
+            with docker_errors(f"setting {spec.name} up"):
+                done = found.exec_run(list(argv))
+            return done.exit_code == 0, (done.output or b"").decode(errors="replace")
+
+        progress(subject, spec.readiness.waiting)
+        readiness.wait(spec.readiness, failed, spec.setup, run_step,
+                       progress=lambda message: progress(subject, message), what=spec.name,
+                       hint=lambda: "its last output:\n" + self._tail(name))
+        progress(subject, "ready")
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
-        for part in self._enabled_infra(config):
+        for part in _enabled_brokers(config):
             found = self._container(container_name(config.project, part))
             if found is None or found.status != "running":
                 return None
@@ -356,7 +437,7 @@ class DockerRuntime:
     def infra_ports(self, config: ShopConfig) -> list[PortNeed]:
         infra = config.infra
         needs = [PortNeed(getattr(infra, part).port, f"infra.{part}.port", part)
-                 for part in self._enabled_infra(config)]
+                 for part in _enabled_brokers(config)]
         if infra.rabbitmq.enabled and infra.rabbitmq.management_port:
             needs.append(PortNeed(infra.rabbitmq.management_port,
                                   "infra.rabbitmq.management_port", RABBITMQ))
@@ -486,86 +567,6 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return False
         return True
-
-    def _enabled_infra(self, config: ShopConfig) -> list[str]:
-        return [part for part in INFRA if getattr(config.infra, part).enabled]
-
-    def _ensure_infra_container(self, config: ShopConfig, part: str, progress: Progress) -> None:
-        project = config.project
-        name = container_name(project, part)
-        files, command = _infra_files(config, part)
-        wanted = data_hash({"image": getattr(config.infra, part).image, "files": files,
-                            "command": command})[:16]
-        found = self._container(name)
-        if found is not None:
-            if found.labels.get(LABEL_PROJECT) != project:
-                raise OperationFailed(
-                    f"a container named {name} exists but is not shopctl's",
-                    hint=f"remove it: docker rm -f {name}",
-                )
-            if found.labels.get(LABEL_HASH) != wanted:  # its config changed (ACLs on)
-                progress(part, "replacing the container: its configuration changed")
-                self._remove(found)
-                found = None
-        if found is not None:
-            if found.status != "running":
-                progress(part, "starting the existing container")
-                with docker_errors(f"starting {part}"):
-                    found.start()
-            return
-        settings = getattr(config.infra, part)
-        inner = CONSUL_PORT if part == "consul" else AMQP_PORT
-        ports = {f"{inner}/tcp": (_LOOPBACK, settings.port)}
-        if part == "rabbitmq" and settings.management_port:
-            ports["15672/tcp"] = (_LOOPBACK, settings.management_port)
-        for host_port in (binding[1] for binding in ports.values()):
-            self._check_port(host_port, f"starting {part}")
-        extra: dict[str, Any] = {}
-        if part == "rabbitmq":
-            volume = self._ensure_volume(project, part)
-            extra["volumes"] = {volume: {"bind": "/var/lib/rabbitmq", "mode": "rw"}}
-        if command:
-            extra["command"] = command
-        # Who reads the files: the user shopctl's own image runs Consul as (nobody), the
-        # file private to it; another image's user is unknown (the official one switches
-        # to its own), so any user of that container may read them.
-        owner = (CONSUL_UID, CONSUL_GID, 0o400) if settings.image == CONSUL_IMAGE else (0, 0, 0o444)
-        progress(part, f"starting container {name} ({settings.image})")
-        with docker_errors(f"starting {part}"):
-            created = self.client.containers.create(
-                settings.image,
-                name=name,
-                # A fixed hostname keeps RabbitMQ's node name, hence its data, across
-                # container replacements.
-                hostname=part,
-                labels={LABEL_PROJECT: project, LABEL_SERVICE: part, LABEL_ROLE: "infra",
-                        LABEL_HASH: wanted},
-                ports=ports,
-                network=network_name(project),
-                restart_policy={"Name": "on-failure", "MaximumRetryCount": 0},
-                **extra,
-            )
-            for folder, contents in files.items():  # before it starts: it reads them then
-                created.put_archive("/", private_files_tar(folder, contents, *owner))
-            created.start()
-
-    def _wait_ready(self, config: ShopConfig, part: str, ready: Any, deadline: float) -> None:
-        name = container_name(config.project, part)
-        while True:
-            if ready():
-                return
-            found = self._container(name)
-            if found is None or found.status not in ("running", "restarting", "created"):
-                raise OperationFailed(
-                    f"{part} stopped while starting ({found.status if found else 'removed'})",
-                    hint="its last output:\n" + self._tail(name),
-                )
-            if time.monotonic() > deadline:
-                raise OperationFailed(
-                    f"{part} did not become ready within {INFRA_READY_TIMEOUT:.0f}s",
-                    hint="its last output:\n" + self._tail(name),
-                )
-            time.sleep(INFRA_POLL)
 
     def _tail(self, name: str, lines: int = 15) -> str:
         found = self._container(name)
@@ -720,37 +721,6 @@ def _live_path(name: str) -> str:
     return f"{base}/{rest}"
 
 
-def _infra_files(config: ShopConfig, part: str) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """({folder: {file: content}}, command) an infra container is created with: Consul
-    with ACLs reads its config from a private file (the management token is in it).
-    shopctl's RabbitMQ imports the project's user at boot (a new broker then never has
-    guest), instead of two `rabbitmqctl` calls of ~0.4 s each once it answers; a broker
-    whose data predates the user still gets it that way (see _rabbitmq_ready)."""
-    if part == CONSUL and consul_acl.enabled(config):
-        folder, file = CONSUL_ACL_FILE.rsplit("/", 1)
-        config_text = consul_acl.agent_config(consul_acl.management_token(config))
-        command = ["consul", "agent", "-dev", "-client", "0.0.0.0", "-ui", "-node", "shopctl",
-                   "-config-file", CONSUL_ACL_FILE]
-        return {folder: {file: config_text}}, command
-    if part == RABBITMQ and config.infra.rabbitmq.image == RABBITMQ_IMAGE:
-        folder, file = RABBITMQ_DEFINITIONS.rsplit("/", 1)
-        conf = RABBITMQ_CONF.rsplit("/", 1)[1]
-        files = {folder: {file: broker.definitions(config),
-                          conf: f"load_definitions = {RABBITMQ_DEFINITIONS}"}}
-        return files, ["env", f"RABBITMQ_CONFIG_FILES={folder}/*.conf", RABBITMQ_SERVER]
-    return {}, []
-
-
-def _sync_prometheus(runtime: DockerRuntime, config: ShopConfig, progress: Progress) -> None:
-    from shopctl.prom.docker import sync_prometheus
-
-    sync_prometheus(runtime, config, progress)
-
-
-def _consul_has_leader(endpoints: InfraEndpoints) -> bool:
-    # requests (which the Docker SDK loads anyway), not httpx: ~0.1 s less per `up`.
-    try:
-        response = requests.get(f"{endpoints.consul_http}/v1/status/leader", timeout=2.0)
-        return response.status_code == 200 and bool(response.json())
-    except (requests.RequestException, ValueError):
-        return False
+def _enabled_brokers(config: ShopConfig) -> list[str]:
+    """Consul and RabbitMQ as enabled: the infra `up` cannot go without."""
+    return [part for part in (CONSUL, RABBITMQ) if getattr(config.infra, part).enabled]

@@ -3,9 +3,10 @@
 Each unit (a service by name, or infra as `_consul` / `_rabbitmq`, names no service can
 have) runs under its own detached `shopctl.runtime.supervisor`, which restarts it on
 crashes, timestamps its output into `.shopctl/local/logs/<unit>.log` and keeps
-`.shopctl/local/run/<unit>.json` current. This module decides what to run and reads
-those files back; it never keeps state in memory, so any shopctl process can observe
-or stop what another one started.
+`.shopctl/local/run/<unit>.json` current. Infra units come as specs from
+shopctl.infra.local (start_unit / ensure_unit run any UnitSpec); this module launches
+them and the services and reads those files back; it never keeps state in memory, so
+any shopctl process can observe or stop what another one started.
 
 Every process we start (supervisor, child and whatever the child starts) carries
 SHOPCTL_STATE_DIR and SHOPCTL_UNIT in its environment: the local equivalent of the
@@ -29,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from shopctl import broker, consul_acl
+from shopctl import broker, readiness
 from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
-from shopctl.fingerprint import data_hash
+from shopctl.infra import local as local_infra
+from shopctl.infra_names import CONSUL, INFRA_PARTS, RABBITMQ, START_ORDER, enabled_by
 from shopctl.ports import PortNeed, environ_of, is_port_free, listening_pid, port_holder
 from shopctl.runtime.supervisor import MODULE as SUPERVISOR_MODULE
 from shopctl.runtime.supervisor import LogReader, supervisor_running
@@ -52,23 +52,20 @@ from shopctl.units import (
 
 if TYPE_CHECKING:
     from shopctl.config import ShopConfig
+    from shopctl.units import Setup, UnitSpec
 
 HOST = "127.0.0.1"
-UNIT_CONSUL = "_consul"
-UNIT_RABBITMQ = "_rabbitmq"
-# Also their stop order: Prometheus and its Consul bridge (shopctl.prom.local) first,
-# brokers last.
-INFRA_UNITS = ("_prometheus", "_promsd", UNIT_CONSUL, UNIT_RABBITMQ)
+UNIT_CONSUL = local_infra.unit_name(CONSUL)
+UNIT_RABBITMQ = local_infra.unit_name(RABBITMQ)
+# Also their stop order: the reverse of their start order, brokers last.
+INFRA_UNITS = tuple(local_infra.unit_name(part) for part in reversed(START_ORDER))
 ENV_STATE_DIR = "SHOPCTL_STATE_DIR"
 ENV_UNIT = "SHOPCTL_UNIT"
-# Debian's /usr/sbin/rabbitmq-server re-runs itself through `su rabbitmq` when started as
-# root, which would need the rabbitmq user to own our state dir; the script behind it
-# runs the broker as whoever calls it.
-DEBIAN_RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 # epmd (Erlang's port mapper) is one per machine and shared by every Erlang node on it;
 # it must survive our broker even when our broker started it.
 SHARED_DAEMONS = frozenset({"epmd"})
 _POLL = 0.25
+_PROTOCOLS = {"http": "HTTP", "consul-leader": "HTTP", "amqp": "AMQP", "amqp-login": "AMQP"}
 
 
 @dataclass(frozen=True)
@@ -107,145 +104,153 @@ class LocalRuntime:
         self.consul_timeout = consul_timeout
         self.rabbitmq_timeout = rabbitmq_timeout
 
-    # -- infra ---------------------------------------------------------------------------
+    # -- infra and units --------------------------------------------------------------
 
     def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
-        ps = ProjectState(config.root)
-        if config.infra.consul.enabled:
-            self._ensure_consul(config, ps, progress)
-        if config.infra.rabbitmq.enabled:
-            self._ensure_rabbitmq(config, ps, progress)
-        from shopctl.prom.local import sync_prometheus
+        found, waiters = self.start_infra(config, progress)
+        for wait in waiters.values():
+            wait()
+        return found
 
-        sync_prometheus(self, config, ps, progress)
-        return endpoints(config)
+    def start_infra(
+        self, config: ShopConfig, progress: Progress = no_progress
+    ) -> tuple[InfraEndpoints, dict[str, Callable[[], None]]]:
+        """The infra units of shopctl.infra.local: a unit of a part that is no longer
+        wanted stops, the others start in order (each supervisor reports its child
+        running before the next starts); the waiters block until each part is ready."""
+        ps = ProjectState(config.root)
+        specs = local_infra.units(config, self._infra_options(config, ps))
+        wanted = {spec.name for spec in specs}
+        for part in reversed(START_ORDER):
+            if part not in wanted and read_record(ps, local_infra.unit_name(part)):
+                progress(part, f"stopping ({enabled_by(part)} is false)")
+                self.remove_unit(config, part)
+        waiters = {spec.name: self.start_unit(config, spec, progress) for spec in specs}
+        return endpoints(config), waiters
+
+    def _infra_options(self, config: ShopConfig, ps: ProjectState) -> local_infra.Options:
+        running = {}
+        for part in INFRA_PARTS:
+            unit = local_infra.unit_name(part)
+            record = read_record(ps, unit)
+            port = ((record or {}).get("meta") or {}).get("port")
+            if port and self._running(ps, unit):
+                running[part] = int(port)
+        return local_infra.Options(
+            python=self.python, free_port=free_port, running_ports=running,
+            consul_timeout=self.consul_timeout, rabbitmq_timeout=self.rabbitmq_timeout)
+
+    def ensure_unit(
+        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
+    ) -> None:
+        """start_unit, then wait until the unit is ready."""
+        self.start_unit(config, spec, progress)()
+
+    def start_unit(
+        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
+    ) -> Callable[[], None]:
+        """Keep the unit when its supervisor runs with spec's hash, else replace it
+        (stop, check its ports, write its files, launch); or, when nothing of ours runs
+        and spec.adopt_readiness answers, adopt what answers there. Returns a function
+        that blocks until the unit is ready (OperationFailed when it exits first or
+        after its readiness timeout)."""
+        ps = ProjectState(config.root)
+        unit = self._unit_name(spec)
+        subject = spec.shown_as
+        port = spec.main_port
+        record = read_record(ps, unit)
+        running = self._running(ps, unit)
+        if running and (record or {}).get("config_hash") != spec.config_hash:
+            progress(subject, "replacing: its configuration changed")
+            self._stop_units(ps, [unit])
+            running = False
+        check, setup = spec.readiness, spec.setup
+        if running:
+            progress(subject, f"running on :{port}" if port else "running")
+        elif spec.adopt_readiness is not None and readiness.answers(spec.adopt_readiness):
+            progress(subject, f"reusing the {spec.noun or 'process'} already answering "
+                              f"{_PROTOCOLS[spec.adopt_readiness.kind]} on :{port}")
+            check, setup, unit = spec.adopt_readiness, spec.adopt_setup, ""
+        else:
+            self._stop_units(ps, [unit])  # a dead supervisor's leftovers
+            for need in spec.ports:
+                require_free_port(need.host, need.setting or f"{subject}'s port", need.env_var)
+            for folder in spec.dirs:
+                ps.ensure(Path(folder))
+            for folder, files in spec.files.items():
+                ps.ensure(Path(folder))
+                for name, data in files.items():
+                    write_atomic(Path(folder) / name, data, mode=spec.files_mode)
+            cwd = Path(spec.dirs[0]) if spec.dirs else ps.ensure(ps.data_dir(unit))
+            noun = f"{spec.noun} " if spec.noun else ""
+            progress(subject, f"starting {noun}on :{port}{spec.note}" if port else
+                     f"starting {noun}".rstrip())
+            grace = None if spec.stop_grace is None else max(self.grace, spec.stop_grace)
+            self._launch(config, ps, Unit(
+                unit, spec.role, list(spec.argv), cwd, {**os.environ, **spec.env},
+                spec.config_hash, {"port": port}, death_signal=spec.death_signal,
+                grace=grace))
+
+        def wait() -> None:
+            if check is None:  # running is ready
+                progress(subject, "ready")
+                return
+            progress(subject, check.waiting)
+            readiness.wait(
+                check, failed=lambda: self._exited(ps, unit) if unit else None, setup=setup,
+                run_step=self._run_step, progress=lambda message: progress(subject, message),
+                what=INFRA_PARTS.get(spec.name, spec.name),
+                hint=lambda: _log_hint(ps, unit) if unit else "")
+            progress(subject, "ready")
+
+        return wait
+
+    def observe_units(self, config: ShopConfig, role: str = "infra") -> dict[str, ServiceState]:
+        """The units of `role` this runtime started, by name ("consul", a service's name);
+        a broker it merely reuses is absent."""
+        ps = ProjectState(config.root)
+        states = {}
+        for unit, record in all_records(ps).items():
+            if record.get("role") == role:
+                states[unit.lstrip("_")] = service_state(
+                    record, supervisor_alive(ps, unit, record))
+        return states
+
+    def observe_infra(self, config: ShopConfig) -> dict[str, ServiceState]:
+        """observe_units for infra, keyed "consul" / "rabbitmq" (reused ones absent)."""
+        return self.observe_units(config, "infra")
+
+    def remove_unit(self, config: ShopConfig, name: str, role: str = "infra") -> None:
+        """Stop the unit (and whatever it started); a missing one is not an error."""
+        unit = local_infra.unit_name(name) if role == "infra" else name
+        self._stop_units(ProjectState(config.root), [unit])
 
     def infra_endpoints(self, config: ShopConfig) -> InfraEndpoints | None:
         consul_ok = not config.infra.consul.enabled or consul_ready(config.infra.consul.port)
         amqp_ok = not config.infra.rabbitmq.enabled or amqp_answers(config.infra.rabbitmq.port)
         return endpoints(config) if consul_ok and amqp_ok else None
 
-    def observe_infra(self, config: ShopConfig) -> dict[str, ServiceState]:
-        """Infra units this runtime started, keyed "consul" / "rabbitmq" (reused ones absent)."""
-        ps = ProjectState(config.root)
-        states = {}
-        for unit in INFRA_UNITS:
-            record = read_record(ps, unit)
-            if record is not None:
-                states[unit.lstrip("_")] = service_state(record, supervisor_alive(ps, unit, record))
-        return states
+    @staticmethod
+    def _unit_name(spec: UnitSpec) -> str:
+        return local_infra.unit_name(spec.name) if spec.role == "infra" else spec.name
 
-    def _ensure_consul(self, config: ShopConfig, ps: ProjectState, progress: Progress) -> None:
-        port = config.infra.consul.port
-        acl_file, acl_digest = self._consul_acl_file(config, ps)
-        record = read_record(ps, UNIT_CONSUL)
-        if self._running(ps, UNIT_CONSUL) and record.get("meta", {}).get("acl") != acl_digest:
-            progress("consul", "restarting the agent: its ACL configuration changed")
-            self._stop_units(ps, [UNIT_CONSUL])
-        if self._running(ps, UNIT_CONSUL):
-            progress("consul", f"running on :{port}")
-        else:
-            binary = shutil.which("consul")
-            if binary is None:
-                raise RuntimeUnavailable(
-                    "the consul binary is not on PATH",
-                    hint="`make system` installs it (scripts/install-system.sh consul)",
-                )
-            self._stop_units(ps, [UNIT_CONSUL])  # a dead supervisor's leftovers
-            require_free_port(port, "infra.consul.port", "SHOP_CONSUL_PORT")
-            data = ps.ensure(ps.data_dir(UNIT_CONSUL))
-            argv = consul_argv(binary, config.project, port, data, free_port(), free_port())
-            if acl_file is not None:
-                argv += ["-config-file", str(acl_file)]
-            progress("consul", f"starting agent on :{port}")
-            unit = Unit(UNIT_CONSUL, "infra", argv, data, dict(os.environ),
-                        meta={"port": port, "acl": acl_digest})
-            self._launch(config, ps, unit)
-        self._wait_ready(ps, UNIT_CONSUL, "Consul", lambda: consul_ready(port), self.consul_timeout)
-        progress("consul", "ready")
+    def _exited(self, ps: ProjectState, unit: str) -> str | None:
+        """Why the unit cannot become ready any more, or None while it may."""
+        record = read_record(ps, unit)
+        if record is None:
+            return None
+        if not supervisor_alive(ps, unit, record) or record["state"] in ("restarting", "exited"):
+            return "exited while starting"
+        return None
 
     @staticmethod
-    def _consul_acl_file(config: ShopConfig, ps: ProjectState) -> tuple[Path | None, str]:
-        """The agent's ACL config as a private file (the management token is in it, so
-        it goes neither on the command line nor in the environment), and its digest."""
-        if not consul_acl.enabled(config):
-            return None, ""
-        text = consul_acl.agent_config(consul_acl.management_token(config))
-        path = ps.ensure(ps.secrets_dir) / "consul-acl.json"
-        write_atomic(path, text, mode=0o600)
-        return path, data_hash(text)[:16]
-
-    def _ensure_rabbitmq(self, config: ShopConfig, ps: ProjectState, progress: Progress) -> None:
-        port = config.infra.rabbitmq.port
-        own = True
-        if self._running(ps, UNIT_RABBITMQ):
-            progress("rabbitmq", f"running on :{port}")
-        elif amqp_answers(port):
-            progress("rabbitmq", f"reusing the broker already answering AMQP on :{port}")
-            own = False
-        else:
-            binary = rabbitmq_binary()
-            self._stop_units(ps, [UNIT_RABBITMQ])
-            require_free_port(port, "infra.rabbitmq.port", "SHOP_AMQP_PORT")
-            data = ps.ensure(ps.data_dir(UNIT_RABBITMQ))
-            env = {**os.environ, **rabbitmq_env(config.project, port, free_port(), data)}
-            progress("rabbitmq", f"starting broker on :{port} (takes ~10 s)")
-            unit = Unit(
-                UNIT_RABBITMQ, "infra", [binary], data, env, meta={"port": port},
-                # The wrapper script turns SIGTERM into a clean broker stop; SIGKILL would
-                # leave the Erlang VM it forked running without a parent.
-                death_signal="SIGTERM", grace=max(self.grace, 30.0),
-            )
-            self._launch(config, ps, unit)
-        if own:
-            self._wait_ready(
-                ps, UNIT_RABBITMQ, "RabbitMQ", lambda: amqp_answers(port), self.rabbitmq_timeout
-            )
-        if broker.needs_provisioning(config, HOST, port, own_broker=own):
-            progress("rabbitmq", f"adding the user {broker.user(config)}"
-                     + (" and removing guest" if own else ""))
-            self._provision_rabbitmq(config, ps, own)
-            # The broker imports definitions asynchronously: ready once the user logs in.
-            self._wait_ready(ps, UNIT_RABBITMQ, "RabbitMQ's project user",
-                             lambda: broker.logs_in(endpoints(config).amqp_uri), 30.0)
-        progress("rabbitmq", "ready")
-
-    def _provision_rabbitmq(self, config: ShopConfig, ps: ProjectState, own: bool) -> None:
-        """The project's user on the broker (shopctl.broker), with rabbitmqctl: on our
-        own node (its name and cookie from rabbitmq_env), or on the broker we reuse
-        (the machine's default node; guest stays there, it is not ours)."""
-        data = ps.ensure(ps.data_dir(UNIT_RABBITMQ))
-        ctl = rabbitmqctl_binary(own)
-        env = dict(os.environ)
-        if own:
-            node_env = rabbitmq_env(config.project, config.infra.rabbitmq.port, 0, data)
-            env.update({k: node_env[k] for k in ("RABBITMQ_NODENAME", "HOME")})
-        # From stdin: the machine's rabbitmqctl runs as another user, who cannot read
-        # .shopctl. (A salted hash of the password, not the password.)
-        steps = [[ctl, "import_definitions", "--format", "json"]]
-        if own:
-            steps.append([ctl, "delete_user", broker.GUEST])
-        # A node of ours may still be booting; a broker we reuse is up, so a refusal
-        # there (no cookie, no rights) is for good.
-        deadline = time.monotonic() + (self.rabbitmq_timeout if own else 5.0)
-        for argv in steps:
-            while True:
-                done = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                      timeout=60, input=broker.definitions(config))
-                # delete_user of a guest gone already answers "no such user": fine
-                if done.returncode == 0 or (argv[1] == "delete_user"
-                                            and "not exist" in done.stdout + done.stderr):
-                    break
-                if time.monotonic() > deadline:
-                    where = "its own broker" if own else "the broker it reuses"
-                    raise OperationFailed(
-                        f"shopctl could not add the project's RabbitMQ user to {where} on "
-                        f":{config.infra.rabbitmq.port} ({' '.join(argv[1:2])}: "
-                        f"{(done.stderr or done.stdout).strip()[-300:]})",
-                        hint="set infra.rabbitmq.port to a free port, so shopctl runs a "
-                             "broker of the project's own" if not own else
-                             "`shopctl logs rabbitmq` shows the broker's side")
-                time.sleep(1.0)  # a booting node refuses the CLI for a moment
+    def _run_step(argv: tuple[str, ...], setup: Setup) -> tuple[bool, str]:
+        try:
+            done = subprocess.run(list(argv), env={**os.environ, **setup.env}, capture_output=True,
+                                  text=True, timeout=60, input=setup.stdin)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
+        return done.returncode == 0, done.stdout + done.stderr
 
     # -- services --------------------------------------------------------------------------
 
@@ -463,21 +468,6 @@ class LocalRuntime:
             hint=_log_hint(ps, unit.name),
         )
 
-    def _wait_ready(
-        self, ps: ProjectState, unit: str, what: str, ready: Callable[[], bool], timeout: float
-    ) -> None:
-        """Poll `ready` until it holds; fail early when the process we started crashes."""
-        deadline = time.monotonic() + timeout
-        while not ready():
-            record = read_record(ps, unit)
-            ours = record is not None and supervisor_alive(ps, unit, record)
-            if record is not None and (not ours or record["state"] in ("restarting", "exited")):
-                raise OperationFailed(f"{what} exited while starting", hint=_log_hint(ps, unit))
-            if time.monotonic() > deadline:
-                raise OperationFailed(
-                    f"{what} did not become ready within {timeout:.0f}s", hint=_log_hint(ps, unit)
-                )
-            time.sleep(_POLL)
 
     def _stop_units(self, ps: ProjectState, units: list[str]) -> None:
         """SIGTERM the units' supervisors together (each stops its child), wait, then
@@ -519,71 +509,12 @@ def endpoints(config: ShopConfig) -> InfraEndpoints:
     )
 
 
-def consul_argv(
-    binary: str, project: str, http_port: int, data: Path, serf_port: int, server_port: int
-) -> list[str]:
-    """A single-node dev agent on loopback. Every port but HTTP is private or disabled, so
-    agents of several projects (and test runs) can share a machine."""
-    return [
-        binary, "agent", "-dev", "-client", HOST, "-bind", HOST,
-        "-http-port", str(http_port), "-dns-port", "-1", "-grpc-port", "-1",
-        "-serf-wan-port", "-1", "-serf-lan-port", str(serf_port), "-server-port", str(server_port),
-        "-data-dir", str(data), "-node", f"shopctl-{project}",
-    ]
 
 
-def rabbitmq_binary() -> str:
-    if DEBIAN_RABBITMQ_SERVER.exists():
-        return str(DEBIAN_RABBITMQ_SERVER)
-    found = shutil.which("rabbitmq-server")
-    if found is None:
-        raise RuntimeUnavailable(
-            "rabbitmq-server is not installed",
-            hint="`make system` installs it (scripts/install-system.sh rabbitmq)",
-        )
-    return found
 
 
-def rabbitmqctl_binary(own: bool = True) -> str:
-    """For a node we run, the rabbitmqctl next to its server (Debian's raw script: the
-    /usr/sbin wrapper would switch user and lose our node's cookie); for the machine's
-    broker, the one on PATH (that wrapper finds the machine's cookie)."""
-    beside = None
-    if own:
-        try:
-            beside = Path(rabbitmq_binary()).resolve().parent / "rabbitmqctl"
-        except RuntimeUnavailable:
-            pass
-    if beside is not None and beside.exists():
-        return str(beside)
-    found = shutil.which("rabbitmqctl")
-    if found is None:
-        raise RuntimeUnavailable("rabbitmqctl is not installed",
-                                 hint="`make system` installs it (scripts/install-system.sh "
-                                      "rabbitmq)")
-    return found
 
 
-def rabbitmq_env(project: str, port: int, dist_port: int, data: Path) -> dict[str, str]:
-    """A broker node of our own: own name, ports, database, cookie and plugin list, so it
-    neither meets the machine's broker nor reads or writes /var/lib/rabbitmq."""
-    for sub in ("mnesia", "log", "home"):
-        (data / sub).mkdir(exist_ok=True)
-    plugins = data / "enabled_plugins"
-    if not plugins.exists():
-        plugins.write_text("[].\n")
-    return {
-        "RABBITMQ_NODENAME": f"shopctl-{project}@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": HOST,
-        "RABBITMQ_NODE_PORT": str(port),
-        "RABBITMQ_DIST_PORT": str(dist_port),
-        "RABBITMQ_MNESIA_BASE": str(data / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(data / "log"),
-        "RABBITMQ_LOGS": "-",  # to stdout, i.e. into our timestamped log
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
-        "RABBITMQ_CONFIG_FILE": str(data / "rabbitmq"),  # absent: built-in defaults
-        "HOME": str(data / "home"),  # where Erlang keeps the node's cookie
-    }
 
 
 def child_env(
@@ -617,12 +548,8 @@ def free_port() -> int:
 
 
 def consul_ready(port: int) -> bool:
-    """Consul answers and has elected a leader (before that, KV and catalog writes fail)."""
-    try:
-        response = httpx.get(f"http://{HOST}:{port}/v1/status/leader", timeout=1.0)
-        return response.status_code == 200 and bool(response.json())
-    except (httpx.HTTPError, ValueError):
-        return False
+    """Consul answers and has elected a leader (shopctl.readiness, as every such check)."""
+    return readiness.consul_has_leader(port)
 
 
 def amqp_answers(port: int, timeout: float = 1.0) -> bool:

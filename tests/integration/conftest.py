@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shopctl.runtime.local import consul_argv, consul_ready, free_port
+from shopctl.infra.local import consul_argv
+from shopctl.runtime.local import consul_ready, free_port
 from shopctl.testing import wait_for
 
 

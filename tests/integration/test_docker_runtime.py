@@ -28,7 +28,7 @@ from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.images import SERVICE_GID, SERVICE_UID
 from shopctl.images.prometheus import PROMETHEUS_GID, PROMETHEUS_UID
 from shopctl.images.service import build_service_image
-from shopctl.prom.docker import sync_prometheus
+from shopctl.prom import docker as prom_docker
 from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
 from shopctl.units import (
     LABEL_PROJECT,
@@ -305,6 +305,11 @@ def process_uids(client: docker.DockerClient, name: str) -> set[str]:
     return {row[top["Titles"].index("UID")] for row in top["Processes"]}
 
 
+def ensure_prometheus(runtime: DockerRuntime, config: ShopConfig, progress=no_progress) -> None:
+    for spec in prom_docker.units(config):  # the bridge, then Prometheus, as start_infra
+        runtime.ensure_unit(config, spec, progress)
+
+
 def test_prometheus_and_its_bridge_run_unprivileged_and_keep_an_older_root_tsdb(
     runtime, config, endpoints, client
 ):
@@ -315,7 +320,7 @@ def test_prometheus_and_its_bridge_run_unprivileged_and_keep_an_older_root_tsdb(
     tsdb = volume_name(PROJECT, "prometheus")
     nobody = str(PROMETHEUS_UID)
     try:
-        sync_prometheus(runtime, watched, no_progress)  # a new TSDB: nobody's from the start
+        ensure_prometheus(runtime, watched)  # a new TSDB: nobody's from the start
         assert process_uids(client, prometheus) == {nobody}
         assert process_uids(client, bridge) == {nobody}
         # What an older shopctl left: its Prometheus ran as root, so root owns the TSDB.
@@ -324,13 +329,23 @@ def test_prometheus_and_its_bridge_run_unprivileged_and_keep_an_older_root_tsdb(
         client.containers.run(config.infra.base_image, ["sh", "-c", older],
                               volumes={tsdb: {"bind": "/prometheus", "mode": "rw"}}, remove=True)
         seen: list[tuple[str, str]] = []
-        sync_prometheus(runtime, watched, lambda s, m: seen.append((s, m)))  # waits for ready
+        ensure_prometheus(runtime, watched, lambda s, m: seen.append((s, m)))  # waits for ready
         assert process_uids(client, prometheus) == {nobody}
         code, out = client.containers.get(prometheus).exec_run(
             ["sh", "-c", f"cat /prometheus/kept; find /prometheus ! -user {nobody} -o "
                          f"! -group {PROMETHEUS_GID}"])
         assert (code, out.decode().strip()) == (0, "kept")
         assert any(s == "prometheus" and "older shopctl" in m for s, m in seen), seen
+        # An unchanged `up` keeps every infra unit; turning Prometheus off removes its two.
+        ids = {c.name: c.id for c in client.containers.list(
+            filters={"label": f"{LABEL_PROJECT}={PROJECT}"})}
+        runtime.ensure_infra(watched)
+        assert {c.name: c.id for c in client.containers.list(
+            filters={"label": f"{LABEL_PROJECT}={PROJECT}"})} == ids
+        runtime.ensure_infra(config)
+        left = {c.name for c in client.containers.list(all=True)}
+        assert prometheus not in left and bridge not in left
+        assert set(runtime.observe_units(config)) == {"consul", "rabbitmq"}
     finally:
         for name in (prometheus, bridge):
             with contextlib.suppress(docker.errors.NotFound):

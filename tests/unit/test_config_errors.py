@@ -631,13 +631,20 @@ def test_broken_config_through_the_cli_exits_2_without_traceback(
         assert line in err
 
 
-def test_reserved_service_names_cover_every_infra_container() -> None:
-    """The docker runtime names containers shopctl-P-NAME for services and infra alike."""
-    from shopctl.infra_names import RESERVED_SERVICE_NAMES
-    from shopctl.prom.docker import BRIDGE, PROMETHEUS
-    from shopctl.runtime.docker import INFRA
+def test_reserved_service_names_cover_every_infra_unit(tmp_path) -> None:
+    """The docker runtime names containers shopctl-P-NAME for services and infra alike:
+    every unit the infra builders make (everything enabled) has a reserved name."""
+    from shopctl.config import load_config
+    from shopctl.infra import docker as docker_infra
+    from shopctl.infra_names import RESERVED_SERVICE_NAMES, START_ORDER
 
-    assert {*INFRA, PROMETHEUS, BRIDGE} == RESERVED_SERVICE_NAMES
+    (tmp_path / "services" / "users").mkdir(parents=True)
+    (tmp_path / "shop.yaml").write_text(
+        "project: shop\ninfra: {prometheus: {enabled: true}}\n"
+        "services:\n  users: {kind: flask, port: 8001}\n")
+    config = load_config(tmp_path / "shop.yaml")
+    names = {spec.name for spec in docker_infra.units(config)}
+    assert names == RESERVED_SERVICE_NAMES == set(START_ORDER)
 
 
 def test_a_reserved_service_name_is_refused_by_the_model_itself() -> None:

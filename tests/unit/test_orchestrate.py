@@ -254,12 +254,12 @@ def test_up_returns_only_once_infra_answers_and_raises_its_failure():
         failing.wait("rabbitmq")
 
 
-def test_a_runtime_without_start_infra_is_ready_at_once():
+def test_infra_without_waiters_is_ready_at_once():
     class Runtime:
         name = "plain"
 
-        def ensure_infra(self, config, progress):
-            return ENDPOINTS
+        def start_infra(self, config, progress):
+            return ENDPOINTS, {}
 
     infra = InfraStartup(shop_config(), Runtime())
     assert infra.endpoints == ENDPOINTS
