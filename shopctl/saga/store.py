@@ -59,8 +59,8 @@ def is_postgres(location: str | Path) -> bool:
 
 
 def mask(location: str | Path) -> str:
-    """`location` fit to show: a url's password replaced by ***."""
-    if not is_postgres(location):
+    """`location` fit to show: a url's password (whatever its scheme) replaced by ***."""
+    if not isinstance(location, str) or "://" not in location:
         return str(location)
     from urllib.parse import urlsplit, urlunsplit
 
