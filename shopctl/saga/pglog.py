@@ -56,6 +56,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg  # this module is imported only when a PostgreSQL log is opened
+from psycopg.rows import dict_row
+
 from shopctl.saga import log as L
 from shopctl.saga import owner as _owner
 from shopctl.saga.store import mask
@@ -115,6 +118,7 @@ CREATE INDEX IF NOT EXISTS outbox_by_saga ON outbox (saga_id);
 # is not safe against a concurrent creator).
 _SCHEMA_LOCK = 0x5A6A_105
 
+_CLAIMING = "(claiming)"  # a claim found the row locked by another claimer
 _NOW = "extract(epoch from clock_timestamp())::float8"
 _SAGA_COLUMNS = ("SELECT s.*, GREATEST(s.updated_at, COALESCE((SELECT MAX(e.at) FROM"
                  " step_events e WHERE e.saga_id = s.id), 0)) AS last_at")
@@ -123,6 +127,10 @@ _INSERT_EVENT = ("INSERT INTO step_events (saga_id, seq, step, state, attempt, a
                  " result, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)")
 _INSERT_OUTBOX = ("INSERT INTO outbox (saga_id, event_type, payload, created_at, next_try_at,"
                   " origin) VALUES (%s, %s, %s, %s, %s, %s)")
+
+
+class _Fenced(Exception):
+    """A commit found its saga's row naming another driver."""
 
 
 class LeaseLost(L.SagaBusy):
@@ -151,9 +159,6 @@ def token() -> str:
 
 
 def _connect(dsn: str):
-    import psycopg
-    from psycopg.rows import dict_row
-
     try:
         return psycopg.connect(dsn, autocommit=True, row_factory=dict_row,
                                connect_timeout=10, application_name="shopctl-saga")
@@ -193,6 +198,10 @@ class PgSagaLog:
                 self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 self._conn.execute(_SCHEMA)
             # The server's start: a restart since a driver claimed may have lost its tail.
+            # The session's default is what most commits want; the others SET LOCAL.
+            self._session_sync = sync == "FULL"
+            if not self._session_sync:
+                self._conn.execute("SET synchronous_commit TO off")
             self._boot = self._conn.execute(
                 "SELECT extract(epoch from pg_postmaster_start_time())::float8 AS b"
             ).fetchone()["b"]
@@ -226,11 +235,14 @@ class PgSagaLog:
 
     def _write(self, work, *, sync: bool):
         """Run `work(conn)` in one transaction, committed before returning; `sync`: the
-        commit waits for the WAL flush (synchronous_commit on)."""
+        commit waits for the WAL flush (synchronous_commit on). Pipelined: statements
+        go out together and only reading a result waits for the server, so a commit
+        costs about two round trips however many rows it writes."""
         with self._lock:
             conn = self._conn
-            with conn.transaction():
-                conn.execute("SET LOCAL synchronous_commit TO " + ("on" if sync else "off"))
+            with conn.pipeline(), conn.transaction():
+                if sync != self._session_sync:
+                    conn.execute("SET LOCAL synchronous_commit TO " + ("on" if sync else "off"))
                 return work(conn)
 
     def _sync(self, decision: bool) -> bool:
@@ -263,10 +275,10 @@ class PgSagaLog:
                 "INSERT INTO sagas (id, name, status, idempotency_key, input, definition,"
                 " fail_at, created_at, updated_at, owner, owner_sync, owner_boot, lease_until)"
                 f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} + %s)"
-                " ON CONFLICT (idempotency_key) DO NOTHING",
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
                 (saga_id, name, L.RUNNING, key, input_json, definition_json, fail_at,
-                 now, now, me, self.synchronous, self._boot, self.lease)).rowcount
-            if not inserted:
+                 now, now, me, self.synchronous, self._boot, self.lease)).fetchone()
+            if inserted is None:
                 return conn.execute(_SELECT_SAGA + " WHERE idempotency_key = %s",
                                     (key,)).fetchone()
             if rows:
@@ -347,17 +359,12 @@ class PgSagaLog:
 
         def work(conn):
             # The fence: the row still names this process (or nobody, for a saga no
-            # driver holds, as after release()); else another driver took it over.
-            fenced = conn.execute(
+            # driver holds, as after release()); else another driver took it over. Its
+            # answer is read last, so the whole commit goes out in one pipeline; when it
+            # says no, raising rolls back the rows written after it.
+            fence = conn.execute(
                 f"UPDATE sagas SET {', '.join(sets)} WHERE id = %s"
-                " AND (owner = %s OR owner IS NULL) RETURNING id",
-                (*values, saga_id, me)).fetchone()
-            if fenced is None:
-                current = conn.execute("SELECT owner FROM sagas WHERE id = %s",
-                                       (saga_id,)).fetchone()
-                if current is None:
-                    raise KeyError(saga_id)
-                raise LeaseLost(saga_id, current["owner"])
+                " AND (owner = %s OR owner IS NULL) RETURNING id", (*values, saga_id, me))
             first = known
             if first is None:
                 first = conn.execute(
@@ -368,14 +375,22 @@ class PgSagaLog:
                                           [(r[0], first + r[1], *r[2:]) for r in rows])
             if queued:
                 conn.cursor().executemany(_INSERT_OUTBOX, queued)
+            if fence.fetchone() is None:
+                raise _Fenced
             return first
 
         try:
             first = self._write(work, sync=self._sync(durable or status is not None))
-        except LeaseLost:
+        except (_Fenced, psycopg.errors.IntegrityError):
+            # Not ours any more (a new driver's events may hold our next seq), or unknown.
+            current = self._read("SELECT owner FROM sagas WHERE id = %s", (saga_id,))
+            if not current:
+                raise KeyError(saga_id) from None
+            if current[0]["owner"] in (None, me):
+                raise
             L._driving_discard(self._key, saga_id)
             self._next_seq.pop(saga_id, None)
-            raise
+            raise LeaseLost(saga_id, current[0]["owner"]) from None
         if final:
             L._driving_discard(self._key, saga_id)
             self._next_seq.pop(saga_id, None)
@@ -390,6 +405,14 @@ class PgSagaLog:
         host), or while another driver is claiming it right now (SKIP LOCKED)."""
         me = token()
         key = self._key
+        if not force:
+            # The usual answer of a sweep is "busy": find it out without a write (a
+            # locking read is one, and a synced commit).
+            seen = self._read(f"SELECT owner, lease_until > {_NOW} AS held, status FROM sagas"
+                              " WHERE id = %s", (saga_id,))
+            if seen and seen[0]["status"] in L.CLAIMABLE and seen[0]["held"] and \
+                    seen[0]["owner"] not in (None, me):
+                raise L.SagaBusy(saga_id, seen[0]["owner"])
 
         def work(conn):
             row = conn.execute(
@@ -400,7 +423,7 @@ class PgSagaLog:
                                     (saga_id,)).fetchone()
                 if seen is None:
                     return None, None
-                return None, seen["owner"] or "-/-"  # locked: another driver takes it now
+                return None, seen["owner"] or _CLAIMING  # locked: another driver takes it
             if row["status"] not in L.CLAIMABLE:
                 return row, None
             current = row["owner"]
@@ -430,6 +453,11 @@ class PgSagaLog:
             raise
         if row is None and busy_with is None:
             raise KeyError(saga_id)
+        if busy_with is _CLAIMING:
+            busy = L.SagaBusy(saga_id, "-/-")
+            busy.message = f"saga {saga_id} is being taken by another driver right now"
+            busy.args = (busy.message,)
+            raise busy
         if busy_with is not None:
             raise L.SagaBusy(saga_id, busy_with)
         self._next_seq.pop(saga_id, None)  # read the next seq from the log
