@@ -314,7 +314,7 @@ class SagaWorkerConfig(_Section):
 
 
 def _saga_log_url(value: Any) -> str | None:
-    if value is None:
+    if value is None or value == "":  # `url: ${VAR:-}` with VAR unset: the default log
         return None
     if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
         raise Invalid(f"expected a postgresql://USER:PASSWORD@HOST:PORT/DATABASE url, found "
