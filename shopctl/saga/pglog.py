@@ -61,11 +61,10 @@ from psycopg.rows import dict_row
 
 from shopctl.saga import log as L
 from shopctl.saga import owner as _owner
-from shopctl.saga.store import mask
+from shopctl.saga.store import LEASE_ENV, mask
 
 logger = logging.getLogger(__name__)
 
-LEASE_ENV = "SHOPCTL_SAGA_LEASE"
 DEFAULT_LEASE = 15.0  # seconds: a dead host's sagas wait this long for another driver
 
 _SCHEMA = """

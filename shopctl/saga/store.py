@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 LOG_ENV = "SHOPCTL_SAGA_LOG"
+LEASE_ENV = "SHOPCTL_SAGA_LEASE"  # seconds; overrides the default lease (PostgreSQL)
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
 
