@@ -1,6 +1,6 @@
 # Set-up for shopctl. Every target is idempotent and quick when its work is done.
 #   make up     the demo shop, running (installs what is missing first)
-#   make test   the whole test suite against real Docker, Consul and RabbitMQ
+#   make test   the whole test suite against real Docker, Consul, RabbitMQ and PostgreSQL
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml setup.py services/shopkit/pyproject.toml $(SERVICE_REQS
 	$(BIN)/python -m pip install -q -e '.[dev]' -e services/shopkit $(addprefix -r ,$(SERVICE_REQS))
 	touch $@
 
-# System parts: Docker engine, debootstrap, RabbitMQ, consul, prometheus (only those missing).
+# System parts: Docker engine, debootstrap, RabbitMQ, consul, prometheus, PostgreSQL (only those
+# missing).
 system:
 	bash scripts/install-system.sh
 

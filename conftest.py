@@ -12,6 +12,9 @@ import os
 
 import pytest
 
+# The saga-log backends (SQLite, a real PostgreSQL) as fixtures for every test folder.
+pytest_plugins = ["tests.saga_backends"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

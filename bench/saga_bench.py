@@ -22,8 +22,13 @@ endpoints from shop.yaml / Consul; mind its stock then (see --sku).
 `--prepriced` runs the saga without its price step (the items are quoted once, through
 the same catalog.quote call, and given as the input's `lines`): the four steps the saga
 had before pricing became a step, for comparisons with older figures.
+`--logs sqlite,postgresql` runs the c=16 level once per saga-log backend, in the same
+run against the same services (c=1 on the first only): the PostgreSQL log on a server
+the bench starts in a temp folder with the server's default, durable settings
+(tests/pgserver.py), or the one `--pg-url` names.
 
-    .venv/bin/python bench/saga_bench.py [--n1 100] [--n16 800] [--prepriced] [--json]
+    .venv/bin/python bench/saga_bench.py [--n1 100] [--n16 800] [--prepriced]
+                                         [--logs sqlite,postgresql] [--json]
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from shopctl.saga.engine import COMPLETED_EVENT, event_type, snapshot, steps_of 
 from shopctl.saga.participants import Participants  # noqa: E402
 from shopctl.saga.protos import ProtoSet  # noqa: E402
 from shopctl.saga.session import open_engine  # noqa: E402
+from shopctl.saga.store import open_log  # noqa: E402
 from shopctl.service_auth import HEADER, Credentials  # noqa: E402
 
 BROKER = os.environ.get("SHOP_TEST_AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
@@ -211,7 +217,7 @@ def raw_steps(actions: Participants, steps, input: dict) -> float:
     return total
 
 
-def run_level(ep, db: Path, protos: Path, definition, make_input, concurrency: int, n: int,
+def run_level(ep, db: Path | str, protos: Path, definition, make_input, concurrency: int, n: int,
               with_raw: bool, synchronous: str | None = None) -> dict:
     """n sagas on `concurrency` threads; with_raw interleaves a direct step run after
     each saga on the same thread (used at c=1 for the overhead)."""
@@ -294,11 +300,11 @@ def run_level(ep, db: Path, protos: Path, definition, make_input, concurrency: i
     return out
 
 
-def check_nothing_lost(ep, db: Path, protos: ProtoSet, sku: str, before: tuple[int, int],
+def check_nothing_lost(ep, db: Path | str, protos: ProtoSet, sku: str, before: tuple[int, int],
                        expected_units: int, level: dict) -> dict:
     """Every saga completed, logged, with one unit reserved and one charge, seen through
     the services' own state."""
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         logged = {s.id: s.status for s in log.list(None, 1_000_000)}
     ids = level["ids"]
     missing = [i for i in ids if i not in logged]
@@ -307,7 +313,7 @@ def check_nothing_lost(ep, db: Path, protos: ProtoSet, sku: str, before: tuple[i
     stock_ok = (after[1] - before[1]) == expected_units and (before[0] - after[0]) == expected_units
     # charges: read every order's payment record
     charges_ok = 0
-    with L.SagaLog(db) as log, httpx.Client(timeout=10) as http:
+    with open_log(db) as log, httpx.Client(timeout=10) as http:
         for i in ids:
             oid = next((e.result["order_id"] for e in log.events(i)
                         if e.step == "create_order" and e.state == L.SUCCEEDED), None)
@@ -322,7 +328,7 @@ def check_nothing_lost(ep, db: Path, protos: ProtoSet, sku: str, before: tuple[i
     # Outcome events: each saga's order.completed is in the outbox and was published
     # (the sessions flushed their publishers when they closed).
     completed = event_type(SAGA, COMPLETED_EVENT)
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         announced = sum(1 for i in ids
                         if [(e.event_type, e.published_at is not None) for e in log.outbox(i)]
                         == [(completed, True)])
@@ -363,18 +369,26 @@ def main(argv=None) -> int:
     ap.add_argument("--prepriced", action="store_true",
                     help="drop the price step: quote once, pass the lines in the input")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--logs", default="sqlite",
+                    help="saga-log backends, comma-separated: sqlite, postgresql; c=N runs "
+                         "on each in turn (c=1 on the first)")
+    ap.add_argument("--pg-url", help="the PostgreSQL server for --logs postgresql (default: "
+                                     "one started here, in a temp folder)")
     ap.add_argument("--synchronous", choices=L.SYNC_MODES, type=str.upper,
                     help=f"the saga log's SQLite synchronous setting (default: "
                          f"${L.SYNC_ENV} or NORMAL)")
     args = ap.parse_args(argv)
     synchronous = args.synchronous or os.environ.get(L.SYNC_ENV, "NORMAL").upper()
+    backends = [b.strip() for b in args.logs.split(",") if b.strip()]
+    if not backends or set(backends) - {"sqlite", "postgresql"}:
+        ap.error("--logs: sqlite and/or postgresql")
 
     config = load_config(Path(args.config))
     protos_dir = config.root / "protos"
     protos = ProtoSet(protos_dir)  # for CheckStock; the engines compile their own
     definition = snapshot(config, SAGA)
     warm = 2 * (1 + args.concurrency) * 2  # warm-up sagas and raw runs
-    units = 10 * (2 * args.n1 + args.n16 + warm) + 1000
+    units = 10 * (2 * args.n1 + len(backends) * args.n16 + warm) + 1000
 
     @contextmanager
     def shop():
@@ -390,14 +404,28 @@ def main(argv=None) -> int:
             with started_shop(args.sku, units, protos) as ep:
                 yield ep
 
+    @contextmanager
+    def postgresql():
+        if args.pg_url or "postgresql" not in backends:
+            yield args.pg_url
+            return
+        from tests.pgserver import PgServer
+
+        with PgServer(durable=True) as server:
+            yield server.new_database()
+
     results = {}
-    with shop() as ep, tempfile.TemporaryDirectory(prefix="saga-bench-log-") as logdir:
-        db = Path(logdir) / "saga.db"
+    with shop() as ep, tempfile.TemporaryDirectory(prefix="saga-bench-log-") as logdir, \
+            postgresql() as pg_url:
+        where = {"sqlite": Path(logdir) / "saga.db", "postgresql": pg_url}
         make_input = _inputs(ep, protos_dir, definition, args.sku, args.prepriced)
         if args.prepriced:
             definition = {**definition,
                           "steps": [s for s in definition["steps"] if s["name"] != "price"]}
-        for c, n, raw in ((1, args.n1, True), (args.concurrency, args.n16, False)):
+        runs = [(backends[0], 1, args.n1, True)] + [(b, args.concurrency, args.n16, False)
+                                                    for b in backends]
+        for backend, c, n, raw in runs:
+            db = where[backend]
             before = stock(ep, protos, args.sku)
             level = run_level(ep, db, protos_dir, definition, make_input, c, n, with_raw=raw,
                               synchronous=synchronous)
@@ -406,7 +434,8 @@ def main(argv=None) -> int:
             check = check_nothing_lost(ep, db, protos, args.sku, before,
                                        n + warm_units + raw_units, level)
             level.pop("ids")
-            results[f"c{c}"] = {**level, **check}
+            key = f"c{c}" if backend == backends[0] else f"c{c}_{backend}"
+            results[key] = {**level, **check, "log": backend}
 
     c1, cN = results["c1"], results[f"c{args.concurrency}"]
     verdict = {
@@ -423,10 +452,10 @@ def main(argv=None) -> int:
         return 0
     print(f"saga log: synchronous={synchronous}; steps: {' -> '.join(steps)}; "
           f"shopctl from {Path(shopctl.__file__).parent}")
-    print(f"{'c':>3} {'sagas':>6} {'sagas/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    print(f"{'log':>10} {'c':>3} {'sagas':>6} {'sagas/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'completed':>9} {'lost':>5}")
     for r in results.values():
-        print(f"{r['concurrency']:>3} {r['sagas']:>6} {r['sagas_per_s']:>8.1f} "
+        print(f"{r['log']:>10} {r['concurrency']:>3} {r['sagas']:>6} {r['sagas_per_s']:>8.1f} "
               f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
               f"{r['statuses'].get('completed', 0):>9} {str(r['lost']):>5}")
     print(f"c=1 raw step calls: p50 {c1['raw_p50_ms']:.1f} ms; saga p50 {c1['p50_ms']:.1f} ms; "

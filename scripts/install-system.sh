@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system parts the shop needs, only where missing: Docker engine,
 # debootstrap (to build base images without a registry), RabbitMQ, a Consul binary and
-# Prometheus (infra.prometheus; Debian's build, also copied into the shopctl/prometheus image).
+# Prometheus (infra.prometheus; Debian's build, also copied into the shopctl/prometheus image)
+# and PostgreSQL's server binaries (the saga log on PostgreSQL; its tests start a server).
 # Idempotent: a second run on a prepared machine does no network work and takes ~0.1 s.
 set -euo pipefail
 
@@ -66,9 +67,18 @@ install_consul() {
     log "consul $("$SHOPCTL_TOOLS/consul" version | head -1)"
 }
 
+install_postgresql() {
+    # The tests run initdb and pg_ctl themselves (tests/pgserver.py): only the binaries are
+    # needed, on the PATH or in Debian's /usr/lib/postgresql/VERSION/bin.
+    if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+        return
+    fi
+    apt_install postgresql
+}
+
 main() {
     local what=("$@")
-    [ "${#what[@]}" -gt 0 ] || what=(docker debootstrap rabbitmq consul prometheus)
+    [ "${#what[@]}" -gt 0 ] || what=(docker debootstrap rabbitmq consul prometheus postgresql)
     for part in "${what[@]}"; do
         case "$part" in
             docker) apt_install docker.io ;;
@@ -76,7 +86,8 @@ main() {
             rabbitmq) apt_install rabbitmq-server ;;
             consul) install_consul ;;
             prometheus) apt_install prometheus ;;
-            *) log "unknown part: $part (known: docker debootstrap rabbitmq consul prometheus)"; exit 2 ;;
+            postgresql) install_postgresql ;;
+            *) log "unknown part: $part (known: docker debootstrap rabbitmq consul prometheus postgresql)"; exit 2 ;;
         esac
     done
 }

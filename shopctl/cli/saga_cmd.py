@@ -40,12 +40,9 @@ def _warn_unpublished(count: int, error: str | None) -> None:
 
 
 def _open_log(ctx: typer.Context):
-    from shopctl.saga.log import SagaLog
-    from shopctl.state import ProjectState
+    from shopctl.saga.store import open_project_log
 
-    state = ProjectState(app_context(ctx).config.root)
-    state.ensure(state.dir)
-    return SagaLog(state.saga_db)
+    return open_project_log(app_context(ctx).config)
 
 
 def _saga_config(config, name: str):

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PlainValidator,
     PrivateAttr,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -312,12 +313,45 @@ class SagaWorkerConfig(_Section):
     retry_stuck_after: Duration = 60.0  # how long an outage-stuck saga waits for a retry
 
 
+def _saga_log_url(value: Any) -> str | None:
+    if value is None or value == "":  # `url: ${VAR:-}` with VAR unset: the default log
+        return None
+    if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+        raise Invalid(f"expected a postgresql://USER:PASSWORD@HOST:PORT/DATABASE url, found "
+                      f"{show(value) if not isinstance(value, str) else _masked(value)}")
+    return value
+
+
+def _masked(url: str) -> str:
+    from shopctl.saga.store import mask
+
+    return repr(mask(url))
+
+
+class SagaLogConfig(_Section):
+    """Where the saga log lives. Without `url`, a SQLite file in the project's .shopctl/
+    (one host). With a PostgreSQL url (`${VAR}` keeps the password out of the file),
+    drivers on several hosts share it and take over each other's sagas after `lease`.
+    SHOPCTL_SAGA_LOG in the environment overrides `url`."""
+
+    url: Annotated[str | None, PlainValidator(_saga_log_url)] = None
+    lease: Duration = 15.0  # how long a silent driver keeps its sagas (PostgreSQL only)
+
+    @field_serializer("url")
+    def _no_password(self, url: str | None) -> str | None:
+        """Dumps (`shopctl config`, the worker's settings digest) never show a password."""
+        from shopctl.saga.store import mask
+
+        return None if url is None else mask(url)
+
+
 class ShopConfig(_Section):
     project: ProjectName
     infra: InfraConfig = Field(default_factory=InfraConfig)
     services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)  # none yet: fine
     sagas: dict[SagaName, SagaConfig] = Field(default_factory=dict)
     saga_worker: SagaWorkerConfig = Field(default_factory=SagaWorkerConfig)
+    saga_log: SagaLogConfig = Field(default_factory=SagaLogConfig)
 
     _root: Path | None = PrivateAttr(default=None)
     _source: Path | None = PrivateAttr(default=None)
@@ -331,7 +365,8 @@ class ShopConfig(_Section):
         data = {
             key: value
             for key, value in data.items()
-            if not (key in ("infra", "services", "sagas", "saga_worker") and value is None)
+            if not (key in ("infra", "services", "sagas", "saga_worker", "saga_log")
+                    and value is None)
             and not (isinstance(key, str) and key.startswith("x-"))  # anchors live there
         }
         for section in ("services", "sagas"):

@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from shopctl.errors import UsageError
 from shopctl.saga import log as L
 from shopctl.saga.actions import StepCall, StepFailure
+from shopctl.saga.store import SagaStore
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +148,11 @@ class Engine:
     timeline). `sleep` is injectable so tests do not wait for backoffs.
 
     One process drives a saga at a time: a saga that another live process drives is
-    refused with SagaBusy (see SagaLog.claim), a crashed driver's sagas are taken over.
+    refused with SagaBusy (see SagaLog.claim), a crashed driver's sagas are taken over
+    (on PostgreSQL once its lease ran out, see shopctl.saga.pglog).
     """
 
-    def __init__(self, log: L.SagaLog, actions: Actions, *,
+    def __init__(self, log: SagaStore, actions: Actions, *,
                  publisher: Publisher | None = None,
                  on_event: Callable[[L.StepEvent], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep,

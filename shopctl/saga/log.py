@@ -249,6 +249,7 @@ class SagaLog:
         if sync not in SYNC_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNC_MODES)}, got {sync!r}")
         self.synchronous = sync
+        self.location = str(self.path)
         self._writer = _Writer.acquire(self.path, sync)
         self._file = self._writer.key[0]
         # Names the events this log writes, so its own publisher finds them (fresh_events).

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shopctl.saga.log import SagaLog
+from shopctl.saga.store import SagaStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class OutboxPublisher:
     failed since the flush began, or the timeout; it returns how many events wait.
     """
 
-    def __init__(self, log: SagaLog, send: Send, *, poll: float = 1.0, lease: float = 30.0,
+    def __init__(self, log: SagaStore, send: Send, *, poll: float = 1.0, lease: float = 30.0,
                  backoff: float = 0.5, max_backoff: float = 60.0, batch: int = 100):
         self.log = log
         self.send = send

@@ -9,7 +9,7 @@ from typing import Any
 
 from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.engine import Engine
-from shopctl.saga.log import SagaLog, StepEvent
+from shopctl.saga.log import StepEvent
 from shopctl.saga.outbox import OutboxPublisher
 
 EVENT_SOURCE = "saga"  # events go to the "saga.events" exchange
@@ -22,8 +22,10 @@ def open_engine(db_path, endpoints: Endpoints, protos=None, *,
                 on_unpublished: Callable[[int, str | None], None] | None = None,
                 publish_timeout: float = 5.0,
                 synchronous: str | None = None,
-                service_key: str | None = None) -> Iterator[Engine]:
-    """An Engine on the log at `db_path` calling the live services at `endpoints` (gRPC
+                service_key: str | None = None,
+                lease: float | None = None) -> Iterator[Engine]:
+    """An Engine on the log at `db_path` (a SQLite file, or a postgresql:// url; see
+    shopctl.saga.store) calling the live services at `endpoints` (gRPC
     ones through the .proto files under `protos`), with a publisher (engine.publisher)
     sending the log's outbox to RabbitMQ (also what earlier runs left; without a broker
     the events wait in the log). `lookup(call)`: the ActionSpec of a call whose saga
@@ -31,13 +33,15 @@ def open_engine(db_path, endpoints: Endpoints, protos=None, *,
     On exit the outbox is flushed for up to `publish_timeout` seconds; events still
     unsent then stay in the log, and `on_unpublished(count, last_error)` hears of them.
     `synchronous`: the log's durability, NORMAL or FULL (see shopctl.saga.log).
+    `lease`: how long a driver holds its sagas without renewal (PostgreSQL only).
     `service_key`: signs the service credential every participant call carries (the
     project's, .shopctl/secrets/service_key); without it calls carry none."""
     from shopctl.nameko_rpc import NamekoRpc
     from shopctl.saga.participants import Participants
+    from shopctl.saga.store import open_log
     from shopctl.service_auth import Credentials
 
-    log = SagaLog(db_path, synchronous=synchronous)
+    log = open_log(db_path, synchronous=synchronous, lease=lease)
     credentials = Credentials(service_key) if service_key else None
     actions = Participants(endpoints, protos, lookup, credentials)
     events = None
@@ -78,13 +82,16 @@ def lookup_for(config) -> Callable[[str], Any]:
 
 
 def open_project_engine(config, **options: Any):
-    """open_engine for the shop `config` describes: its saga log in .shopctl/, the
-    services where Consul (or shop.yaml) says they are, gRPC contracts from its protos/,
-    calls signed with its service key."""
+    """open_engine for the shop `config` describes: its saga log (.shopctl/saga.db, or
+    where shop.yaml's saga_log or SHOPCTL_SAGA_LOG says), the services where Consul (or
+    shop.yaml) says they are, gRPC contracts from its protos/, calls signed with its
+    service key."""
     from shopctl.saga.endpoints import discover
+    from shopctl.saga.store import project_location
     from shopctl.state import ProjectState
 
     state = ProjectState(config.root)
     state.ensure(state.dir)
-    return open_engine(state.saga_db, discover(config), config.root / "protos",
+    options.setdefault("lease", config.saga_log.lease)
+    return open_engine(project_location(config), discover(config), config.root / "protos",
                        lookup=lookup_for(config), service_key=state.service_key(), **options)

@@ -7,8 +7,10 @@ working worker from a dead or hung one without asking it.
 
 `up` runs the worker as part of the shop when shop.yaml says `saga_worker: {enabled:
 true}` (`ensure`), as a detached process on the host whichever runtime runs the
-services: it needs the saga log, which is a file of the project, and reaches the
-services the way `shopctl saga run` does. `down` stops it (`stop`).
+services: it needs the saga log, a file of the project (or the PostgreSQL database
+`saga_log` names), and reaches the services the way `shopctl saga run` does. `down`
+stops it (`stop`). Workers on several hosts may share a PostgreSQL log: each takes
+only the sagas whose driver's lease ran out (shopctl.saga.pglog).
 """
 
 from __future__ import annotations

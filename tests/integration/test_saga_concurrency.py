@@ -23,6 +23,7 @@ import pytest
 from shopctl.nameko_rpc import NamekoRpc
 from shopctl.saga import log as L
 from shopctl.saga.session import open_engine
+from shopctl.saga.store import open_log
 from shopctl.testing import load_sibling
 
 # The fixtures of test_saga_live.py, loaded by path (--import-mode=importlib puts no test
@@ -35,7 +36,9 @@ shop = live.shop
 
 pytestmark = pytest.mark.rabbitmq
 
-SCARCE_SKU = "SKU-PEN-005"  # initial stock 10 in shopkit/seed.py
+# Initial stock 10 and 25 in shopkit/seed.py: one SKU per saga-log backend, since the
+# module's shop (and its stock) serves both runs of the test.
+SCARCE = {"sqlite": "SKU-PEN-005", "postgresql": "SKU-BAG-004"}
 SAGAS = 200
 WORKERS = 24
 
@@ -74,8 +77,10 @@ def _run_all(endpoints, db: Path, items: list[dict]) -> tuple[list, list[BaseExc
     return results, errors
 
 
-def test_concurrent_sagas_over_scarce_stock_never_oversell_or_double_charge(shop, tmp_path):
-    db = tmp_path / "saga.db"
+def test_concurrent_sagas_over_scarce_stock_never_oversell_or_double_charge(
+        shop, saga_backend, saga_log_location):
+    db = saga_log_location  # each backend: SQLite, PostgreSQL
+    SCARCE_SKU = SCARCE[saga_backend]  # noqa: N806 - the module's constant, per backend
     available0, reserved0 = live.stock(shop, SCARCE_SKU)
     initial = available0 + reserved0
     assert 0 < available0 < SAGAS, "the SKU must be scarce for this test to mean anything"
@@ -123,7 +128,7 @@ def test_concurrent_sagas_over_scarce_stock_never_oversell_or_double_charge(shop
     for saga in compensated:  # out of stock: refused for good, no retry storm
         assert "FAILED_PRECONDITION" in (saga.error or ""), saga.error
 
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         assert len(log.list(None, 10_000)) == SAGAS
         order_ids = {saga.id: live.order_id_of(log, saga.id) for saga in results}
         for saga in compensated:

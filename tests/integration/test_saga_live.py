@@ -32,6 +32,7 @@ from shopctl.saga.endpoints import Endpoints
 from shopctl.saga.engine import CRASH_ENV, snapshot
 from shopctl.saga.protos import ProtoSet
 from shopctl.saga.session import open_engine
+from shopctl.saga.store import LEASE_ENV, open_log
 from shopctl.service_auth import HEADER, Credentials
 
 pytestmark = pytest.mark.rabbitmq
@@ -199,8 +200,29 @@ def net_charged(pay: dict | None) -> int:
 # -- running sagas -------------------------------------------------------------------------
 
 @pytest.fixture
-def db(tmp_path) -> Path:
+def db(saga_log_location, monkeypatch):
+    """The saga log of each backend (SQLite, PostgreSQL): every test taking it runs on
+    both. A short lease, so a killed driver's saga is free soon on PostgreSQL."""
+    monkeypatch.setenv(LEASE_ENV, "1")
+    return saga_log_location
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Path:
     return tmp_path / "saga.db"
+
+
+def resume_when_free(engine, saga_id: str, within: float = 15.0) -> L.SagaRecord:
+    """engine.resume, once the saga's dead driver lets go of it (PostgreSQL: once its
+    lease ran out; SQLite: at once)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return engine.resume(saga_id)
+        except L.SagaBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def order_input(user: str = "u-test", qty: int = 1, sku: str = SKU) -> dict:
@@ -218,7 +240,7 @@ def test_happy_path(shop, db):
     before = stock(shop, SKU)
     saga = run_saga(shop, db, qty=2)
     assert saga.status == L.COMPLETED, saga.error
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         oid = order_id_of(log, saga.id)
     assert order(shop, oid)["status"] == "SHIPPED"
     assert stock(shop, SKU) == (before[0] - 2, before[1] + 2)
@@ -232,7 +254,7 @@ def test_failure_at_each_step_compensates_the_completed_steps(shop, db, fail_at)
     before = stock(shop, SKU)
     saga = run_saga(shop, db, fail_at=fail_at)
     assert saga.status == L.COMPENSATED
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         oid = order_id_of(log, saga.id)
     assert stock(shop, SKU) == before
     if fail_at in ("price", "create_order"):
@@ -245,7 +267,7 @@ def test_failure_at_each_step_compensates_the_completed_steps(shop, db, fail_at)
 def test_failure_after_the_pivot_is_stuck_and_never_refunded(shop, db):
     saga = run_saga(shop, db, fail_at="ship")
     assert saga.status == L.STUCK
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         oid = order_id_of(log, saga.id)
     assert order(shop, oid)["status"] == "PENDING"
     assert net_charged(payment(shop, oid)) == 1450
@@ -254,7 +276,7 @@ def test_failure_after_the_pivot_is_stuck_and_never_refunded(shop, db):
 def test_out_of_stock_compensates_without_retries(shop, db):
     saga = run_saga(shop, db, qty=10_000)
     assert saga.status == L.COMPENSATED and "FAILED_PRECONDITION" in saga.error
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         reserves = [e for e in log.events(saga.id)
                     if e.step == "reserve_stock" and e.state == "started"]
         oid = order_id_of(log, saga.id)
@@ -285,7 +307,7 @@ def test_a_call_without_the_shops_credential_is_refused_not_retried(shop, db, st
         refused, _ = engine.start("order", alone, ALONE[step])
 
     assert refused.status == L.COMPENSATED and why in refused.error, refused.error
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         attempts = [e for e in log.events(refused.id) if e.state == "started"]
     assert len(attempts) == 1  # refused for good: no retries
     assert stock(shop, SKU) == before
@@ -318,7 +340,7 @@ def test_open_breaker_fails_fast_and_compensates(shop, db):
     # Fails fast: no provider timeouts, only short backoffs within the charge's 3 s
     # deadline, then as long again to learn whether it applied before refunding.
     assert elapsed < 10
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         oid = order_id_of(log, saga.id)
     assert stock(shop, SKU) == before
     assert order(shop, oid)["status"] == "CANCELLED"
@@ -342,7 +364,7 @@ def test_same_idempotency_key_twice_makes_one_order(shop, db):
     first = run_saga(shop, db, idempotency_key=key)
     second = run_saga(shop, db, idempotency_key=key)
     assert first.id == second.id and second.status == L.COMPLETED
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         assert len(log.list()) == 1
 
 
@@ -370,13 +392,13 @@ def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
                           env={**os.environ, CRASH_ENV: boundary}, timeout=60)
     assert done.returncode == -signal.SIGKILL
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         (saga,) = log.list()
         assert saga.status == L.RUNNING
     with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
-        saga = engine.resume(saga.id)
+        saga = resume_when_free(engine, saga.id)
     assert saga.status in (L.COMPLETED, L.COMPENSATED), saga.error
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         oid = order_id_of(log, saga.id)
     pay = payment(shop, oid)
     if saga.status == L.COMPLETED:
@@ -389,24 +411,25 @@ def test_sigkill_at_a_step_boundary_then_resume_is_consistent(shop, db, boundary
         assert net_charged(pay) == 0
 
 
-def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db):
+def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, sqlite_db):
     """The machine goes down after the charge; the unsynced end of the log (every record
     after the creation, as synchronous=NORMAL allows) is lost. Recovery meets a broken
     inventory: compensating from the short log would cancel the order and release the
     stock but keep the charge it does not know about. Instead it waits, and `retry`
-    goes forward to the one consistent end."""
+    goes forward to the one consistent end. (SQLite: the host's reboot; the PostgreSQL
+    log's counterpart, a server restart, is in tests/unit/test_saga_engine.py.)"""
     import dataclasses
 
     from shopctl.saga import owner
 
     before = stock(shop, SKU)
-    args = {"db": str(db), "endpoints": shop.to_dict(), "protos": str(PROTOS),
+    args = {"db": str(sqlite_db), "endpoints": shop.to_dict(), "protos": str(PROTOS),
             "service_key": SERVICE_KEY, "definition": DEFINITION,
             "input": order_input("u-reboot")}
     done = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, json.dumps(args)],
                           env={**os.environ, CRASH_ENV: "ship:started"}, timeout=60)
     assert done.returncode == -signal.SIGKILL
-    with L.SagaLog(db) as log:
+    with L.SagaLog(sqlite_db) as log:
         (saga,) = log.list()
         oid = order_id_of(log, saga.id)
         host, pid, start, _ = owner.token().split("/")
@@ -417,17 +440,17 @@ def test_after_a_reboot_lost_records_never_lead_to_a_blind_compensation(shop, db
 
     broken = dataclasses.replace(
         shop, addresses={**shop.addresses, "inventory": [f"127.0.0.1:{free_port()}"]})
-    with L.SagaLog(db) as log:  # inventory stays down: do not wait out the 60 s deadline
+    with L.SagaLog(sqlite_db) as log:  # inventory stays down: do not wait out 60 s
         log._conn.execute("UPDATE sagas SET definition = ? WHERE id = ?", (json.dumps({
             **DEFINITION, "steps": [{**s, "deadline": 2} for s in DEFINITION["steps"]]}),
             saga.id))
-    with open_engine(db, broken, PROTOS, service_key=SERVICE_KEY) as engine:
+    with open_engine(sqlite_db, broken, PROTOS, service_key=SERVICE_KEY) as engine:
         stuck = engine.resume(saga.id)
     assert stuck.status == L.STUCK and stuck.after_reboot and "reboot" in stuck.error
     assert order(shop, oid)["status"] != "CANCELLED"
     assert stock(shop, SKU) == (before[0] - 1, before[1] + 1)
 
-    with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
+    with open_engine(sqlite_db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
         saga = engine.retry(saga.id)
     assert saga.status == L.COMPLETED, saga.error
     assert order(shop, oid)["status"] == "SHIPPED"
@@ -482,7 +505,7 @@ def test_outcome_events_reach_the_broker_with_a_stable_event_id(shop, db, saga_e
     assert body["saga"] == "order" and body["outcome"] == "completed"
     ((kind_failed, body_failed),) = saga_events.wait_for(failed.id)
     assert kind_failed == "order.compensated" and "injected" in body_failed["reason"]
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         (event,) = log.outbox(completed.id)
         assert event.published_at is not None and body["event_id"] == event.event_id
         assert log.unpublished() == 0
@@ -495,7 +518,7 @@ def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_e
 
     nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # no broker listens there
     dead = NamekoRpc(nobody, timeout=2)  # connects on first use, and fails then
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         publisher = OutboxPublisher(
             log, lambda kind, message: dead.publish_event("saga", kind, message)).start()
         actions = Participants(shop, PROTOS, credentials=CREDENTIALS)
@@ -511,7 +534,7 @@ def test_an_event_the_broker_missed_is_sent_by_the_next_session(shop, db, saga_e
     with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY):
         ((kind, body),) = saga_events.wait_for(saga.id)
     assert kind == "order.completed"
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         (event,) = log.outbox(saga.id)
         assert event.published_at is not None and event.attempts == 2
 
@@ -525,7 +548,7 @@ def test_abort_of_a_stuck_saga_undoes_every_step_its_log_records(shop, db):
     with open_engine(db, shop, PROTOS, service_key=SERVICE_KEY) as engine:
         aborted = engine.abort(saga.id)
     assert aborted.status == L.COMPENSATED and "aborted by an operator" in aborted.error
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         oid = order_id_of(log, saga.id)
         undone = [e.step for e in log.events(saga.id) if e.state == L.COMPENSATED_STEP]
     assert undone == ["charge", "reserve_stock", "create_order"]

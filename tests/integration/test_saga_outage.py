@@ -16,6 +16,7 @@ import pytest
 
 from shopctl.saga import log as L
 from shopctl.saga.session import open_engine
+from shopctl.saga.store import open_log
 from shopctl.testing import load_sibling
 
 # The live services of test_saga_live.py (see test_saga_concurrency.py for why by path).
@@ -104,7 +105,7 @@ def order_status(endpoints, oid) -> str:
 
 def assert_consistent(endpoints, db: Path, sagas: list[L.SagaRecord], before, price: int):
     completed = 0
-    with L.SagaLog(db) as log:
+    with open_log(db) as log:
         for saga in sagas:
             saga = log.get(saga.id)
             oid = live.order_id_of(log, saga.id)
@@ -121,12 +122,12 @@ def assert_consistent(endpoints, db: Path, sagas: list[L.SagaRecord], before, pr
     return completed
 
 
-def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, tmp_path, broker_back):
+def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, saga_log_location, broker_back):
     import httpx
 
     price = httpx.get(f"{shop.base_url('catalog')}/products/{SKU}", timeout=5).json()[
         "price_cents"]
-    db = tmp_path / "saga.db"
+    db = saga_log_location  # each backend: SQLite, PostgreSQL
 
     before = live.stock(shop, SKU)
     short = run_through_outage(shop, db, outage=10)

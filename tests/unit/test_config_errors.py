@@ -711,7 +711,7 @@ def test_many_problems_at_once_sorted_by_line(folder: Path) -> None:
         "shop.yaml:16:40: sagas.checkout.steps[1].pivot: saga 'checkout' already has a pivot"
         " step (steps[0]); at most one step can be the pivot",
         "shop.yaml:17:1: extra: unknown key 'extra'",
-        "  hint: allowed keys here: project, infra, services, sagas, saga_worker",
+        "  hint: allowed keys here: project, infra, services, sagas, saga_worker, saga_log",
     ]
 
 

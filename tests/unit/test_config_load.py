@@ -251,7 +251,7 @@ def test_public_dict_is_json_and_resolved(config: ShopConfig) -> None:
     data = config.to_public_dict()
     assert json.loads(json.dumps(data)) == data
     assert set(data) == {"project", "infra", "services", "sagas",
-                         "saga_worker"}  # no root, no source
+                         "saga_worker", "saga_log"}  # no root, no source
     assert data["services"]["users"]["port"] == 8001
     assert data["services"]["catalog"]["health"]["interval"] == 0.25
     assert data["sagas"]["checkout"]["steps"][1]["timeout"] == 90.0

@@ -35,3 +35,11 @@ def test_the_modules_of_a_no_op_docker_up_load_no_slow_client():
             "shopctl.orchestrate, shopctl.runtime.docker, shopctl.consul_acl, "
             "shopctl.registry, shopctl.prom.docker, shopctl.saga.worker, shopctl.status")
     assert loaded_after(code, SLOW) == []
+
+
+def test_psycopg_is_loaded_only_for_a_postgresql_saga_log():
+    code = ("import os, tempfile\n"
+            "import shopctl.saga.engine, shopctl.saga.session, shopctl.saga.worker\n"
+            "from shopctl.saga.store import open_log\n"
+            "open_log(os.path.join(tempfile.mkdtemp(), 'saga.db')).close()")
+    assert loaded_after(code, ("psycopg",)) == []

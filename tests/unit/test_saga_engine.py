@@ -7,6 +7,7 @@ import pytest
 from shopctl.saga import log as L
 from shopctl.saga.actions import StepCall, StepFailure
 from shopctl.saga.engine import Engine
+from tests.saga_backends import as_if_driven_before_a_reboot
 
 DEFINITION = {
     "name": "order",
@@ -47,8 +48,9 @@ class FakeActions:
 
 
 @pytest.fixture
-def log(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as saga_log:
+def log(open_saga_log):
+    """The log of each backend (SQLite, PostgreSQL): every test taking it runs on both."""
+    with open_saga_log() as saga_log:
         yield saga_log
 
 
@@ -287,12 +289,9 @@ def test_under_normal_only_the_decisions_are_synced(tmp_path):
 
 
 def _after_reboot(log, saga) -> None:
-    """As if the saga's driver ran in an earlier boot of this machine."""
-    from shopctl.saga import owner
-
-    host, pid, start, _ = owner.token().split("/")
-    log._conn.execute("UPDATE sagas SET owner = ? WHERE id = ?",
-                      (f"{host}/{pid}/{start}/0123456789ab", saga.id))
+    """As if the saga's driver ran in an earlier boot of this machine (PostgreSQL: of
+    the database server)."""
+    as_if_driven_before_a_reboot(log, saga.id)
 
 
 def test_after_a_reboot_a_step_that_keeps_failing_waits_instead_of_compensating(log):
@@ -309,13 +308,13 @@ def test_after_a_reboot_a_step_that_keeps_failing_waits_instead_of_compensating(
                                     "orders.ship_order"]
 
 
-def test_a_saga_whose_driver_synced_everything_is_not_flagged_after_a_reboot(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db", synchronous="FULL") as full:
+def test_a_saga_whose_driver_synced_everything_is_not_flagged_after_a_reboot(open_saga_log):
+    with open_saga_log(synchronous="FULL") as full:
         saga = _interrupted(full, 1, L.STARTED)
         full.claim(saga.id)  # driven by a FULL process...
         _after_reboot(full, saga)  # ...that the machine lost
         full.release(saga.id)
-    with L.SagaLog(tmp_path / "saga.db") as log:  # NORMAL, after the reboot
+    with open_saga_log() as log:  # NORMAL, after the reboot
         assert not log.claim(saga.id).after_reboot  # FULL lost nothing: no need to wait
 
 

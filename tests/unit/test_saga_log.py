@@ -1,4 +1,5 @@
-"""The saga log: durable settings, idempotency keys, ordered step events."""
+"""The saga log: durable settings, idempotency keys, ordered step events. The tests that
+take `open_saga_log` run against SQLite and a real PostgreSQL (tests/saga_backends.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from shopctl.saga import log as L
+from tests.saga_backends import owner_of
 
 
 def test_wal_and_normal_sync_by_default_full_on_request(tmp_path):
@@ -18,11 +20,11 @@ def test_wal_and_normal_sync_by_default_full_on_request(tmp_path):
         assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
-def test_create_is_idempotent_per_key_and_survives_reopen(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+def test_create_is_idempotent_per_key_and_survives_reopen(open_saga_log):
+    with open_saga_log() as log:
         first, created = log.create("order", {"a": 1}, {"steps": []}, idempotency_key="k")
         log.record(first.id, "s", L.STARTED, 1)
-    with L.SagaLog(tmp_path / "saga.db") as log:
+    with open_saga_log() as log:
         again, created_again = log.create("order", {"a": 2}, {"steps": []},
                                           idempotency_key="k")
         assert created and not created_again
@@ -30,8 +32,8 @@ def test_create_is_idempotent_per_key_and_survives_reopen(tmp_path):
         assert [e.state for e in log.events(first.id)] == [L.STARTED]
 
 
-def test_events_keep_order_results_and_errors(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+def test_events_keep_order_results_and_errors(open_saga_log):
+    with open_saga_log() as log:
         saga, _ = log.create("order", {}, {"steps": []})
         log.record(saga.id, "a", L.STARTED, 1)
         log.record(saga.id, "a", L.FAILED, 1, duration=0.5, error={"message": "x"})
@@ -41,8 +43,8 @@ def test_events_keep_order_results_and_errors(tmp_path):
         assert events[1].error == {"message": "x"} and events[2].result == {"order_id": 3}
 
 
-def test_list_by_status_and_prefix_lookup(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+def test_list_by_status_and_prefix_lookup(open_saga_log):
+    with open_saga_log() as log:
         a, _ = log.create("order", {}, {"steps": []})
         b, _ = log.create("order", {}, {"steps": []})
         log.set_status(b.id, L.STUCK, error="why")
@@ -65,8 +67,8 @@ def test_synchronous_is_a_setting_and_normal_still_syncs_the_creation(tmp_path, 
         L.SagaLog(tmp_path / "c.db", synchronous="OFF")
 
 
-def test_commit_appends_several_transitions_and_a_status_at_once(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+def test_commit_appends_several_transitions_and_a_status_at_once(open_saga_log):
+    with open_saga_log() as log:
         saga, created, opened = log.create_with(
             "order", {}, {"steps": []}, [L.Transition("a", L.STARTED, 1)])
         assert created and [(e.seq, e.state) for e in opened] == [(1, L.STARTED)]
@@ -141,8 +143,8 @@ def test_a_failing_write_in_a_group_commit_leaves_the_others_committed(tmp_path)
         assert [(e.seq, e.step) for e in log.events(saga.id)] == [(1, "b")]
 
 
-def test_a_transition_moves_updated_at_without_rewriting_the_saga_row(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+def test_a_transition_moves_updated_at_without_rewriting_the_saga_row(open_saga_log):
+    with open_saga_log() as log:
         saga, _ = log.create("order", {}, {"steps": []})
         time.sleep(0.01)
         event = log.record(saga.id, "s", L.STARTED, 1)
@@ -150,20 +152,19 @@ def test_a_transition_moves_updated_at_without_rewriting_the_saga_row(tmp_path):
         assert log.list()[0].updated_at == event.at
 
 
-def test_the_creator_drives_its_saga_until_a_final_status_lets_it_go(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log, L.SagaLog(tmp_path / "saga.db") as other:
+def test_the_creator_drives_its_saga_until_a_final_status_lets_it_go(open_saga_log):
+    with open_saga_log() as log, open_saga_log() as other:
         saga, _ = log.create("order", {}, {"steps": []})
         with pytest.raises(L.SagaBusy, match=saga.id):
             other.claim(saga.id)  # another engine of this process, same file
         assert other.claim(saga.id, force=True).id == saga.id
         log.commit(saga.id, [], status=L.COMPLETED)
-        row = log._conn.execute("SELECT owner FROM sagas WHERE id = ?", (saga.id,)).fetchone()
-        assert row["owner"] is None
+        assert owner_of(log, saga.id) is None
         assert other.claim(saga.id).status == L.COMPLETED  # finished: returned as it is
 
 
-def test_a_released_saga_can_be_claimed_and_an_unknown_one_is_a_key_error(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+def test_a_released_saga_can_be_claimed_and_an_unknown_one_is_a_key_error(open_saga_log):
+    with open_saga_log() as log:
         saga, _ = log.create("order", {}, {"steps": []})
         log.release(saga.id)
         assert log.claim(saga.id).id == saga.id
@@ -189,17 +190,17 @@ def test_a_log_from_before_the_owner_column_is_migrated(tmp_path):
         assert log.claim("a1").status == L.RUNNING
 
 
-def test_outbox_events_commit_with_the_status_and_are_leased_then_marked(tmp_path,
+def test_outbox_events_commit_with_the_status_and_are_leased_then_marked(open_saga_log,
                                                                         monkeypatch):
-    with L.SagaLog(tmp_path / "saga.db") as log:
+    with open_saga_log() as log:
         saga, _ = log.create("order", {}, {"steps": []})
         log.commit(saga.id, [], status=L.COMPLETED,
                    outbox=[("order.completed", {"saga_id": saga.id})])
         (fresh,) = log.fresh_events()  # the writer's own publisher sees it at once
-        with L.SagaLog(tmp_path / "saga.db") as other:
+        with open_saga_log() as other:
             assert other.fresh_events() == [] and other.claim_events() == []  # leased
     monkeypatch.setattr(time, "time", lambda real=time.time: real() + L.OUTBOX_LEASE)
-    with L.SagaLog(tmp_path / "saga.db") as log:  # it survives; the writer is gone
+    with open_saga_log() as log:  # it survives; the writer is gone
         assert log.unpublished() == 1
         (event,) = log.claim_events(lease=30)
         assert event.id == fresh.id

@@ -26,8 +26,9 @@ class FlakySend:
 
 
 @pytest.fixture
-def log(tmp_path):
-    with L.SagaLog(tmp_path / "saga.db") as saga_log:
+def log(open_saga_log):
+    """The log of each backend (SQLite, PostgreSQL): every test taking it runs on both."""
+    with open_saga_log() as saga_log:
         yield saga_log
 
 
@@ -37,9 +38,10 @@ def finished_saga(log, kind: str = "order.completed") -> str:
     return saga.id
 
 
-def test_events_left_by_an_earlier_process_are_sent_and_marked(log, tmp_path, monkeypatch):
+def test_events_left_by_an_earlier_process_are_sent_and_marked(log, open_saga_log,
+                                                                monkeypatch):
     monkeypatch.setattr(L, "OUTBOX_LEASE", 0.0)  # the writer's lease on them has run out
-    with L.SagaLog(tmp_path / "saga.db") as earlier:
+    with open_saga_log() as earlier:
         ids = [finished_saga(earlier) for _ in range(3)]
     send = FlakySend()
     publisher = OutboxPublisher(log, send).start()
@@ -79,17 +81,19 @@ def test_a_failed_send_is_kept_and_retried_after_a_backoff(log):
     assert log.unpublished() == 0
 
 
-def test_close_with_the_broker_down_keeps_the_events_for_the_next_publisher(log):
+def test_close_with_the_broker_down_keeps_the_events_for_the_next_publisher(log,
+                                                                          open_saga_log):
     saga_id = finished_saga(log)
     down = OutboxPublisher(log, FlakySend(failures=10**6), backoff=0.0)
     assert down.start().close(timeout=5) == 1
-    with L.SagaLog(log.path) as later:  # the next process, once the backoff is over
+    with open_saga_log() as later:  # the next process, once the backoff is over
         send = FlakySend()
         assert OutboxPublisher(later, send).start().close(timeout=5) == 0
     assert [m["saga_id"] for _, m in send.sent] == [saga_id]
 
 
-def test_sixteen_publishers_in_one_process_never_misuse_the_shared_writer(tmp_path, caplog):
+def test_sixteen_publishers_in_one_process_never_misuse_the_shared_writer(open_saga_log,
+                                                                         caplog):
     """Each thread has its own SagaLog and publisher on one file, so they share one write
     connection; none may leave a statement busy for another (SQLite's "bad parameter or
     other API misuse"), and every event goes out once and is marked published."""
@@ -97,7 +101,6 @@ def test_sixteen_publishers_in_one_process_never_misuse_the_shared_writer(tmp_pa
     import threading
 
     caplog.set_level(logging.WARNING, logger="shopctl.saga.outbox")
-    path = tmp_path / "saga.db"
     sent: list[str] = []
     lock = threading.Lock()
 
@@ -112,7 +115,7 @@ def test_sixteen_publishers_in_one_process_never_misuse_the_shared_writer(tmp_pa
 
     def worker() -> None:
         try:
-            with L.SagaLog(path) as log:
+            with open_saga_log() as log:
                 publisher = OutboxPublisher(log, send, poll=0.01).start()
                 gate.wait(timeout=30)
                 try:
@@ -135,6 +138,6 @@ def test_sixteen_publishers_in_one_process_never_misuse_the_shared_writer(tmp_pa
     misuse = [r.getMessage() for r in caplog.records if "misuse" in r.getMessage()]
     assert misuse == []
     assert sorted(made) == sorted(set(sent)) and len(made) == 4000
-    with L.SagaLog(path) as log:
+    with open_saga_log() as log:
         assert log.unpublished() == 0
     assert len(sent) == len(set(sent)), "an event marked published was sent again"
