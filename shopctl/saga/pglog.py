@@ -61,7 +61,7 @@ from psycopg.rows import dict_row
 
 from shopctl.saga import log as L
 from shopctl.saga import owner as _owner
-from shopctl.saga.store import LEASE_ENV, mask
+from shopctl.saga.location import LEASE_ENV, mask
 
 logger = logging.getLogger(__name__)
 

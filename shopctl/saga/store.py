@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-LOG_ENV = "SHOPCTL_SAGA_LOG"
-LEASE_ENV = "SHOPCTL_SAGA_LEASE"  # seconds; overrides the default lease (PostgreSQL)
-_PG_SCHEMES = ("postgresql://", "postgres://")
+from shopctl.saga.location import LEASE_ENV, LOG_ENV, is_postgres, mask
+
+__all__ = ["LEASE_ENV", "LOG_ENV", "SagaStore", "is_postgres", "mask", "open_log"]
 
 
 class SagaStore(Protocol):
@@ -53,26 +53,6 @@ class SagaStore(Protocol):
     def outbox(self, saga_id: str) -> list[Any]: ...
     def unpublished(self) -> int: ...
     def events(self, saga_id: str) -> list[Any]: ...
-
-
-def is_postgres(location: str | Path) -> bool:
-    return isinstance(location, str) and location.startswith(_PG_SCHEMES)
-
-
-def mask(location: str | Path) -> str:
-    """`location` fit to show: a url's password (whatever its scheme) replaced by ***."""
-    if not isinstance(location, str) or "://" not in location:
-        return str(location)
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(str(location))
-        if parts.password is None:
-            return str(location)
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    except ValueError:
-        return "postgresql://***"
 
 
 def open_log(location: str | Path, *, synchronous: str | None = None,
