@@ -23,8 +23,9 @@ import pytest
 from shopkit.discovery import Discovery, GrpcCalls, ServiceClient
 
 from shopctl import consul_acl
+from shopctl.infra.local import consul_argv
 from shopctl.registry import Registry
-from shopctl.runtime.local import consul_argv, consul_ready, free_port
+from shopctl.runtime.local import consul_ready, free_port
 from shopctl.saga.actions import StepCall, StepFailure
 from shopctl.saga.contract import resolve
 from shopctl.saga.endpoints import Endpoints, consul_lookup
