@@ -52,6 +52,32 @@ class PortNeed:
     unit: str
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_CHOSEN = 10000  # below: well-known and registered ports people configure by hand
+
+
+def port_to_hand_out(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A port free now, for a process started next to bind (a broker's distribution
+    port, a further replica's port). Chosen below the kernel's ephemeral range: a port
+    the kernel picks (bind to 0) is one it also gives any process's next outgoing
+    connection, which may take it before our process binds it (a broker that loses its
+    port exits at start). Falls back to the kernel's pick."""
+    import random
+
+    try:
+        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    if low - 1 > _LOWEST_CHOSEN:
+        for _ in range(tries):
+            port = random.randint(_LOWEST_CHOSEN, low - 1)
+            if is_port_free(host, port):
+                return port
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def port_holder(port: int) -> str | None:
     """'pid N (cmdline)' of the process listening on TCP `port`, or None when unknown."""
     pid = listening_pid(port)

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +34,14 @@ from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.infra import local as local_infra
 from shopctl.infra_names import CONSUL, INFRA_PARTS, RABBITMQ, START_ORDER, enabled_by
-from shopctl.ports import PortNeed, environ_of, is_port_free, listening_pid, port_holder
+from shopctl.ports import (
+    PortNeed,
+    environ_of,
+    is_port_free,
+    listening_pid,
+    port_holder,
+    port_to_hand_out,
+)
 from shopctl.runtime.supervisor import MODULE as SUPERVISOR_MODULE
 from shopctl.runtime.supervisor import LogReader, supervisor_running
 from shopctl.state import ProjectState, write_atomic
@@ -541,10 +547,8 @@ def require_free_port(port: int, setting: str, env_var: str | None) -> None:
 
 
 def free_port() -> int:
-    """A port nothing listens on now (the kernel's pick), for ports nobody else needs."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, for a unit to bind (see ports.port_to_hand_out)."""
+    return port_to_hand_out(HOST)
 
 
 def consul_ready(port: int) -> bool:
