@@ -207,12 +207,9 @@ class Shop:
     def running(self) -> list[str]:
         """What of the project runs now: its infra parts, then its services (for the
         word a cancelled `up` leaves). Empty when the runtime cannot say."""
-        units = getattr(self.runtime, "running_units", None)
-        if units is not None:
-            return units(self.config)
-        infra = getattr(self.runtime, "observe_infra", lambda config: {})(self.config)
+        infra = self.runtime.observe_units(self.config, "infra")
         services = self.runtime.observe(self.config)
-        return [name for name, state in [*infra.items(), *services.items()]
+        return [name for name, state in [*sorted(infra.items()), *services.items()]
                 if state.state in ("running", "starting", "restarting")]
 
     def status(self) -> list[ServiceRow]:

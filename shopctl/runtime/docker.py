@@ -197,7 +197,7 @@ class DockerRuntime:
         with docker_errors("listing containers"):
             found = self.client.containers.list(
                 all=True, filters={"label": [_project_label(config), f"{LABEL_ROLE}={role}"]})
-        return {state.service: state for state in (self._state(c.attrs, config) for c in found)}
+        return {state.instance: state for state in (self._state(c.attrs, config) for c in found)}
 
     def remove_unit(self, config: ShopConfig, name: str, role: str = "infra") -> None:
         """Stop and remove the unit's container (its volume stays); missing is no error."""
@@ -408,14 +408,6 @@ class DockerRuntime:
         found = self._container(container_name(config.project, service))
         if found is not None:
             self._remove(found)
-
-    def running_units(self, config: ShopConfig) -> list[str]:
-        """The infra parts, then the services, of the project whose containers run now."""
-        with docker_errors("listing containers"):
-            found = self.client.containers.list(filters={"label": _project_label(config)})
-        names = [(c.labels.get(LABEL_ROLE) != "infra", _unit_name(c.labels, c.name))
-                 for c in found]
-        return [name for _, name in sorted(names)]
 
     def observe(self, config: ShopConfig) -> dict[str, ServiceState]:
         with docker_errors("listing containers"):

@@ -222,10 +222,6 @@ class LocalRuntime:
                     record, supervisor_alive(ps, unit, record))
         return states
 
-    def observe_infra(self, config: ShopConfig) -> dict[str, ServiceState]:
-        """observe_units for infra, keyed "consul" / "rabbitmq" (reused ones absent)."""
-        return self.observe_units(config, "infra")
-
     def remove_unit(self, config: ShopConfig, name: str, role: str = "infra") -> None:
         """Stop the unit (and whatever it started); a missing one is not an error."""
         unit = local_infra.unit_name(name) if role == "infra" else name

@@ -224,7 +224,7 @@ def test_ensure_infra_reuses_its_consul(project):
     assert record(config, UNIT_CONSUL)["supervisor_pid"] == first
     assert ("consul", f"running on :{config.infra.consul.port}") in news
     assert runtime.infra_endpoints(config) is not None
-    assert runtime.observe_infra(config)["consul"].state == "running"
+    assert runtime.observe_units(config, "infra")["consul"].state == "running"
     assert runtime.observe(config) == {}, "infra is not a service"
 
 
@@ -288,7 +288,7 @@ def test_runs_its_own_broker_when_none_answers(tmp_path):
         with Connection(infra.amqp_uri, connect_timeout=5) as connection:
             connection.connect()  # as the project's user, as services will
             assert connection.connected
-        assert runtime.observe_infra(config)["rabbitmq"].state == "running"
+        assert runtime.observe_units(config, "infra")["rabbitmq"].state == "running"
         assert (ps.data_dir(UNIT_RABBITMQ) / "mnesia").is_dir()
         runtime.down(config, volumes=False)
         assert marked_pids(ps.dir) == []
