@@ -296,7 +296,7 @@ def load_images(
         for node in nodes:
             if _tag_if_present(node, image, host_id):
                 done.append(LoadedImage(node.name, image, "present", 0.0))
-                progress(node.name, f"has {image}")
+                progress(node.name, f"already has {image}")
             else:
                 missing.append(node)
         if missing:
