@@ -83,13 +83,14 @@ class Lab:
     nodes: tuple[LabNode, ...]
 
     @property
-    def manager(self) -> LabNode:
-        return self.nodes[0]
+    def manager(self) -> LabNode | None:
+        return next((n for n in self.nodes if n.role == "manager"), None)
 
     @property
     def manager_host(self) -> str:
-        """DOCKER_HOST for the swarm's manager: where services are created."""
-        return self.manager.docker_host
+        """DOCKER_HOST for the swarm's manager, where services are created ("" when a
+        half-removed lab has none)."""
+        return self.manager.docker_host if self.manager else ""
 
     @property
     def ready(self) -> bool:
@@ -213,7 +214,7 @@ def lab_up(
         _parallel(lambda index: _ensure_node(client, name, index, subnet, existing.get(index),
                                              image, progress), range(1, nodes + 1))
         _form_swarm(client, name, subnet, nodes, progress)
-        return _observe(client, name, network, subnet, progress)
+        return _observe(client, name, network, subnet)
 
 
 def lab_status(name: str = DEFAULT_NAME, client: docker.DockerClient | None = None) -> Lab | None:
@@ -228,7 +229,7 @@ def lab_status(name: str = DEFAULT_NAME, client: docker.DockerClient | None = No
     if not networks and not containers:
         return None
     subnet = _subnet(networks[0]) if networks else ""
-    return _observe(client, name, name if networks else "", subnet, no_progress)
+    return _observe(client, name, name if networks else "", subnet)
 
 
 def lab_down(name: str = DEFAULT_NAME, progress: Progress = no_progress,
@@ -367,6 +368,10 @@ def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
 
     name = node_name(lab, index)
     address = node_address(subnet, index)
+    if container is not None and container.labels.get(LABEL_ADDRESS) != address:
+        raise LabError(f"lab node {name} was made for another network than {lab}'s "
+                       f"({container.labels.get(LABEL_ADDRESS)} is not in {subnet})",
+                       hint=f"`shopctl lab down --name {lab}` and `up` again start afresh")
     with docker_errors(f"starting lab node {name}"):
         if container is not None and container.status == "running":
             progress(name, "reusing (running)")
@@ -447,6 +452,7 @@ def _form_swarm(client: docker.DockerClient, lab: str, subnet: str, nodes: int,
         manager.swarm.reload()
         token = manager.swarm.attrs["JoinTokens"]["Worker"]
         remote = f"{manager_address}:{SWARM_PORT}"
+        members = {node.id for node in manager.nodes.list()}
 
         def join(index: int) -> None:
             name = node_name(lab, index)
@@ -454,8 +460,9 @@ def _form_swarm(client: docker.DockerClient, lab: str, subnet: str, nodes: int,
             worker = _engine(f"tcp://{address}:{ENGINE_PORT}")
             with docker_errors(f"joining {name} to the swarm of lab {lab}"):
                 state = _swarm_state(worker)
-                managers = {m.get("Addr") for m in state.get("RemoteManagers") or []}
-                if state.get("LocalNodeState") == "active" and remote in managers:
+                # A member by the manager's own list: a node that kept the state of a swarm
+                # since made afresh (the manager's volume was lost) is not, and joins again.
+                if state.get("LocalNodeState") == "active" and state.get("NodeID") in members:
                     return
                 if state.get("LocalNodeState") in ("active", "error"):
                     worker.swarm.leave(force=True)
@@ -504,8 +511,7 @@ def _wait_ready(manager: docker.DockerClient, lab: str, nodes: int, progress: Pr
         time.sleep(0.3)
 
 
-def _observe(client: docker.DockerClient, lab: str, network: str, subnet: str,
-             progress: Progress) -> Lab:
+def _observe(client: docker.DockerClient, lab: str, network: str, subnet: str) -> Lab:
     containers = _containers(client, lab)
     swarm: dict[str, str] = {}
     manager = containers.get(1)
