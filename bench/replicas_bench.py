@@ -53,6 +53,33 @@ def shopctl(root: Path, *args: str) -> str:
     return done.stdout
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in fields[11:15]) / ticks
+
+
+def processes(root: Path) -> dict[str, list[int]]:
+    """The shop's processes by what they are: each service (all its instances), the
+    broker and Consul, and this driver."""
+    rows = json.loads(shopctl(root, "status", "--json"))["services"]
+    found: dict[str, list[int]] = {"saga driver (this process)": [os.getpid()]}
+    for row in rows:
+        if row.get("instance_id"):
+            found.setdefault(row["service"], []).append(int(row["instance_id"]))
+    for unit in ("consul", "rabbitmq"):
+        record = ProjectState(root).run_file(f"_{unit}")
+        if record.exists():
+            pid = json.loads(record.read_text()).get("child_pid")
+            if pid:
+                found[unit] = [int(pid)]
+    return found
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="rounds at each replica count")
@@ -87,14 +114,20 @@ def main(argv=None) -> int:
                 def make_input(user: str) -> dict:
                     return {"user_id": user, "items": [{"sku": SKU, "qty": 1}]}
 
+                procs = processes(root)
+                before = {what: sum(map(cpu_seconds, pids)) for what, pids in procs.items()}
                 level = sb.run_level(ep, db, root / "protos", definition, make_input,
                                      args.concurrency, args.n, with_raw=False)
                 level.pop("ids")
+                level["cpu_s"] = {what: round(sum(map(cpu_seconds, pids)) - before[what], 2)
+                                  for what, pids in procs.items()}
                 results[count].append(level)
                 if not args.json:
                     print(f"replicas {count}: {level['sagas_per_s']:6.1f} sagas/s  "
                           f"p50 {level['p50_ms']:6.1f} ms  p99 {level['p99_ms']:6.1f} ms  "
                           f"{level['statuses']}", flush=True)
+                    busiest = sorted(level["cpu_s"].items(), key=lambda kv: -kv[1])
+                    print("   cpu s: " + ", ".join(f"{k} {v}" for k, v in busiest), flush=True)
         finally:
             subprocess.run([sys.executable, "-m", "shopctl", "down", "--volumes"], cwd=root,
                            capture_output=True, timeout=300)
