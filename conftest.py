@@ -12,8 +12,9 @@ import os
 
 import pytest
 
-# The saga-log backends (SQLite, a real PostgreSQL) as fixtures for every test folder.
-pytest_plugins = ["tests.saga_backends"]
+# The saga-log backends (SQLite, a real PostgreSQL) and the lab swarm as fixtures for every
+# test folder.
+pytest_plugins = ["tests.saga_backends", "tests.lab"]
 
 
 @pytest.hookimpl(hookwrapper=True)

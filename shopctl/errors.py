@@ -52,6 +52,12 @@ class OperationFailed(ShopctlError):
     """The operation ran but did not succeed (a build failed, a service stayed unhealthy)."""
 
 
+class LabError(OperationFailed):
+    """The local multi-node lab (shopctl.lab) could not be brought up or used: a node's
+    engine that never answered (the message carries its log's tail), a swarm that did not
+    form, an image the host engine does not have to load onto the nodes."""
+
+
 class ProjectStateError(ShopctlError):
     """The project's state folder (.shopctl/: token secret, saga log, local runtime files)
     cannot be created, written or read: a read-only folder, another user's files, a full

@@ -15,6 +15,7 @@ from shopctl.cli import (
     config_cmd,
     dev_cmd,
     init_cmd,
+    lab_cmd,
     metrics_cmd,
     runtime_cmd,
     saga_cmd,
@@ -78,3 +79,4 @@ dev_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(saga_cmd.app, name="saga")
 app.add_typer(scaffold_cmd.app, name="scaffold")
+app.add_typer(lab_cmd.app, name="lab")

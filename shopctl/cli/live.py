@@ -29,7 +29,7 @@ CHECK_NOT_PASSING = ("check critical", "check warning")
 
 DONE_MESSAGES = {"healthy", "unchanged", "running", "ready", "stopped", "removed"}
 DONE_PREFIXES = ("running on ", "ready on ", "reusing ", "deregistered ", "removed ",
-                 "Consul bridge running")
+                 "Consul bridge running", "loaded ", "already has ")  # the last two: lab load
 DONE_PATTERNS = (
     re.compile(r"^image \S+ is up to date$"),
     re.compile(r"^\w+ in \d+(\.\d+)?s$"),  # a base image "built in 52.1s"

@@ -44,6 +44,9 @@ PYTHON_IMAGE = "shopctl/python:3.11"
 CONSUL_IMAGE = "shopctl/consul:1.8"
 RABBITMQ_IMAGE = "shopctl/rabbitmq:3.10"
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the RabbitMQ image's command
+# A Docker engine in a container, one per node of the lab swarm (shopctl.lab). Tagged with
+# the version of bookworm's docker.io it carries.
+SWARM_NODE_IMAGE = "shopctl/swarm-node:20.10"
 
 _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -301,6 +304,21 @@ def _binary_on_python(client: docker.DockerClient, image: str, fingerprint: str,
                               progress=progress)
 
 
+# dockerd with what it needs inside a container: iptables for its networks, fuse-overlayfs
+# as a storage fallback, tini as PID 1 (reaps containerd-shims, forwards SIGTERM), procps
+# for `docker top`. The engine's flags and start-up script are the lab's (shopctl.lab), so
+# changing them needs no rebuild.
+_SWARM_NODE_PACKAGES = ["docker.io", "iptables", "fuse-overlayfs", "tini", "procps",
+                        "ca-certificates"]
+_SWARM_NODE_CHANGES = [f"ENV {_PATH}", "ENV LANG=C.UTF-8", 'ENTRYPOINT ["/usr/bin/tini", "--"]',
+                       'CMD ["dockerd"]']
+
+
+def build_swarm_node(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    return _from_debian(client, SWARM_NODE_IMAGE, _SWARM_NODE_PACKAGES, _SWARM_NODE_CHANGES,
+                        fingerprint, progress)
+
+
 def _inputs(*parts: object) -> str:
     return "\n".join(repr(part) for part in parts)
 
@@ -316,4 +334,5 @@ RECIPES: dict[str, Recipe] = {
     PROMETHEUS_IMAGE: Recipe(
         build_prometheus, _inputs(_PROMETHEUS_DOCKERFILE, _PYTHON_RECIPE.inputs)
     ),
+    SWARM_NODE_IMAGE: Recipe(build_swarm_node, _inputs(_SWARM_NODE_PACKAGES, _SWARM_NODE_CHANGES)),
 }
