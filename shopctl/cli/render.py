@@ -278,8 +278,8 @@ def log_lines(lines: Iterable, services: list[str], as_json: bool) -> None:
                 sys.stdout.flush()
             else:
                 # a service's instances (SERVICE.N) share its colour
-                colour = colours.get(line.service) or colours.get(
-                    line.service.rpartition(".")[0], "white")
+                name = line.service.partition("@")[0]  # swarm: INSTANCE@NODE
+                colour = colours.get(name) or colours.get(name.rpartition(".")[0], "white")
                 out.print(f"[{colour}]{line.service:<{width}} |[/] {escape(line.text)}",
                           soft_wrap=True)
     except KeyboardInterrupt:

@@ -343,7 +343,11 @@ class SwarmRuntime:
         name = specs.service_name(config.project, svc.name)
         found = self._service(name)
         recreate = found is None or found["Spec"]["Labels"].get(LABEL_HASH) != spec.config_hash
-        if not recreate:
+        # From one instance to several (or back) the placement changes too (see
+        # specs.placement): that is a rolling update, not a new replica count alone.
+        moves = found is not None and (found["Spec"]["TaskTemplate"].get("Placement") or {}).get(
+            "Constraints", []) != specs.placement(svc.replicas).get("Constraints", [])
+        if not recreate and not moves:
             progress(svc.name, f"scaling to {svc.replicas}")
             with docker_errors(f"scaling {svc.name}"):
                 self.manager.api.update_service(
@@ -366,7 +370,9 @@ class SwarmRuntime:
                progress: Progress, timeout_extra: float,
                cancel: threading.Event | None) -> dict[str, object]:
         svc = config.services[service]
-        wanted = {instance_name(service, i) for i in range(1, svc.replicas + 1)}
+        # By count, not by name: scaling down, the swarm keeps the tasks that balance the
+        # nodes best, whatever their slots (instance names follow the slots).
+        wanted = svc.replicas
         deadline = time.monotonic() + svc.health.start_period + timeout_extra \
             + 15 * svc.replicas
         said = ""
@@ -388,17 +394,17 @@ class SwarmRuntime:
                        if entry.service == service and entry.status == "passing"
                        and entry.meta.get("config_hash") == config_hash}
             listed = {name for name, entry in health.items() if entry.service == service}
-            if passing >= wanted and listed <= wanted and update.get("State") in (
+            if len(passing) == wanted and listed == passing and update.get("State") in (
                     None, "completed"):
-                progress(service, f"healthy: {len(wanted)} of {len(wanted)} passing")
+                progress(service, f"healthy: {wanted} of {wanted} passing")
                 return dict(health)
-            now = f"{len(passing & wanted)} of {len(wanted)} passing"
+            now = f"{len(passing)} of {wanted} passing"
             if now != said:
                 progress(service, now)
                 said = now
             if time.monotonic() > deadline:
                 raise OperationFailed(
-                    f"{service} did not have {len(wanted)} passing instances in Consul in "
+                    f"{service} did not have {wanted} passing instances in Consul in "
                     f"time ({now})",
                     hint=(self._task_errors(config, service) or "")
                     + f"\n`shopctl logs {service}` and `shopctl status` show more")
@@ -607,12 +613,10 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
     for (service_id, slot), found in by_slot.items():
         labels = services[service_id]["Spec"]["Labels"]
         unit = labels.get(LABEL_SERVICE, services[service_id]["Spec"]["Name"])
-        replicas = ((services[service_id]["Spec"].get("Mode") or {}).get("Replicated")
-                    or {}).get("Replicas", 1)
         found.sort(key=lambda t: (t.get("DesiredState") == "running", t.get("UpdatedAt", "")))
         task = found[-1]
-        if task.get("DesiredState") != "running" and slot > replicas:
-            continue  # scaled away
+        if task.get("DesiredState") not in ("running", "ready"):
+            continue  # a slot the swarm gave up (scaled away): no task is meant to run there
         status = task.get("Status") or {}
         state = _TASK_STATES.get(status.get("State", ""), "exited")
         node = hosts.get(task.get("NodeID", ""))
@@ -652,9 +656,10 @@ def _service_logs(manager: docker.DockerClient, services: list[str], tasks: dict
                                               timestamps=True, follow=follow,
                                               tail="all" if tail is None else tail)
             for raw in stream:
-                line = _log_line(raw.decode(errors="replace").rstrip("\n"), tasks)
-                if line.service.split("@")[0] in only:
-                    lines.put(line)
+                for text in raw.decode(errors="replace").splitlines():
+                    line = _log_line(text, tasks)
+                    if line.service.split("@")[0] in only:
+                        lines.put(line)
         except docker.errors.APIError:
             pass
         finally:

@@ -156,8 +156,8 @@ def service_spec(
     config: ShopConfig, spec: LaunchSpec, image: str, secrets: list[dict],
 ) -> dict[str, Any]:
     """The swarm service of one shop.yaml service: `replicas` tasks on the project's
-    overlay network (alias: the service's name), its data volume at /data (one per
-    node: replicas on different nodes do not share it), its secrets as files only its
+    overlay network (alias: the service's name), placed as `placement` says, its data
+    volume at /data (one per node), its secrets as files only its
     user reads, its health check, `init`, restart on failure, rolling updates with
     rollback, ports published per task in host mode (engine-chosen host ports)."""
     svc = config.services[spec.service]
@@ -190,6 +190,7 @@ def service_spec(
         "TaskTemplate": {
             "ContainerSpec": container,
             "RestartPolicy": {"Condition": "any", "Delay": NS, "MaxAttempts": 0},
+            "Placement": placement(svc.replicas),
             "Networks": [{"Target": network_name(project), "Aliases": [svc.name]}],
         },
         "Mode": {"Replicated": {"Replicas": svc.replicas}},
@@ -197,6 +198,14 @@ def service_spec(
         "RollbackConfig": rollback_config(swarm.update_order),
         "EndpointSpec": {"Mode": "dnsrr", "Ports": ports},
     }
+
+
+def placement(replicas: int) -> dict[str, Any]:
+    """A service of one instance runs on a manager, beside the infra: its /data volume
+    is a node's, so it stays with its data when another node dies. Replicated services
+    spread over every node (the swarm's default), each task with its own /data: state
+    their instances share must live elsewhere (a database service)."""
+    return {"Constraints": [MANAGER]} if replicas == 1 else {}
 
 
 def unit_service_spec(

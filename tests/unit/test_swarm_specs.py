@@ -45,6 +45,9 @@ def test_a_service_is_one_swarm_service_with_its_replicas_dnsrr_and_per_task_hos
     template = body["TaskTemplate"]
     assert template["Networks"] == [{"Target": "shopctl-sw", "Aliases": ["payments"]}]
     assert template["RestartPolicy"]["Condition"] == "any"
+    assert template["Placement"] == {}  # replicas spread over every node
+    one = specs.service_spec(config, _spec(config, "inventory"), "img", [])
+    assert one["TaskTemplate"]["Placement"] == {"Constraints": ["node.role==manager"]}
     container = template["ContainerSpec"]
     assert container["Init"] is True and container["User"] == "10001:10001"
     assert "SHOP_SECRETS_DIR=/run/shop-secrets" in container["Env"]
