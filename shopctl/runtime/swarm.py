@@ -632,9 +632,13 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
                  "role": labels.get(LABEL_ROLE, "")}
         if svc and svc.metrics_port:
             extra["metrics_port"] = str(published.get(svc.metrics_port) or svc.metrics_port)
+        if published:  # reached at its node's address (infra.swarm.address: node)
+            address = node.address if node else None
+        else:  # at its overlay address, inside the swarm only
+            address = _overlay_address(task, specs.network_name(config.project))
         out[instance_name(unit, slot)] = ServiceState(
             service=unit, state=state, instance_id=task["ID"][:12],
-            address=(node.address if node else None) if published else None,
+            address=address,
             port=published.get(port) if published else port,
             host_port=published.get(port),
             started_at=parse_time(status.get("Timestamp", "")) if state == "running" else None,
@@ -643,6 +647,14 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
             exit_code=exit_code if state != "running" else None,
             crashes=failures, extra=extra, index=slot)
     return out
+
+
+def _overlay_address(task: dict, network: str) -> str | None:
+    for attachment in task.get("NetworksAttachments") or []:
+        if ((attachment.get("Network") or {}).get("Spec") or {}).get("Name") == network:
+            for cidr in attachment.get("Addresses") or []:
+                return cidr.split("/")[0]
+    return None
 
 
 def _service_logs(manager: docker.DockerClient, services: list[str], tasks: dict[str, str],

@@ -214,3 +214,20 @@ def test_tasks_are_instances_by_slot_with_their_node(tmp_path):
     assert (two.address, two.port, two.host_port) == ("172.30.0.3", 30002, 30002)
     assert two.restarts == 1 and two.config_hash == "h1"
     assert two.image == "shopctl-sw/payments:abc"
+
+
+def test_a_service_log_line_is_named_by_its_task_as_instance_at_node():
+    from shopctl.runtime.swarm import _log_line
+
+    text = ("2026-11-30T12:00:00.5Z com.docker.swarm.node.id=n2,com.docker.swarm.service.id="
+            "s1,com.docker.swarm.task.id=abc123 GET /health 200")
+    line = _log_line(text, {"abc123": "payments.2@shopctl-lab-2"})
+    assert (line.service, line.text) == ("payments.2@shopctl-lab-2", "GET /health 200")
+    assert line.timestamp is not None
+
+
+def test_the_host_reaches_the_managers_published_ports_at_its_engines_address(tmp_path):
+    from shopctl.runtime.swarm import SwarmRuntime
+
+    config = _config(tmp_path, "{host: 'tcp://172.30.0.2:2375'}")
+    assert SwarmRuntime(config).manager_address() == "172.30.0.2"
