@@ -59,8 +59,10 @@ def volume_name(project: str, key: str) -> str:
 
 def secret_name(project: str, unit: str, file: str, content: bytes) -> str:
     """Swarm secrets cannot change: a new content is a new secret, named by its hash,
-    and the service is moved onto it by a rolling update."""
-    return f"shopctl-{project}-{unit}-{file}-{data_hash(content.decode())[:12]}"
+    and the service is moved onto it by a rolling update. The engine takes 64
+    characters at most: the file's name is in the hash (and in a label), not the name."""
+    digest = data_hash({"file": file, "content": content.decode()})[:16]
+    return f"{f'shopctl-{project}-{unit}'[:46]}-{digest}"
 
 
 def labels(project: str, unit: str, role: str, config_hash: str, **extra: str) -> dict[str, str]:
