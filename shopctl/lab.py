@@ -47,6 +47,7 @@ DEFAULT_NAME = "shopctl-lab"
 DEFAULT_NODES = 3
 ENGINE_PORT = 2375  # each node's dockerd, plain TCP: the lab network is private to the host
 SWARM_PORT = 2377
+NODE_API_VERSION = "1.41"  # docker 20.10's, the nodes' engine
 
 LABEL_LAB = "io.shopctl.lab"  # on every container, volume and network: the lab's name
 LABEL_INDEX = "io.shopctl.lab.node"  # 1-based position; node 1 is the manager
@@ -160,7 +161,10 @@ def node_command() -> list[str]:
 # CAP_SYS_RESOURCE and docker 20.10 ignores --cap-drop together with --privileged.
 NODE_CAP_ADD = ("ALL",)
 NODE_CAP_DROP = ("SYS_RESOURCE",)
-NODE_SECURITY_OPT = ("seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined")
+NODE_SECURITY_OPT = ("seccomp=unconfined", "apparmor=unconfined")
+# The CLI's `--security-opt systempaths=unconfined`, which the API refuses as a security
+# option: nothing of /proc and /sys masked or read-only, so dockerd can set its sysctls.
+NODE_SYSTEM_PATHS = {"MaskedPaths": [], "ReadonlyPaths": []}
 NODE_DEVICE_CGROUP_RULES = ("a *:* rwm",)  # inner containers make their own /dev nodes
 NODE_DEVICES = ("/dev/fuse:/dev/fuse:rwm",)  # for fuse-overlayfs, when overlay2 cannot
 # A task start with no registry otherwise first tries to pull from the public one.
@@ -312,7 +316,10 @@ def _engine(node_host: str, timeout: int | None = None) -> docker.DockerClient:
 
     from shopctl.docker_client import LONG_TIMEOUT
 
-    return docker.DockerClient(base_url=node_host, timeout=timeout or LONG_TIMEOUT)
+    # The version given, not "auto": auto asks the engine at construction, and a node's
+    # engine is polled before it answers. Every node runs the image's dockerd 20.10.
+    return docker.DockerClient(base_url=node_host, version=NODE_API_VERSION,
+                               timeout=timeout or LONG_TIMEOUT)
 
 
 def _containers(client: docker.DockerClient, name: str) -> dict[int, Any]:
@@ -372,8 +379,9 @@ def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
         raise LabError(f"lab node {name} was made for another network than {lab}'s "
                        f"({container.labels.get(LABEL_ADDRESS)} is not in {subnet})",
                        hint=f"`shopctl lab down --name {lab}` and `up` again start afresh")
+    reused = container is not None and container.status == "running"
     with docker_errors(f"starting lab node {name}"):
-        if container is not None and container.status == "running":
+        if reused:
             progress(name, "reusing (running)")
         elif container is not None:
             progress(name, f"restarting (was {container.status})")
@@ -386,7 +394,8 @@ def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
             created = api.create_container(
                 image, command=node_command(), name=name, hostname=name,
                 environment=dict(NODE_ENVIRONMENT), labels=node_labels(lab, index, address),
-                host_config=api.create_host_config(**node_host_config(lab, index)),
+                host_config=api.create_host_config(**node_host_config(lab, index))
+                | NODE_SYSTEM_PATHS,
                 networking_config=api.create_networking_config(
                     {lab: api.create_endpoint_config(ipv4_address=address)}),
             )
@@ -394,7 +403,8 @@ def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
             container.start()
     began = time.monotonic()
     _wait_for_engine(container, f"tcp://{address}:{ENGINE_PORT}", name)
-    progress(name, f"engine up in {time.monotonic() - began:.1f}s")
+    if not reused:
+        progress(name, f"engine up in {time.monotonic() - began:.1f}s")
 
 
 def _wait_for_engine(container, host: str, name: str, timeout: float = ENGINE_TIMEOUT) -> None:

@@ -15,6 +15,7 @@ import docker.types
 import pytest
 
 from shopctl.docker_client import connect
+from shopctl.errors import UsageError
 from shopctl.images.base import PYTHON_IMAGE, ensure_image
 from shopctl.lab import LABEL_LAB, lab_down, lab_status, lab_up, load_images
 from shopctl.testing import wait_for
@@ -47,6 +48,8 @@ def test_a_second_lab_up_reuses_the_running_nodes_quickly(lab):
     assert [n.container for n in again.nodes] == [n.container for n in lab.nodes]
     assert again.ready and again.manager_host == lab.manager_host
     assert took < 10, f"a lab up with every node running took {took:.1f}s"
+    with pytest.raises(UsageError, match="lab down"):
+        lab_up(nodes=len(lab.nodes) - 1, name=lab.name)  # never shrunk behind one's back
 
 
 def test_the_cli_says_the_managers_docker_host(lab):

@@ -13,6 +13,7 @@ from shopctl.lab import (
     LABEL_ADDRESS,
     LABEL_INDEX,
     LABEL_LAB,
+    NODE_SYSTEM_PATHS,
     Lab,
     LabNode,
     node_address,
@@ -45,8 +46,8 @@ def test_a_node_runs_without_privileged_with_every_capability_but_sys_resource()
     config = node_host_config("shopctl-lab", 2)
     assert "privileged" not in config
     assert config["cap_add"] == ["ALL"] and config["cap_drop"] == ["SYS_RESOURCE"]
-    assert set(config["security_opt"]) == {
-        "seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"}
+    assert set(config["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
+    assert NODE_SYSTEM_PATHS == {"MaskedPaths": [], "ReadonlyPaths": []}  # systempaths=...
     assert config["device_cgroup_rules"] == ["a *:* rwm"]
     assert config["devices"] == ["/dev/fuse:/dev/fuse:rwm"]
     assert config["binds"] == {"shopctl-lab-2-docker": {"bind": "/var/lib/docker", "mode": "rw"}}
