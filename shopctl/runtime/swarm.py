@@ -490,6 +490,11 @@ class SwarmRuntime:
                     continue
                 client = swarm_nodes.engine(node, config.infra.swarm.node_port)
                 with docker_errors(f"removing volumes on {node.hostname}"):
+                    # The swarm keeps its tasks' stopped containers a while, and those
+                    # still hold their volumes.
+                    for container in client.containers.list(all=True,
+                                                            filters={"label": label}):
+                        container.remove(force=True)
                     for volume in client.volumes.list(filters={"label": label}):
                         progress(f"{volume.name}@{node.hostname}", "removing volume")
                         volume.remove(force=True)

@@ -14,6 +14,7 @@ tests/lab.py), through the CLI as a user runs it (issue 16, items 1 and 3):
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -37,7 +38,20 @@ SKUS = ("SKU-MUG-001", "SKU-TEE-002")
 
 
 @pytest.fixture(scope="module")
-def shop(lab, tmp_path_factory):
+def swarm_lab(request):
+    """The shared lab (tests/lab.py), or the lab named in $SHOPCTL_SWARM_LAB, brought up
+    and left running: a lab of one's own, which no other session removes meanwhile."""
+    name = os.environ.get("SHOPCTL_SWARM_LAB")
+    if not name:
+        return request.getfixturevalue("lab")
+    from shopctl.lab import lab_up
+
+    return lab_up(nodes=3, name=name)
+
+
+@pytest.fixture(scope="module")
+def shop(swarm_lab, tmp_path_factory):
+    lab = swarm_lab
     root, data = make_project(tmp_path_factory.mktemp("swarm"))
     data["services"][SCALED]["replicas"] = 3
     data["infra"]["swarm"] = {"host": lab.manager_host}
@@ -71,10 +85,11 @@ def status_rows(root) -> dict[str, dict]:
 
 
 def run_sagas(root, count: int, concurrency: int, during=None, tag: str = "s",
-              more=lambda: False):
+              more=lambda: False, limit: int = 0, pause: float = 0.5):
     """At least `count` order sagas from the host through the cluster, and more while
-    `more()` holds; `during()` runs in this thread once a fifth of them are done.
-    Returns (sagas, log path)."""
+    `more()` holds, `limit` at most (the demo's stock is finite: 120 mugs, 80 tees),
+    each worker pausing `pause` s between two; `during()` runs in this thread once a
+    fifth of them are done. Returns (sagas, log path)."""
     config = load_config(root / "shop.yaml")
     endpoints = discover(config)
     definition = snapshot(config, "order")
@@ -92,16 +107,17 @@ def run_sagas(root, count: int, concurrency: int, during=None, tag: str = "s",
                 while True:
                     with lock:
                         i = taken[0]
-                        if i >= count and not more():
+                        if (i >= count and not more()) or (limit and i >= limit):
                             return
                         taken[0] += 1
-                    items = [{"sku": SKUS[i % 2], "qty": 1}]
+                    items = [{"sku": SKUS[0] if i % 5 < 3 else SKUS[1], "qty": 1}]
                     saga, _ = engine.start("order", definition,
                                            {"user_id": f"u-{tag}-{i}", "items": items})
                     with lock:
                         results.append(saga)
                         if len(results) == max(1, count // 5):
                             done.set()
+                    time.sleep(pause)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
             done.set()
@@ -172,7 +188,7 @@ def test_a_dead_node_moves_its_tasks_and_consul_drops_its_instances(shop):
         try:
             moments["stopped"] = time.monotonic()
             container.stop(timeout=1)
-            wait_for(lambda: all(e["Meta"]["node"] != victim for e in consul(
+            wait_for(lambda: all(e["ServiceMeta"]["node"] != victim for e in consul(
                 root, data, lab, f"/v1/catalog/service/{SCALED}")) or None, 60,
                 "the dead node's entries gone")
             moments["dropped"] = time.monotonic()
@@ -184,7 +200,7 @@ def test_a_dead_node_moves_its_tasks_and_consul_drops_its_instances(shop):
 
     try:
         sagas, db = run_sagas(root, 40, 4, during=stop_node, tag="node",
-                              more=lambda: not gone.is_set())
+                              more=lambda: not gone.is_set(), limit=110)
         assert "back" in moments, moments
         print(f"\nnode {victim} stopped: its entries gone from Consul after "
               f"{moments['dropped'] - moments['stopped']:.1f}s, 3 passing again after "
@@ -214,8 +230,8 @@ def test_a_code_edit_then_up_rolls_that_service_with_no_failed_saga_step(shop):
 
     roller = threading.Thread(target=roll)
     # sagas keep going until the update is over, so every task replaced had traffic
-    sagas, db = run_sagas(root, 40, 4, during=roller.start, tag="roll",
-                          more=lambda: "up" not in result)
+    sagas, db = run_sagas(root, 20, 2, during=roller.start, tag="roll",
+                          more=lambda: "up" not in result, limit=80)
     roller.join(600)
     up = result["up"]
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
