@@ -93,8 +93,11 @@ def status_rows(
 
 def _instances(config: ShopConfig, observed: Mapping[str, ServiceState]):
     for service, svc in config.services.items():
-        names = set(instance_names(service, svc.replicas))
-        names |= {name for name in observed if split_instance(name)[0] == service}
+        found = [name for name in observed if split_instance(name)[0] == service]
+        # As many missing rows as instances are missing: a swarm names instances by
+        # their task slots, which need not be 1..replicas after a scale-down.
+        missing = [name for name in instance_names(service, svc.replicas) if name not in found]
+        names = found + missing[:max(0, svc.replicas - len(found))]
         for name in sorted(names, key=split_instance):
             yield name, svc
 

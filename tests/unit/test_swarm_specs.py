@@ -231,3 +231,17 @@ def test_the_host_reaches_the_managers_published_ports_at_its_engines_address(tm
 
     config = _config(tmp_path, "{host: 'tcp://172.30.0.2:2375'}")
     assert SwarmRuntime(config).manager_address() == "172.30.0.2"
+
+
+def test_status_lists_the_slots_that_run_and_no_missing_row_when_all_replicas_run(tmp_path):
+    from shopctl.status import status_rows
+    from shopctl.units import ServiceState
+
+    config = _config(tmp_path)  # payments at 3 replicas
+    observed = {name: ServiceState("payments", "running", index=i)
+                for name, i in (("payments", 1), ("payments.3", 3), ("payments.4", 4))}
+    names = [row.name for row in status_rows(config, observed, {}) if row.service == "payments"]
+    assert names == ["payments", "payments.3", "payments.4"]
+    del observed["payments.4"]  # one short: one missing row, named by the first free slot
+    names = [row.name for row in status_rows(config, observed, {}) if row.service == "payments"]
+    assert names == ["payments", "payments.2", "payments.3"]
