@@ -583,11 +583,17 @@ class SwarmRuntime:
         hosts = {n.id: n.hostname for n in swarm_nodes.nodes(self.manager)}
         names = {s["ID"]: s["Spec"]["Labels"].get(LABEL_SERVICE, s["Spec"]["Name"])
                  for s in services}
+        from shopctl.swarm.registrar import ranks
+
         out = {}
-        for task in self._tasks(list(names)):
+        tasks = self._tasks(list(names))
+        rank = ranks(tasks)
+        for task in tasks:
             unit = names.get(task["ServiceID"], "?")
-            out[task["ID"]] = (f"{instance_name(unit, int(task.get('Slot') or 1))}"
-                               f"@{hosts.get(task.get('NodeID', ''), '?')}")
+            slot = int(task.get("Slot") or 1)
+            index = rank.get((task["ServiceID"], slot), slot)
+            node = hosts.get(task.get("NodeID", ""), "?")
+            out[task["ID"]] = f"{instance_name(unit, index)}@{node}"
         return out
 
     def _task_errors(self, config: ShopConfig, unit: str) -> str:
@@ -607,9 +613,14 @@ class SwarmRuntime:
 
 def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[dict],
                   hosts: Mapping[str, swarm_nodes.Node]) -> dict[str, ServiceState]:
-    """One ServiceState per slot of each service: the task the swarm wants running
-    there (else the newest), its node, its address (node address and published port),
-    its state, and the failed tasks of that slot as restarts. Pure."""
+    """One ServiceState per slot of each service where a task is meant to run: the task
+    the swarm wants running there, its node, its address (node address and published
+    port, else overlay address), its state, and the failed tasks of that slot as
+    restarts. Instances are numbered 1..N by the rank of their slot (the registrar
+    numbers them alike), whatever slots a scale-down kept. Pure."""
+    from shopctl.swarm.registrar import ranks
+
+    rank = ranks([t for t in tasks if t.get("ServiceID") in services])
     by_slot: dict[tuple[str, int], list[dict]] = {}
     for task in tasks:
         if task.get("ServiceID") in services:
@@ -633,6 +644,7 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
         exit_code = ((status.get("ContainerStatus") or {}).get("ExitCode"))
         failures = sum(1 for t in found if (t.get("Status") or {}).get("State") == "failed")
         extra = {"node": node.hostname if node else "?", "task": task["ID"][:12],
+                 "slot": str(slot),
                  "swarm_state": status.get("State", ""),
                  "role": labels.get(LABEL_ROLE, "")}
         if svc and svc.metrics_port:
@@ -641,7 +653,8 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
             address = node.address if node else None
         else:  # at its overlay address, inside the swarm only
             address = _overlay_address(task, specs.network_name(config.project))
-        out[instance_name(unit, slot)] = ServiceState(
+        index = rank.get((service_id, slot), slot)
+        out[instance_name(unit, index)] = ServiceState(
             service=unit, state=state, instance_id=task["ID"][:12],
             address=address,
             port=published.get(port) if published else port,
@@ -650,7 +663,7 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
             restarts=failures, image=(container.get("Image") or "").split("@")[0] or None,
             config_hash=(container.get("Labels") or {}).get(LABEL_HASH),
             exit_code=exit_code if state != "running" else None,
-            crashes=failures, extra=extra, index=slot)
+            crashes=failures, extra=extra, index=index)
     return out
 
 

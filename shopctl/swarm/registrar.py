@@ -7,8 +7,10 @@ Standard library only: it runs on the shop's Python base image, shipped as a fil
 Every INTERVAL seconds it lists the project's services (label io.shopctl.project), their
 tasks and the nodes, and makes Consul's entries owned by it (Meta.owner = "registrar")
 equal to the tasks that run:
-- one entry per running task whose node is ready, ID `PROJECT-INSTANCE@TASK12`, named
-  after the service, Meta.instance SERVICE / SERVICE.N by the task's slot, Meta.node the
+- one entry per running task whose node is ready, ID `PROJECT-SERVICE@TASK12`, named
+  after the service, Meta.instance SERVICE / SERVICE.N by the rank of the task's slot
+  among the slots the swarm keeps (`ranks`: 1..replicas, as on the other runtimes, and
+  an update of Meta alone when a scale-down renumbers them), Meta.node the
   node's hostname, Meta.task, Meta.config_hash the hash its spec was created with, and
   the service's own check (from the service label io.shopctl.registration, which
   shopctl writes from shopctl.registry's check definition) at the task's address;
@@ -56,12 +58,24 @@ def node_addresses(nodes: list[dict]) -> dict[str, tuple[str, str, bool]]:
     return out
 
 
-def instance(service: str, slot: int) -> str:
-    return service if slot <= 1 else f"{service}.{slot}"
+def instance(service: str, index: int) -> str:
+    return service if index <= 1 else f"{service}.{index}"
 
 
-def entry_id(project: str, name: str, task_id: str) -> str:
-    return f"{project}-{name}@{task_id[:12]}"
+def ranks(tasks: list[dict]) -> dict[tuple[str, int], int]:
+    """{(service id, slot): its rank, 1..N} among the slots where a task is meant to
+    run: the swarm numbers slots as it pleases (a scale-down keeps whichever balance the
+    nodes), instances are numbered 1..replicas. shopctl.runtime.swarm uses the same."""
+    slots: dict[str, set[int]] = {}
+    for task in tasks:
+        if task.get("DesiredState") in ("running", "ready"):
+            slots.setdefault(task.get("ServiceID", ""), set()).add(int(task.get("Slot") or 1))
+    return {(service, slot): rank for service, found in slots.items()
+            for rank, slot in enumerate(sorted(found), start=1)}
+
+
+def entry_id(project: str, service: str, task_id: str) -> str:
+    return f"{project}-{service}@{task_id[:12]}"
 
 
 def task_address(task: dict, template: dict, node: tuple[str, str, bool], mode: str,
@@ -99,6 +113,7 @@ def wanted(project: str, services: list[dict], tasks: list[dict], nodes: list[di
         if labels.get(LABEL_PROJECT) == project and LABEL_REGISTRATION in labels:
             by_id[service["ID"]] = json.loads(labels[LABEL_REGISTRATION])
     where = node_addresses(nodes)
+    rank = ranks(tasks)
     out = {}
     for task in tasks:
         template = by_id.get(task.get("ServiceID"))
@@ -112,14 +127,15 @@ def wanted(project: str, services: list[dict], tasks: list[dict], nodes: list[di
         if found is None:
             continue
         address, port, metrics_port = found
-        name = instance(template["Name"], int(task.get("Slot") or 1))
+        slot = int(task.get("Slot") or 1)
+        name = instance(template["Name"], rank.get((task["ServiceID"], slot), slot))
         container = ((task.get("Spec") or {}).get("ContainerSpec") or {})
-        sid = entry_id(project, name, task["ID"])
+        sid = entry_id(project, template["Name"], task["ID"])
         out[sid] = {
             "ID": sid, "Name": template["Name"], "Address": address, "Port": port,
             "Tags": template["Tags"],
             "Meta": {**template["Meta"], "owner": OWNER, "instance": name,
-                     "task": task["ID"][:12], "node": node[1],
+                     "task": task["ID"][:12], "node": node[1], "slot": str(slot),
                      "config_hash": (container.get("Labels") or {}).get(LABEL_HASH, ""),
                      "image": container.get("Image", "").split("@")[0],
                      "metrics_port": str(metrics_port)},
@@ -135,9 +151,14 @@ def reconcile(want: dict[str, dict], registered: dict[str, dict],
     mine = {sid: entry for sid, entry in registered.items()
             if (entry.get("Meta") or {}).get("owner") == OWNER
             and (entry.get("Meta") or {}).get("project") == project}
+    def seen(entry: dict) -> tuple:
+        return (entry.get("Address"), entry.get("Port"),
+                (entry.get("Meta") or {}).get("instance"))
+
+    # Registering again under the same ID keeps the check's status: a renumbered
+    # instance stays passing.
     register = [body for sid, body in want.items()
-                if sid not in mine or (mine[sid].get("Address"), mine[sid].get("Port"))
-                != (body["Address"], body["Port"])]
+                if sid not in mine or seen(mine[sid]) != seen(body)]
     return register, sorted(sid for sid in mine if sid not in want)
 
 

@@ -154,7 +154,8 @@ def test_each_running_task_on_a_ready_node_is_wanted_at_its_node_and_published_p
              _task("t4" * 10, 2, "n2", 30004, desired="shutdown"),  # being replaced
              _task("t5" * 10, 3, "n2", 30005, state="starting")]  # not healthy yet
     want = registrar.wanted("sw", [service], tasks, nodes)
-    assert sorted(want) == ["sw-payments.2@t2t2t2t2t2t2", "sw-payments@t1t1t1t1t1t1"]
+    assert sorted(want) == ["sw-payments@t1t1t1t1t1t1", "sw-payments@t2t2t2t2t2t2"]
+    assert want["sw-payments@t2t2t2t2t2t2"]["Meta"]["instance"] == "payments.2"
     first = want["sw-payments@t1t1t1t1t1t1"]
     assert (first["Address"], first["Port"]) == ("172.30.0.2", 30001)
     assert first["Check"]["HTTP"] == "http://172.30.0.2:30001/health"
@@ -162,7 +163,7 @@ def test_each_running_task_on_a_ready_node_is_wanted_at_its_node_and_published_p
     assert first["Meta"]["owner"] == "registrar" and first["Meta"]["config_hash"] == "h1"
     assert first["Meta"]["project"] == "sw" and first["Name"] == "payments"
     overlay = registrar.wanted("sw", [service], tasks, nodes, "overlay", "shopctl-sw")
-    entry = overlay["sw-payments.2@t2t2t2t2t2t2"]
+    entry = overlay["sw-payments@t2t2t2t2t2t2"]
     assert (entry["Address"], entry["Port"]) == ("10.0.1.2", 8004)
 
 
@@ -170,14 +171,14 @@ def test_the_registrar_removes_only_entries_it_created(tmp_path):
     _, service, nodes = _swarm(tmp_path)
     want = registrar.wanted("sw", [service], [_task("t1" * 10, 1, "n1")], nodes)
     registered = {
-        "sw-payments@t1t1t1t1t1t1": {"Address": "172.30.0.2", "Port": 30001,
-                                     "Meta": {"owner": "registrar", "project": "sw"}},
-        "sw-payments.2@oldoldoldold": {"Meta": {"owner": "registrar", "project": "sw"}},
+        "sw-payments@t1t1t1t1t1t1": {"Address": "172.30.0.2", "Port": 30001, "Meta": {
+            "owner": "registrar", "project": "sw", "instance": "payments"}},
+        "sw-payments@oldoldoldold": {"Meta": {"owner": "registrar", "project": "sw"}},
         "sw-payments.3": {"Meta": {"project": "sw"}},  # shopctl's own, or a service's
         "other-payments@x": {"Meta": {"owner": "registrar", "project": "other"}},
     }
     register, deregister = registrar.reconcile(want, registered, "sw")
-    assert register == [] and deregister == ["sw-payments.2@oldoldoldold"]
+    assert register == [] and deregister == ["sw-payments@oldoldoldold"]
     moved = dict(registered)
     moved["sw-payments@t1t1t1t1t1t1"] = {**registered["sw-payments@t1t1t1t1t1t1"], "Port": 1}
     register, _ = registrar.reconcile(want, moved, "sw")
@@ -245,3 +246,26 @@ def test_status_lists_the_slots_that_run_and_no_missing_row_when_all_replicas_ru
     del observed["payments.4"]  # one short: one missing row, named by the first free slot
     names = [row.name for row in status_rows(config, observed, {}) if row.service == "payments"]
     assert names == ["payments", "payments.2", "payments.3"]
+
+
+def test_instances_are_numbered_by_the_rank_of_the_slots_a_scale_down_kept(tmp_path):
+    from shopctl.runtime.swarm import observe_tasks
+
+    config, service, nodes = _swarm(tmp_path)
+    service["Spec"]["Name"] = "shopctl-sw-payments"
+    tasks = [_task("t1" * 10, 1, "n1", 30001), _task("t3" * 10, 3, "n2", 30003),
+             _task("t4" * 10, 4, "n2", 30004),
+             _task("t2" * 10, 2, "n2", 30002, desired="shutdown", state="shutdown")]
+    hosts = {"n1": Node("n1", "node-1", "172.30.0.2", "manager", True),
+             "n2": Node("n2", "node-2", "172.30.0.3", "worker", True)}
+    observed = observe_tasks(config, {"svc1": service}, tasks, hosts)
+    assert {name: s.extra["slot"] for name, s in observed.items()} == {
+        "payments": "1", "payments.2": "3", "payments.3": "4"}
+    want = registrar.wanted("sw", [service], tasks, nodes)
+    assert sorted(body["Meta"]["instance"] for body in want.values()) == [
+        "payments", "payments.2", "payments.3"]
+    # renumbered: registered again under its ID (Consul keeps its check's status)
+    registered = {sid: {**body, "Meta": {**body["Meta"], "instance": "payments.9"}}
+                  for sid, body in want.items()}
+    register, deregister = registrar.reconcile(want, registered, "sw")
+    assert len(register) == 3 and deregister == []
