@@ -128,7 +128,7 @@ class SwarmRuntime:
                 except Exception as exc:  # noqa: BLE001 - any failure: the swarm is not there
                     raise RuntimeUnavailable(
                         f"the swarm manager's engine at {self._host} does not answer ({exc})",
-                        hint="start the swarm (`python -m shopctl.lab up` for the lab) or "
+                        hint="start the swarm (`shopctl lab up` for a local lab) or "
                              "set infra.swarm.host") from None
                 self._manager = client
             return self._manager
@@ -144,7 +144,7 @@ class SwarmRuntime:
             info = self.manager.info().get("Swarm") or {}
         if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
             raise RuntimeUnavailable(
-                "the engine shopctl reaches is not a swarm manager "
+                "the engine found for the swarm is not a swarm manager "
                 f"({info.get('LocalNodeState') or 'no swarm'})",
                 hint="point infra.swarm.host (or DOCKER_HOST) at a manager of the swarm")
 
@@ -494,7 +494,10 @@ class SwarmRuntime:
                     # still hold their volumes.
                     for container in client.containers.list(all=True,
                                                             filters={"label": label}):
-                        container.remove(force=True)
+                        try:
+                            container.remove(force=True)
+                        except docker.errors.NotFound:
+                            pass  # the swarm removed it meanwhile
                     for volume in client.volumes.list(filters={"label": label}):
                         progress(f"{volume.name}@{node.hostname}", "removing volume")
                         volume.remove(force=True)
