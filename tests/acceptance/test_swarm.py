@@ -246,6 +246,24 @@ def test_a_code_edit_then_up_rolls_that_service_with_no_failed_saga_step(shop):
     assert len(hashes) == 1 and len(passing(root, data, lab, SCALED)) == 3
 
 
+def test_a_change_that_crashes_at_start_is_rolled_back_and_up_fails_saying_so(shop):
+    root, data, lab, _ = shop
+    source = root / "services" / SCALED / "app.py"
+    good = source.read_text()
+    before = {e["ID"] for e in passing(root, data, lab, SCALED)}
+    source.write_text(good + '\nraise SystemExit("broken on purpose")\n')
+    try:
+        up = shopctl_in(root, "up", timeout=600)
+        assert up.returncode == 1, up.stdout[-2000:]
+        assert f"the swarm rolled {SCALED}'s update back" in up.stderr, up.stderr[-2000:]
+        # the old version served throughout (start-first) and still does
+        assert {e["ID"] for e in passing(root, data, lab, SCALED)} == before
+    finally:
+        source.write_text(good)
+    wait_for(lambda: shopctl_in(root, "up", timeout=600).returncode == 0, 300,
+             "up with the good code again")
+
+
 def test_scale_logs_and_down(shop):
     root, data, lab, _ = shop
     scaled = shopctl_in(root, "scale", f"{SCALED}=2", "--json", timeout=300)
