@@ -202,10 +202,11 @@ def ensure(config: ShopConfig, consul_http: str, services: list[str]) -> None:
 def registry(config: ShopConfig, consul_http: str | None = None, timeout: float = 5.0):
     """The project's Registry, speaking with the management token (anonymous before an
     `up` made one: such a Consul is not the project's yet, and reading creates nothing).
-    `consul_http` defaults to Consul's published port on the host (both runtimes publish
-    it there)."""
+    `consul_http` defaults to Consul's published port where the last `up` put it (the
+    host's loopback, or a swarm manager: ProjectState.infra_host)."""
     from shopctl.registry import Registry
 
-    address = consul_http or f"http://127.0.0.1:{config.infra.consul.port}"
+    host = ProjectState(config.root).infra_host()
+    address = consul_http or f"http://{host}:{config.infra.consul.port}"
     return Registry(address, config.project, timeout=timeout,
                     token=management_token(config, create=False))

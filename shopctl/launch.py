@@ -60,8 +60,9 @@ def launch_spec(
         "runtime": runtime,
         # How many instances run changes none of them (`scale` adds or removes others).
         "service": svc.model_dump(mode="json", exclude={"replicas"}),
-        # Prometheus only scrapes services; turning it on must not replace them.
-        "infra": config.infra.model_dump(mode="json", exclude={"prometheus"}),
+        # Prometheus only scrapes services; turning it on must not replace them. The
+        # swarm section concerns that runtime's placement, not what a service runs.
+        "infra": config.infra.model_dump(mode="json", exclude={"prometheus", "swarm"}),
         "env": stable_env,
         "code": code_hash(config, service),
         "secrets": data_hash(secrets),  # a new secret restarts the service with it

@@ -99,6 +99,8 @@ def ports_needed(config: ShopConfig, runtime: Runtime, plan: Plan) -> list[PortN
     each service's port and metrics_port for the services it creates or replaces."""
     infra_ports = getattr(runtime, "infra_ports", None)
     needs = list(infra_ports(config)) if infra_ports is not None else []
+    if not getattr(runtime, "publishes_service_ports", True):
+        return needs  # services take no fixed host port (a swarm publishes per task)
     for step in plan.changes:
         if not step.starts or step.instance != step.service:
             continue  # removed, or a further instance: it takes free ports
@@ -229,7 +231,18 @@ def apply_up(
     between every two units of work: once set, nothing more is built, started or
     registered; builds under way are stopped (see runtime.prepare), starts under way get
     CANCEL_WAIT seconds to return, and Cancelled is raised. What was started runs on.
+
+    A runtime that places instances itself (a swarm: `replicas` tasks per service, and
+    a registrar that registers them) applies the plan with its own `apply_up`, given the
+    same plan, specs and hooks; its gate is its own too (see shopctl.runtime.swarm).
     """
+    own = getattr(runtime, "apply_up", None)
+    if own is not None:
+        return own(config, registry, plan, specs, progress,
+                   wait_infra=(lambda part: infra.wait(part, cancel)) if infra is not None
+                   else (lambda part: None),
+                   infra_ready=infra.all_ready if infra is not None else (lambda: True),
+                   before_start=before_start, cancel=cancel, timeout_extra=timeout_extra)
     if plan.built:
         runtime.prepare(config, plan.built, progress, cancel=cancel)
     _check(cancel)

@@ -151,6 +151,8 @@ class Shop:
         consul_acl.management_token(self.config)  # made now, before anything speaks with it
         # Infra boots (RabbitMQ takes seconds) while images are checked and services start.
         infra = InfraStartup(self.config, self.runtime, progress)
+        # Where later commands (saga, config, status) reach Consul and the broker.
+        self.state.record_infra_host(_host_of(infra.endpoints.consul_http or "127.0.0.1"))
         check()
         registry = self._registry(infra.endpoints)
         specs = self._specs(infra.endpoints, targets)
@@ -218,7 +220,7 @@ class Shop:
         # The runtime reports no endpoints unless all of its infra answers; Consul alone
         # (the broker down) still tells the services' health, on its published port.
         consul = infra.consul_http if infra is not None else (
-            f"127.0.0.1:{self.config.infra.consul.port}"
+            f"{self.state.infra_host()}:{self.config.infra.consul.port}"
             if self.config.infra.consul.enabled else None)
         health = None
         if consul:
@@ -262,3 +264,9 @@ class Shop:
         for name in names:  # a service, or one of its instances (SERVICE.N)
             self.config.service(split_instance(name)[0])
         return self.runtime.logs(self.config, names, follow, tail)
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url if "://" in url else f"http://{url}").hostname or "127.0.0.1"

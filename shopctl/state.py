@@ -265,6 +265,30 @@ class ProjectState:
     def runtime_file(self) -> Path:
         return self.dir / RUNTIME_FILE_NAME
 
+    @property
+    def infra_host_file(self) -> Path:
+        """Where the host reaches the project's Consul and RabbitMQ when that is not
+        127.0.0.1 (the swarm runtime publishes them on a manager); see infra_host."""
+        return self.dir / "infra-host"
+
+    def infra_host(self) -> str:
+        """The address of the project's published infra ports: what the last `up`
+        recorded, else 127.0.0.1 (docker and local publish there)."""
+        try:
+            return self.infra_host_file.read_text().strip() or "127.0.0.1"
+        except OSError:
+            return "127.0.0.1"
+
+    def record_infra_host(self, host: str) -> None:
+        """Record `host` for infra_host (removing the record when it is 127.0.0.1)."""
+        if host == self.infra_host():
+            return
+        if host == "127.0.0.1":
+            self.infra_host_file.unlink(missing_ok=True)
+            return
+        self.ensure(self.dir)
+        write_atomic(self.infra_host_file, host + "\n")
+
     # -- per-unit files of the local runtime -----------------------------------------
 
     def run_file(self, unit: str) -> Path:

@@ -35,6 +35,7 @@ class ServiceRow:
     service: str = ""  # the service the instance belongs to ("" = named as `name`)
     host_port: int | None = None  # where the host reaches it (127.0.0.1), if published
     instance_id: str | None = None  # container id or pid
+    node: str | None = None  # the node it runs on, when the runtime has several (swarm)
 
     def __post_init__(self) -> None:
         if not self.service:
@@ -81,6 +82,7 @@ def status_rows(
             port=(state.port or state.host_port) if state else None,
             host_port=state.host_port if state else None,
             instance_id=state.instance_id if state else None,
+            node=(state.extra.get("node") if state else None) or None,
             uptime_s=(now - state.started_at) if running and state.started_at else None,
             restarts=state.restarts if state else 0,
             image=state.image if state else None,
@@ -91,8 +93,11 @@ def status_rows(
 
 def _instances(config: ShopConfig, observed: Mapping[str, ServiceState]):
     for service, svc in config.services.items():
-        names = set(instance_names(service, svc.replicas))
-        names |= {name for name in observed if split_instance(name)[0] == service}
+        found = [name for name in observed if split_instance(name)[0] == service]
+        # As many missing rows as instances are missing: a swarm names instances by
+        # their task slots, which need not be 1..replicas after a scale-down.
+        missing = [name for name in instance_names(service, svc.replicas) if name not in found]
+        names = found + missing[:max(0, svc.replicas - len(found))]
         for name in sorted(names, key=split_instance):
             yield name, svc
 

@@ -47,9 +47,9 @@ def plan(plan, runtime: str) -> None:
 
 # status columns, most important first where it matters: service, state, health and
 # address are never cut; the others go, least useful first, when the width is short.
-STATUS_COLUMNS = ("service", "kind", "state", "health", "address", "uptime", "restarts",
-                  "image", "req/s")
-DROPPED_FIRST = ("image", "uptime", "restarts", "req/s", "kind")
+STATUS_COLUMNS = ("service", "kind", "state", "health", "address", "node", "uptime",
+                  "restarts", "image", "req/s")
+DROPPED_FIRST = ("image", "uptime", "restarts", "req/s", "kind", "node")
 
 
 def _count(rows) -> str:
@@ -82,6 +82,7 @@ def _status_cells(row, image: str) -> dict[str, str]:
         "state": f"[{STATE_STYLE.get(row.state, '')}]{row.state}[/]",
         "health": health,
         "address": _address(row),
+        "node": getattr(row, "node", None) or "-",
         "uptime": duration(row.uptime_s),
         "restarts": str(row.restarts),
         "image": (row.image if image == "full" else _short_image(row.image)) if row.image else "-",
@@ -89,10 +90,12 @@ def _status_cells(row, image: str) -> dict[str, str]:
     }
 
 
-def _status_layouts(rates: bool, images: bool):
-    """(columns, image form) from the widest layout to the narrowest."""
+def _status_layouts(rates: bool, images: bool, nodes: bool = False):
+    """(columns, image form) from the widest layout to the narrowest; a node column
+    only when some instance has a node (a runtime of several hosts)."""
     columns = [c for c in STATUS_COLUMNS
-               if (c != "req/s" or rates) and (c != "image" or images)]
+               if (c != "req/s" or rates) and (c != "image" or images)
+               and (c != "node" or nodes)]
     yield columns, "full"
     yield columns, "short"
     for dropped in DROPPED_FIRST:
@@ -128,7 +131,8 @@ def status_table(rows, runtime: str, width: int | None = None):
     without cutting a cell; below the narrowest one, a line a service."""
     width = console.out().width if width is None else width
     rates = any(getattr(row, "request_rate", None) is not None for row in rows)
-    layouts = list(_status_layouts(rates, any(row.image for row in rows)))
+    layouts = list(_status_layouts(rates, any(row.image for row in rows),
+                                   any(getattr(row, "node", None) for row in rows)))
     for columns, image in layouts:
         table = _table(rows, runtime, columns, image)
         if _fits(table, width):
@@ -274,8 +278,8 @@ def log_lines(lines: Iterable, services: list[str], as_json: bool) -> None:
                 sys.stdout.flush()
             else:
                 # a service's instances (SERVICE.N) share its colour
-                colour = colours.get(line.service) or colours.get(
-                    line.service.rpartition(".")[0], "white")
+                name = line.service.partition("@")[0]  # swarm: INSTANCE@NODE
+                colour = colours.get(name) or colours.get(name.rpartition(".")[0], "white")
                 out.print(f"[{colour}]{line.service:<{width}} |[/] {escape(line.text)}",
                           soft_wrap=True)
     except KeyboardInterrupt:

@@ -11,7 +11,8 @@ from shopctl.cli.context import app_context
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 RuntimeOption = Annotated[
     str,
-    typer.Option("--runtime", "-r", help="docker, local, or auto (docker when an engine answers).",
+    typer.Option("--runtime", "-r",
+                 help="docker, local, swarm, or auto (docker when an engine answers).",
                  case_sensitive=False),
 ]
 

@@ -197,10 +197,28 @@ class PrometheusConfig(_Section):
     discovery: Literal["auto", "http", "consul"] = "auto"
 
 
+class SwarmConfig(_Section):
+    """Where `--runtime swarm` runs the shop (see shopctl.runtime.swarm)."""
+
+    # The manager's engine, e.g. tcp://10.0.0.2:2375; None: DOCKER_HOST.
+    host: str | None = None
+    # Each node's engine answers on this TCP port at the node's address: with no
+    # registry, images are loaded into every node through it.
+    node_port: Port = 2375
+    # Where Consul registers each task, i.e. where callers reach it: "node" (the node's
+    # address and a port the engine published for that task, which the host reaches
+    # too) or "overlay" (the task's address on the project's overlay network: only
+    # callers inside the swarm reach it).
+    address: Literal["node", "overlay"] = "node"
+    # A rolling update starts each new task before it stops the old one, or after.
+    update_order: Literal["start-first", "stop-first"] = "start-first"
+
+
 class InfraConfig(_Section):
     consul: ConsulConfig = Field(default_factory=ConsulConfig)
     rabbitmq: RabbitMQConfig = Field(default_factory=RabbitMQConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    swarm: SwarmConfig = Field(default_factory=SwarmConfig)
     base_image: str = "shopctl/python:3.11"  # the image service images are built FROM
 
 

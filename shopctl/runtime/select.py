@@ -2,7 +2,8 @@
 
 `auto` keeps a project on the runtime it was brought up with (remembered in the state
 dir), otherwise takes docker when an engine answers and falls back to local processes
-with a notice. An explicit `--runtime docker` never falls back: the user asked for it.
+with a notice. An explicit `--runtime docker` never falls back: the user asked for it. `swarm` is
+never chosen by `auto` for a project; one brought up with `--runtime swarm` stays there.
 
 The runtime is recorded by `up` only once it can hold something of the project: a
 docker `up` that fails because no engine answers leaves nothing behind, so it records
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from shopctl.runtime.base import Runtime
 
-CHOICES = ("auto", "docker", "local")
+CHOICES = ("auto", "docker", "local", "swarm")
+RECORDED = ("docker", "local", "swarm")
 
 
 def docker_answers(timeout: float = 2.0) -> bool:
@@ -40,7 +42,7 @@ def remembered(state_dir: Path) -> str | None:
         name = (state_dir / RUNTIME_FILE_NAME).read_text().strip()
     except OSError:
         return None
-    return name if name in ("docker", "local") else None
+    return name if name in RECORDED else None
 
 
 def remember(state_dir: Path, name: str) -> None:
@@ -67,6 +69,10 @@ def make_runtime(name: str, config) -> Runtime:
         from shopctl.runtime.docker import DockerRuntime
 
         return DockerRuntime(config)
+    if name == "swarm":
+        from shopctl.runtime.swarm import SwarmRuntime
+
+        return SwarmRuntime(config)
     from shopctl.runtime.local import LocalRuntime
 
     return LocalRuntime()
@@ -74,10 +80,10 @@ def make_runtime(name: str, config) -> Runtime:
 
 def choose(choice: str, config, state_dir: Path) -> tuple[str, str | None]:
     """(runtime name, a notice for the user or None)."""
-    if choice in ("docker", "local"):
+    if choice in RECORDED:
         return choice, None
     previous = remembered(state_dir)
-    if previous in ("docker", "local"):
+    if previous in RECORDED:
         # Without asking the engine: a project brought up with docker stays there, and
         # if the engine is gone the docker runtime says so, with how to fix it.
         return previous, None

@@ -75,8 +75,9 @@ def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
     amqp = None
     if config.infra.rabbitmq.enabled:
         from shopctl.broker import uri
+        from shopctl.state import ProjectState
 
-        amqp = uri(config, "127.0.0.1", config.infra.rabbitmq.port)
+        amqp = uri(config, ProjectState(config.root).infra_host(), config.infra.rabbitmq.port)
     return Endpoints(declared, amqp, lookup)
 
 
