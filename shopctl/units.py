@@ -39,7 +39,7 @@ def instance_names(service: str, replicas: int) -> list[str]:
 
 
 def split_instance(name: str) -> tuple[str, int]:
-    """'payments.2' -> ('payments', 2); 'payments' -> ('payments', 1)."""
+    """'web.2' -> ('web', 2); 'web' -> ('web', 1)."""
     service, sep, index = name.rpartition(INSTANCE_SEP)
     if sep and index.isdigit() and int(index) >= 2:
         return service, int(index)

@@ -722,7 +722,7 @@ def _service_logs(manager: docker.DockerClient, services: list[str], tasks: dict
 
 def _log_line(text: str, tasks: dict[str, str]) -> LogLine:
     """'TIMESTAMP com.docker.swarm.node.id=..,com.docker.swarm.service.id=..,
-    com.docker.swarm.task.id=ID TEXT' -> LogLine('payments.2@node-2', TEXT, time)."""
+    com.docker.swarm.task.id=ID TEXT' -> LogLine('web.2@node-2', TEXT, time)."""
     stamp, _, rest = text.partition(" ")
     details, _, message = rest.partition(" ")
     fields = dict(part.split("=", 1) for part in details.split(",") if "=" in part)
