@@ -30,6 +30,20 @@ LABEL_INSTANCE = "io.shopctl.instance"  # 1..replicas: which of a service's inst
 INSTANCE_SEP = "."
 
 
+def network_name(project: str) -> str:
+    """The project's network (a bridge on docker, an overlay on a swarm)."""
+    return f"shopctl-{project}"
+
+
+def container_name(project: str, unit: str) -> str:
+    """A unit's engine object: its container (docker) or its swarm service."""
+    return f"shopctl-{project}-{unit}"
+
+
+def volume_name(project: str, key: str) -> str:
+    return f"shopctl-{project}-{key}-data"
+
+
 def instance_name(service: str, index: int = 1) -> str:
     return service if index == 1 else f"{service}{INSTANCE_SEP}{index}"
 

@@ -140,3 +140,20 @@ class Runtime(Protocol):
         another project's); an image the engine refuses to remove (still used by some
         other container) is reported through progress and kept. A runtime that builds no
         images (local) ignores it."""
+
+
+class UnitLifecycle:
+    """The waiting half of the unit verbs, the same on every runtime: a runtime gives
+    start_infra and start_unit (which return waiters), this waits on them."""
+
+    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
+        """start_infra, then wait until every part is ready."""
+        endpoints, waiters = self.start_infra(config, progress)  # type: ignore[attr-defined]
+        for wait in waiters.values():
+            wait()
+        return endpoints
+
+    def ensure_unit(self, config: ShopConfig, spec, progress: Progress = no_progress) -> None:
+        """start_unit, then wait until the unit is ready."""
+        self.start_unit(config, spec, progress)()  # type: ignore[attr-defined]
+

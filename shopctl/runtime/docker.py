@@ -51,6 +51,7 @@ from shopctl.infra.docker import AMQP_PORT, CONSUL_PORT
 from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ, enabled_by
 from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
+from shopctl.runtime.base import UnitLifecycle
 from shopctl.units import (
     LABEL_HASH,
     LABEL_INSTANCE,
@@ -63,9 +64,12 @@ from shopctl.units import (
     Progress,
     ServiceState,
     State,
+    container_name,
     expand_instances,
     instance_name,
+    network_name,
     no_progress,
+    volume_name,
 )
 
 if TYPE_CHECKING:
@@ -86,19 +90,7 @@ _STATES: dict[str, State] = {
 }  # everything else (exited, dead, removing, paused) does not serve: "exited"
 
 
-def network_name(project: str) -> str:
-    return f"shopctl-{project}"
-
-
-def container_name(project: str, service: str) -> str:
-    return f"shopctl-{project}-{service}"
-
-
-def volume_name(project: str, service: str) -> str:
-    return f"shopctl-{project}-{service}-data"
-
-
-class DockerRuntime:
+class DockerRuntime(UnitLifecycle):
     """Runtime protocol (shopctl.runtime.base) on a Docker engine. Connects lazily, so
     constructing one never fails; the first call raises RuntimeUnavailable if no engine
     answers. `config` is accepted because make_runtime passes it; every method takes the
@@ -123,11 +115,6 @@ class DockerRuntime:
 
     # ---- infra and units --------------------------------------------------------------
 
-    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
-        endpoints, waiters = self.start_infra(config, progress)
-        for wait in waiters.values():
-            wait()
-        return endpoints
 
     def start_infra(
         self, config: ShopConfig, progress: Progress = no_progress
@@ -151,11 +138,6 @@ class DockerRuntime:
         waiters = {name: future.result() for name, future in started}  # the first failure
         return _endpoints(config), waiters
 
-    def ensure_unit(
-        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
-    ) -> None:
-        """start_unit, then wait until the unit is ready."""
-        self.start_unit(config, spec, progress)()
 
     def start_unit(
         self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress

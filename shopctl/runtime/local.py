@@ -42,6 +42,7 @@ from shopctl.ports import (
     port_holder,
     port_to_hand_out,
 )
+from shopctl.runtime.base import UnitLifecycle
 from shopctl.runtime.supervisor import MODULE as SUPERVISOR_MODULE
 from shopctl.runtime.supervisor import LogReader, supervisor_running
 from shopctl.state import ProjectState, write_atomic
@@ -89,7 +90,7 @@ class Unit:
     grace: float | None = None  # SIGTERM -> SIGKILL; None: the runtime's default
 
 
-class LocalRuntime:
+class LocalRuntime(UnitLifecycle):
     """Runtime whose instances are local processes (see shopctl.runtime.base.Runtime)."""
 
     name = "local"
@@ -112,11 +113,6 @@ class LocalRuntime:
 
     # -- infra and units --------------------------------------------------------------
 
-    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
-        found, waiters = self.start_infra(config, progress)
-        for wait in waiters.values():
-            wait()
-        return found
 
     def start_infra(
         self, config: ShopConfig, progress: Progress = no_progress
@@ -146,11 +142,6 @@ class LocalRuntime:
             python=self.python, free_port=free_port, running_ports=running,
             consul_timeout=self.consul_timeout, rabbitmq_timeout=self.rabbitmq_timeout)
 
-    def ensure_unit(
-        self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress
-    ) -> None:
-        """start_unit, then wait until the unit is ready."""
-        self.start_unit(config, spec, progress)()
 
     def start_unit(
         self, config: ShopConfig, spec: UnitSpec, progress: Progress = no_progress

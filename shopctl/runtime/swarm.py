@@ -53,6 +53,7 @@ from shopctl.infra import docker as docker_infra
 from shopctl.infra.docker import AMQP_PORT, CONSUL_PORT
 from shopctl.infra_names import CONSUL, PROMETHEUS, PROMSD, RABBITMQ
 from shopctl.plan import Action
+from shopctl.runtime.base import UnitLifecycle
 from shopctl.swarm import nodes as swarm_nodes
 from shopctl.swarm import specs
 from shopctl.units import (
@@ -92,7 +93,7 @@ _TASK_STATES: dict[str, State] = {
 }  # complete, failed, shutdown, rejected, orphaned, remove: not serving
 
 
-class SwarmRuntime:
+class SwarmRuntime(UnitLifecycle):
     """Runtime protocol (shopctl.runtime.base) on a Docker Swarm. Connects lazily."""
 
     name = "swarm"
@@ -150,11 +151,6 @@ class SwarmRuntime:
 
     # ---- infra and units ---------------------------------------------------------------
 
-    def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
-        endpoints, waiters = self.start_infra(config, progress)
-        for wait in waiters.values():
-            wait()
-        return endpoints
 
     def start_infra(
         self, config: ShopConfig, progress: Progress = no_progress
@@ -206,9 +202,6 @@ class SwarmRuntime:
             config_hash=data_hash({"script": script.decode(), "env": env,
                                    "token": data_hash(token or "")})[:16])
 
-    def ensure_unit(self, config: ShopConfig, spec: UnitSpec,
-                    progress: Progress = no_progress) -> None:
-        self.start_unit(config, spec, progress)()
 
     def start_unit(self, config: ShopConfig, spec: UnitSpec,
                    progress: Progress = no_progress) -> Callable[[], None]:

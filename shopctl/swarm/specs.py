@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 from shopctl.fingerprint import data_hash
 from shopctl.images.dockerfile import DATA_DIR, SERVICE_GID, SERVICE_UID
 from shopctl.registry import METRICS_PATH, check_definition
-from shopctl.units import LABEL_HASH, LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE
+from shopctl.units import (
+    LABEL_HASH,
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_SERVICE,
+    container_name,
+    network_name,
+    volume_name,
+)
 
 if TYPE_CHECKING:
     from shopctl.config import ServiceConfig, ShopConfig
@@ -45,16 +53,9 @@ STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL, as the docker runtime's
 UPDATE_MONITOR = 5.0  # seconds a new task must stay healthy before the next is updated
 
 
-def network_name(project: str) -> str:
-    return f"shopctl-{project}"
-
-
 def service_name(project: str, unit: str) -> str:
-    return f"shopctl-{project}-{unit}"
-
-
-def volume_name(project: str, key: str) -> str:
-    return f"shopctl-{project}-{key}-data"
+    """A unit's swarm service: named as its container would be on docker."""
+    return container_name(project, unit)
 
 
 def secret_name(project: str, unit: str, file: str, content: bytes) -> str:
