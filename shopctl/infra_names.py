@@ -12,6 +12,7 @@ from __future__ import annotations
 
 CONSUL = "consul"
 RABBITMQ = "rabbitmq"
+POSTGRES = "postgres"  # the services' databases (shopctl.databases)
 PROMETHEUS = "prometheus"
 PROMSD = "promsd"  # Prometheus' Consul bridge (shopctl.prom.http_sd)
 
@@ -19,13 +20,14 @@ PROMSD = "promsd"  # Prometheus' Consul bridge (shopctl.prom.http_sd)
 INFRA_PARTS: dict[str, str] = {
     CONSUL: "Consul",
     RABBITMQ: "RabbitMQ",
+    POSTGRES: "PostgreSQL",
     PROMETHEUS: "Prometheus",
     PROMSD: "Consul-to-Prometheus bridge (http_sd)",
 }
 RESERVED_SERVICE_NAMES = frozenset(INFRA_PARTS)
 # The order the runtimes start them in (and stop them in reverse): the bridge before
 # the Prometheus that scrapes through it.
-START_ORDER = (CONSUL, RABBITMQ, PROMSD, PROMETHEUS)
+START_ORDER = (CONSUL, RABBITMQ, POSTGRES, PROMSD, PROMETHEUS)
 
 
 def enabled_by(part: str) -> str:

@@ -110,6 +110,24 @@ def _env_value(value: Any) -> str:
     raise Invalid(f"expected a string, number or true/false, found {show(value)}", hint)
 
 
+DATABASES = ("postgresql",)  # what `database:` may name (shopctl.databases)
+
+
+def _database(value: Any) -> str | None:
+    if value is None or value in DATABASES:
+        return value
+    hint = did_you_mean(value.lower(), DATABASES) if isinstance(value, str) else None
+    raise Invalid(f"expected {' or '.join(DATABASES)}, found {show(value)}", hint)
+
+
+def _auto_or_bool(value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):  # from ${VAR}
+        return value.lower() == "true"
+    raise Invalid(f"expected auto, true or false, found {show(value)}")
+
+
 def _url_path(value: Any) -> str:
     if isinstance(value, str) and value.startswith("/"):
         return value
@@ -197,6 +215,17 @@ class PrometheusConfig(_Section):
     discovery: Literal["auto", "http", "consul"] = "auto"
 
 
+class PostgresConfig(_Section):
+    """A PostgreSQL server for the services that declare `database: postgresql`, each
+    with a role and database of its own (shopctl.databases). `auto`: on where a
+    service's instances cannot share a data folder (the swarm runtime) and some
+    service declares a database; off on docker and local, where they share one."""
+
+    enabled: Annotated[bool | Literal["auto"], PlainValidator(_auto_or_bool)] = "auto"
+    image: str = "shopctl/postgres:15"
+    port: Port = 5432  # where shopctl (on the host) reaches it to provision the databases
+
+
 class SwarmConfig(_Section):
     """Where `--runtime swarm` runs the shop (see shopctl.runtime.swarm)."""
 
@@ -218,6 +247,7 @@ class InfraConfig(_Section):
     consul: ConsulConfig = Field(default_factory=ConsulConfig)
     rabbitmq: RabbitMQConfig = Field(default_factory=RabbitMQConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    postgres: PostgresConfig = Field(default_factory=PostgresConfig)
     swarm: SwarmConfig = Field(default_factory=SwarmConfig)
     base_image: str = "shopctl/python:3.11"  # the image service images are built FROM
 
@@ -253,6 +283,9 @@ class ServiceConfig(_Section):
     tags: list[str] = Field(default_factory=list)
     replicas: Annotated[int, PlainValidator(_integer(1))] = 1
     actions: dict[Identifier, ActionConfig] = Field(default_factory=dict)  # saga contract
+    # "postgresql": the service can keep its state in a database of its own, whose URL
+    # it then finds in the secret file `database_url` (see shopctl.databases).
+    database: Annotated[str | None, PlainValidator(_database)] = None
 
 
 def split_call(call: str) -> tuple[str, str]:

@@ -184,7 +184,7 @@ CASES = {
         [
             "shop.yaml:4:3: services.consul: the service name 'consul' is reserved for shopctl's"
             " own Consul",
-            "  hint: pick another name; consul, rabbitmq, prometheus, promsd are taken by"
+            "  hint: pick another name; consul, rabbitmq, postgres, prometheus, promsd are taken by"
             " shopctl's infra",
         ],
     ),
@@ -198,7 +198,7 @@ CASES = {
         [
             "shop.yaml:4:3: services.promsd: the service name 'promsd' is reserved for shopctl's"
             " own Consul-to-Prometheus bridge (http_sd)",
-            "  hint: pick another name; consul, rabbitmq, prometheus, promsd are taken by"
+            "  hint: pick another name; consul, rabbitmq, postgres, prometheus, promsd are taken by"
             " shopctl's infra",
         ],
     ),
@@ -640,7 +640,7 @@ def test_reserved_service_names_cover_every_infra_unit(tmp_path) -> None:
 
     (tmp_path / "services" / "users").mkdir(parents=True)
     (tmp_path / "shop.yaml").write_text(
-        "project: shop\ninfra: {prometheus: {enabled: true}}\n"
+        "project: shop\ninfra: {prometheus: {enabled: true}, postgres: {enabled: true}}\n"
         "services:\n  users: {kind: flask, port: 8001}\n")
     config = load_config(tmp_path / "shop.yaml")
     names = {spec.name for spec in docker_infra.units(config)}

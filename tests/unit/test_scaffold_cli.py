@@ -41,7 +41,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
         (["Bad_Name", "--kind", "fastapi"], "not a valid service name"),
         (["-reviews", "--kind", "fastapi"], "No such option"),  # click: not even a name
         (["consul", "--kind", "fastapi"], "'consul' is reserved for shopctl's own Consul"),
-        (["promsd", "--kind", "flask"], "pick another name; consul, rabbitmq, prometheus"),
+        (["promsd", "--kind", "flask"], "pick another name; consul, rabbitmq, postgres, prom"),
         (["users", "--kind", "fastapi"], "service 'users' already exists"),
         (["reviews", "--kind", "django"], "unknown kind 'django'"),
         (["reviews", "--kind", "fastapi", "--port", "8001"], "services.users.port"),
