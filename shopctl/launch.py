@@ -8,6 +8,7 @@ and secret files live.
 
 from __future__ import annotations
 
+from shopctl import databases
 from shopctl.bundle import kit_for
 from shopctl.config import ShopConfig
 from shopctl.consul_acl import service_token
@@ -52,6 +53,9 @@ def launch_spec(
     token = service_token(config, service)
     if token:
         secrets["consul_token"] = token
+    database = databases.service_url(config, service, runtime)
+    if database:  # given or taken away, it changes the hash below: the service restarts
+        secrets[databases.SECRET_FILE] = database
     svc = config.services[service]
     # Infra addresses follow from config.infra, hashed below; leaving them out lets
     # `up --dry-run` plan before any infra runs.
@@ -61,8 +65,11 @@ def launch_spec(
         # How many instances run changes none of them (`scale` adds or removes others).
         "service": svc.model_dump(mode="json", exclude={"replicas"}),
         # Prometheus only scrapes services; turning it on must not replace them. The
-        # swarm section concerns that runtime's placement, not what a service runs.
-        "infra": config.infra.model_dump(mode="json", exclude={"prometheus", "swarm"}),
+        # swarm section concerns that runtime's placement, not what a service runs. A
+        # service's database reaches it as a secret (hashed below): turning PostgreSQL
+        # on restarts the services that declared one, and no other.
+        "infra": config.infra.model_dump(mode="json",
+                                         exclude={"prometheus", "swarm", "postgres"}),
         "env": stable_env,
         "code": code_hash(config, service),
         "secrets": data_hash(secrets),  # a new secret restarts the service with it

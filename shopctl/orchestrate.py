@@ -578,6 +578,20 @@ def unhealthy_error(
     )
 
 
+def provision_databases(config: ShopConfig, infra: InfraStartup,
+                        cancel: threading.Event | None = None) -> None:
+    """Once the project's PostgreSQL lets shopctl in: the role and database of every
+    service that declared one, each role's password the one on file (shopctl.databases).
+    Before any service starts, so a `database_url` it is given always works."""
+    from shopctl import databases
+    from shopctl.infra_names import POSTGRES
+
+    if infra.endpoints.postgres is None or not databases.declaring(config):
+        return
+    infra.wait(POSTGRES, cancel)
+    databases.provision(config, *infra.endpoints.postgres)
+
+
 LEGACY_SECRET_KEY = "_shared/jwt_secret"  # where shopctl before 0.x kept the token secret
 
 

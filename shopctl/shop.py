@@ -17,7 +17,7 @@ from shopctl.errors import Cancelled, ShopctlError
 from shopctl.plan import Plan
 from shopctl.runtime.base import Runtime
 from shopctl.state import ProjectState
-from shopctl.status import ServiceRow, status_rows
+from shopctl.status import InfraRow, ServiceRow, infra_rows, status_rows
 from shopctl.units import (
     InfraEndpoints,
     LogLine,
@@ -136,7 +136,13 @@ class Shop:
         `dependencies`, exactly `services` are planned (`scale`: the others are left as
         they are, whatever their state)."""
         from shopctl import consul_acl
-        from shopctl.orchestrate import InfraStartup, apply_up, plan_up, push_settings
+        from shopctl.orchestrate import (
+            InfraStartup,
+            apply_up,
+            plan_up,
+            provision_databases,
+            push_settings,
+        )
         from shopctl.runtime.select import remember
 
         def check() -> None:
@@ -160,6 +166,7 @@ class Shop:
 
         def settings() -> None:  # once Consul answers, before the services read them
             push_settings(self.config, registry, targets)
+            provision_databases(self.config, infra, cancel)
 
         apply_up(self.config, self.runtime, registry, plan, specs, observed, progress,
                  infra=infra, before_start=settings, cancel=cancel)
@@ -231,6 +238,10 @@ class Shop:
             except ShopctlError:
                 health = None
         return status_rows(self.config, observed, health)
+
+    def infra(self) -> list[InfraRow]:
+        """shopctl's own infra units of the project that exist, and their state."""
+        return infra_rows(self.runtime.observe_units(self.config, "infra"))
 
     def worker(self) -> WorkerStatus:
         from shopctl.saga import worker

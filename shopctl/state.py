@@ -10,6 +10,8 @@ Layout (every path is derived here, so no other module spells a folder name):
       secrets/consul/<name>       0600, the Consul ACL token of a service (or _reader)
       secrets/services/<service>/ 0700, the local runtime's SHOP_SECRETS_DIR of a service
       secrets/consul-acl.hcl      0600, the local Consul agent's ACL config
+      secrets/postgres/<service>  0600, the password of a service's database role
+      secrets/postgres/_superuser 0600, shopctl's own PostgreSQL superuser's password
       local/run/<unit>.json       the local runtime's supervisor state, one per unit
       local/run/<unit>.spec.json  0600, what the supervisor runs (holds the secret env)
       local/logs/<unit>.log       timestamped output of a unit, across restarts
@@ -339,6 +341,11 @@ class ProjectState:
         import uuid
 
         return self.secret(f"consul/{name}", lambda: str(uuid.uuid4()))
+
+    def database_password(self, name: str) -> str:
+        """A PostgreSQL role's password (shopctl.databases): a service's, or
+        `_superuser` for shopctl's own (no service name starts with "_")."""
+        return self.secret(f"postgres/{name}", lambda: secrets.token_urlsafe(32))
 
     def service_secrets_dir(self, service: str) -> Path:
         return self.secrets_dir / "services" / service

@@ -70,7 +70,7 @@ def no_progress(subject: str, message: str) -> None:
 
 # -- units: what a runtime ensures, observes and removes -----------------------------------
 
-ReadinessKind = Literal["http", "consul-leader", "amqp", "amqp-login"]
+ReadinessKind = Literal["http", "consul-leader", "amqp", "amqp-login", "postgres"]
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,13 @@ class Readiness:
         consul-leader  Consul's HTTP API on <port> names a leader (KV and catalog work)
         amqp           whatever listens on <port> speaks AMQP 0-9-1
         amqp-login     that, and `login` logs in (and `refused`, when given, does not)
+        postgres       PostgreSQL on <port> lets `login` ("USER:PASSWORD") in
     """
 
     kind: ReadinessKind
     port: int  # on the host's loopback
     path: str = "/"
-    login: str = field(default="", repr=False)  # an AMQP URI holding a password
+    login: str = field(default="", repr=False)  # an AMQP URI, or USER:PASSWORD
     refused: str = field(default="", repr=False)
     timeout: float = 60.0  # seconds from the start of the wait
     waiting: str = "waiting until ready"  # the progress line while polling
@@ -184,6 +185,9 @@ class InfraEndpoints:
     service_consul_addr: str  # CONSUL_HTTP_ADDR as seen from inside a service
     service_amqp_uri: str  # SHOP_AMQP_URI as seen from inside a service
     prometheus_http: str | None = None
+    # (host, port) where shopctl reaches the project's PostgreSQL to provision the
+    # services' databases (shopctl.databases); None when it does not run
+    postgres: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
