@@ -1,4 +1,5 @@
-"""The images everything else starts FROM: the Python base, Consul and RabbitMQ.
+"""The images everything else starts FROM: the Python base, Consul, RabbitMQ and the
+infra images built on them (PostgreSQL, Prometheus).
 
 Contract of `ensure_base_images(config, progress)`:
 - For infra.base_image, and the consul / rabbitmq images when enabled, an image the
@@ -31,6 +32,9 @@ from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.images import rootfs
 from shopctl.images.cache import cache_path, file_lock
 from shopctl.images.engine import build_from_context, image_id
+from shopctl.images.postgres import DOCKERFILE as _POSTGRES_DOCKERFILE
+from shopctl.images.postgres import PACKAGES as _POSTGRES_PACKAGES
+from shopctl.images.postgres import POSTGRES_IMAGE, download_debs
 from shopctl.images.prometheus import DEFAULT_CONFIG as PROMETHEUS_DEFAULT_CONFIG
 from shopctl.images.prometheus import DOCKERFILE as _PROMETHEUS_DOCKERFILE
 from shopctl.images.prometheus import PROMETHEUS_IMAGE
@@ -290,6 +294,32 @@ def build_consul(client: docker.DockerClient, fingerprint: str, progress: Progre
                              {"Dockerfile": _CONSUL_DOCKERFILE})
 
 
+def build_postgres(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    """Debian's postgresql-15 on the Python base (see shopctl.images.postgres)."""
+    import io
+    import tarfile
+
+    ensure_image(client, PYTHON_IMAGE, progress)
+    with docker_errors(f"reading the package list of {PYTHON_IMAGE}"):
+        container = client.containers.create(PYTHON_IMAGE, command=["true"])
+        try:
+            stream, _ = container.get_archive("/var/lib/dpkg/status")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile("status")
+                status = member.read() if member is not None else b""
+        finally:
+            container.remove(force=True)
+    progress(POSTGRES_IMAGE, f"fetching {', '.join(_POSTGRES_PACKAGES)} with the host's apt")
+    debs = download_debs(status, cache_path("postgres", "debs"))
+    context = ContextTar()
+    context.add_bytes("Dockerfile", _POSTGRES_DOCKERFILE.encode())
+    for deb in debs:
+        context.add_file(f"debs/{deb.name}", deb)
+    return build_from_context(client, context.finish(), POSTGRES_IMAGE,
+                              labels={LABEL_RECIPE: fingerprint}, subject=POSTGRES_IMAGE,
+                              progress=progress)
+
+
 def _binary_on_python(client: docker.DockerClient, image: str, fingerprint: str,
                       progress: Progress, binary: str, texts: dict[str, str]) -> str:
     """`image` built on the Python base from the host's `binary` (dynamically linked
@@ -333,6 +363,9 @@ RECIPES: dict[str, Recipe] = {
     ),
     PROMETHEUS_IMAGE: Recipe(
         build_prometheus, _inputs(_PROMETHEUS_DOCKERFILE, _PYTHON_RECIPE.inputs)
+    ),
+    POSTGRES_IMAGE: Recipe(
+        build_postgres, _inputs(_POSTGRES_DOCKERFILE, _POSTGRES_PACKAGES, _PYTHON_RECIPE.inputs)
     ),
     SWARM_NODE_IMAGE: Recipe(build_swarm_node, _inputs(_SWARM_NODE_PACKAGES, _SWARM_NODE_CHANGES)),
 }
