@@ -48,6 +48,20 @@ def consul_has_leader(port: int, timeout: float = 1.0, host: str = HOST) -> bool
         return False
 
 
+def postgres_lets_in(port: int, login: str, host: str = HOST, timeout: float = 2.0) -> bool:
+    """PostgreSQL at host:port accepts `login` ("USER:PASSWORD") into its `postgres`
+    database: it runs, it is past recovery, and that user's password holds."""
+    import psycopg
+
+    user, _, password = login.partition(":")
+    try:
+        with psycopg.connect(host=host, port=port, user=user, password=password,
+                             dbname="postgres", connect_timeout=max(1, int(timeout))):
+            return True
+    except psycopg.Error:
+        return False
+
+
 def answers(check: Readiness) -> bool:
     """The base of a check: the part that tells something of the right kind listens
     (an AMQP broker for the amqp kinds; the whole check for the others)."""
@@ -56,15 +70,18 @@ def answers(check: Readiness) -> bool:
     return holds(check)
 
 
-def holds(check: Readiness) -> bool:
+def holds(check: Readiness, host: str = HOST) -> bool:
+    """Whether the check holds now, against `host` (where its port is published)."""
     if check.kind == "http":
-        return http_ok(check.port, check.path)
+        return http_ok(check.port, check.path, host=host)
     if check.kind == "consul-leader":
-        return consul_has_leader(check.port)
+        return consul_has_leader(check.port, host=host)
+    if check.kind == "postgres":
+        return postgres_lets_in(check.port, check.login, host)
     if check.kind == "amqp":
-        return broker.answers(HOST, check.port)
-    if check.kind == "amqp-login":
-        if not broker.answers(HOST, check.port) or not broker.logs_in(check.login):
+        return broker.answers(host, check.port)
+    if check.kind == "amqp-login":  # the login URI names its own host
+        if not broker.answers(host, check.port) or not broker.logs_in(check.login):
             return False
         return not (check.refused and broker.logs_in(check.refused))
     raise ValueError(f"unknown readiness kind {check.kind!r}")

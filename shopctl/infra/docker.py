@@ -1,15 +1,17 @@
-"""The docker runtime's infra units: Consul and RabbitMQ containers, then Prometheus and
-its Consul bridge (shopctl.prom.docker), as unit specs.
+"""The docker runtime's infra units: Consul, RabbitMQ and PostgreSQL containers, then
+Prometheus and its Consul bridge (shopctl.prom.docker), as unit specs. The swarm runtime
+runs the same specs as services on a manager.
 
 Containers of one project reach each other on its network by unit name (the runtime
-gives every infra container its name as network alias): consul:8500, rabbitmq:5672.
+gives every infra container its name as network alias): consul:8500, rabbitmq:5672,
+postgres:5432.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shopctl import broker, consul_acl
+from shopctl import broker, consul_acl, databases
 from shopctl.fingerprint import data_hash
 from shopctl.images.base import (
     CONSUL_GID,
@@ -18,7 +20,8 @@ from shopctl.images.base import (
     RABBITMQ_IMAGE,
     RABBITMQ_SERVER,
 )
-from shopctl.infra_names import CONSUL, RABBITMQ
+from shopctl.infra import postgres as pg
+from shopctl.infra_names import CONSUL, POSTGRES, RABBITMQ
 from shopctl.prom import docker as prom_docker
 from shopctl.units import PortSpec, Readiness, Setup, UnitSpec
 
@@ -38,14 +41,16 @@ RABBITMQ_DEFINITIONS = f"{CONFIG_DIR}/rabbitmq-definitions.json"  # the project'
 RABBITMQ_CONF = f"{CONFIG_DIR}/rabbitmq.conf"
 
 
-def units(config: ShopConfig) -> list[UnitSpec]:
-    """The project's infra in start order; a part that is disabled is absent (and the
-    runtime removes a unit of it that still runs)."""
+def units(config: ShopConfig, runtime: str = "docker") -> list[UnitSpec]:
+    """The project's infra in start order, as `runtime` (docker, swarm) runs it; a part
+    that is disabled is absent (and the runtime removes a unit of it that still runs)."""
     found = []
     if config.infra.consul.enabled:
         found.append(consul(config))
     if config.infra.rabbitmq.enabled:
         found.append(rabbitmq(config))
+    if databases.enabled(config, runtime):
+        found.append(postgres(config))
     return [*found, *prom_docker.units(config)]
 
 
@@ -110,6 +115,33 @@ def rabbitmq(config: ShopConfig) -> UnitSpec:
             failure="shopctl could not add the project's RabbitMQ user to its broker",
             hint="`shopctl logs rabbitmq` shows the broker's side"),
         config_hash=_hash(settings.image, command, files, [p.host for p in ports]),
+    )
+
+
+def postgres(config: ShopConfig) -> UnitSpec:
+    """PostgreSQL for the services' databases (shopctl.databases), as its data folder's
+    owner (uid 999, never root), data on its volume. Its start script, access policy
+    and superuser password are files only that user reads; the services' roles and
+    databases are made by shopctl once it lets the superuser in."""
+    settings = config.infra.postgres
+    secret = databases.superuser_password(config)
+    names = {"script": "postgres-start.sh", "password": "postgres-password",
+             "hba": "pg_hba.conf"}
+    files = {CONFIG_DIR: {names["script"]: pg.START_SCRIPT.encode(),
+                          names["password"]: secret.encode(), names["hba"]: pg.HBA.encode()}}
+    command = ("sh", f"{CONFIG_DIR}/{names['script']}")
+    env = pg.env(pg.DATA_DIR, f"{CONFIG_DIR}/{names['password']}",
+                 f"{CONFIG_DIR}/{names['hba']}", databases.INNER_PORT, "*")
+    return UnitSpec(
+        name=POSTGRES, role="infra", image=settings.image, command=command, env=env,
+        user=f"{pg.POSTGRES_UID}:{pg.POSTGRES_GID}",
+        ports=(PortSpec(settings.port, databases.INNER_PORT, "infra.postgres.port"),),
+        volumes={POSTGRES: pg.DATA_DIR},
+        files=files, files_owner=(pg.POSTGRES_UID, pg.POSTGRES_GID), files_mode=0o400,
+        readiness=Readiness("postgres", settings.port, login=f"{databases.SUPERUSER}:{secret}",
+                            timeout=READY_TIMEOUT, waiting="waiting until it takes logins"),
+        config_hash=data_hash({"base": _hash(settings.image, command, files, settings.port),
+                               "env": env})[:16],
     )
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import docker
 import docker.errors
 
-from shopctl import broker, readiness
+from shopctl import broker, databases, readiness
 from shopctl.docker_client import connect, docker_errors, interleave, parse_time, port_taken_error
 from shopctl.errors import OperationFailed
 from shopctl.fingerprint import data_hash
@@ -48,7 +48,7 @@ from shopctl.images.service import (
 from shopctl.images.tarball import ContextTar, private_files_tar
 from shopctl.infra import docker as docker_infra
 from shopctl.infra.docker import AMQP_PORT, CONSUL_PORT
-from shopctl.infra_names import CONSUL, PROMETHEUS, RABBITMQ, enabled_by
+from shopctl.infra_names import CONSUL, POSTGRES, PROMETHEUS, RABBITMQ, enabled_by
 from shopctl.ports import PortNeed, is_port_free
 from shopctl.runtime import docker_volumes
 from shopctl.runtime.base import UnitLifecycle
@@ -126,7 +126,7 @@ class DockerRuntime(UnitLifecycle):
         start. ensure_infra is exactly this plus calling every waiter."""
         ensure_base_images(config, progress, self.client)
         self._ensure_network(config.project)
-        specs = docker_infra.units(config)
+        specs = docker_infra.units(config, self.name)
         wanted = {spec.name for spec in specs}
         for name, container in self._infra_containers(config).items():
             if name not in wanted:
@@ -417,6 +417,8 @@ class DockerRuntime(UnitLifecycle):
                                   "infra.rabbitmq.management_port", RABBITMQ))
         if infra.prometheus.enabled:
             needs.append(PortNeed(infra.prometheus.port, "infra.prometheus.port", PROMETHEUS))
+        if databases.enabled(config, self.name):
+            needs.append(PortNeed(infra.postgres.port, "infra.postgres.port", POSTGRES))
         return needs
 
     def port_owners(
@@ -685,6 +687,8 @@ def _endpoints(config: ShopConfig) -> InfraEndpoints:
         amqp_uri=broker.uri(config, _LOOPBACK, rabbit.port) if rabbit.enabled else "",
         service_consul_addr=f"{consul_name}:{CONSUL_PORT}" if consul.enabled else "",
         service_amqp_uri=broker.uri(config, rabbit_name, AMQP_PORT) if rabbit.enabled else "",
+        postgres=(_LOOPBACK, config.infra.postgres.port)
+        if databases.enabled(config, "docker") else None,
     )
 
 

@@ -42,11 +42,11 @@ from urllib.parse import urlsplit
 import docker
 import docker.errors
 
-from shopctl import broker, readiness
+from shopctl import broker, databases, readiness
 from shopctl.docker_client import LONG_TIMEOUT, connect, docker_errors, parse_time
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.fingerprint import data_hash
-from shopctl.images.base import ensure_base_images
+from shopctl.images.base import ensure_base_images, ensure_image
 from shopctl.images.dockerfile import SERVICE_GID, SERVICE_UID
 from shopctl.images.service import build_service_images
 from shopctl.infra import docker as docker_infra
@@ -162,6 +162,8 @@ class SwarmRuntime(UnitLifecycle):
             progress(PROMETHEUS, "not run on the swarm runtime (infra.prometheus is ignored)")
         ensure_base_images(config, progress, self.builder)
         units = self.infra_units(config)
+        for image in dict.fromkeys(u.image for u in units):  # PostgreSQL's, when it runs
+            ensure_image(self.builder, image, progress)
         managers = [n for n in swarm_nodes.nodes(self.manager) if n.role == "manager"]
         swarm_nodes.distribute(self.builder, [u.image for u in units], managers,
                                config.infra.swarm.node_port, progress)
@@ -175,8 +177,9 @@ class SwarmRuntime(UnitLifecycle):
         return self._endpoints(config), waiters
 
     def infra_units(self, config: ShopConfig) -> list[UnitSpec]:
-        """The docker runtime's Consul and RabbitMQ specs, and the registrar."""
-        units = [u for u in docker_infra.units(config) if u.name not in (PROMETHEUS, PROMSD)]
+        """The docker runtime's Consul, RabbitMQ and PostgreSQL specs, and the registrar."""
+        units = [u for u in docker_infra.units(config, self.name)
+                 if u.name not in (PROMETHEUS, PROMSD)]
         if config.infra.consul.enabled:
             units.append(self.registrar_unit(config))
         return units
@@ -233,8 +236,10 @@ class SwarmRuntime(UnitLifecycle):
             progress(subject, "waiting for a leader")
         elif spec.name == RABBITMQ:
             progress(subject, "waiting for AMQP")
+        elif spec.readiness is not None:
+            progress(subject, spec.readiness.waiting)
         deadline = time.monotonic() + READY_TIMEOUT
-        while not self._unit_ready(config, spec.name, host):
+        while not self._unit_ready(config, spec, host):
             if time.monotonic() > deadline:
                 raise OperationFailed(
                     f"{spec.name} did not become ready on the swarm within {READY_TIMEOUT:.0f}s",
@@ -243,14 +248,18 @@ class SwarmRuntime(UnitLifecycle):
             time.sleep(POLL)
         progress(subject, "ready")
 
-    def _unit_ready(self, config: ShopConfig, name: str, host: str) -> bool:
+    def _unit_ready(self, config: ShopConfig, spec: UnitSpec, host: str) -> bool:
         """Consul has a leader, the broker lets the project's user in (both at the
-        manager's published ports), any other unit has a task running."""
+        manager's published ports), another unit's readiness holds there, a unit
+        without one has a task running."""
+        name = spec.name
         if name == CONSUL:
             return readiness.consul_has_leader(config.infra.consul.port, host=host)
         if name == RABBITMQ:
             port = config.infra.rabbitmq.port
             return broker.answers(host, port) and broker.logs_in(broker.uri(config, host, port))
+        if spec.readiness is not None:
+            return readiness.holds(spec.readiness, host)
         return self._running_tasks(config, name) > 0
 
     def observe_units(self, config: ShopConfig, role: str = "infra") -> dict[str, ServiceState]:
@@ -280,6 +289,8 @@ class SwarmRuntime(UnitLifecycle):
             amqp_uri=broker.uri(config, host, rabbit.port) if rabbit.enabled else "",
             service_consul_addr=f"{CONSUL}:{CONSUL_PORT}" if consul.enabled else "",
             service_amqp_uri=broker.uri(config, RABBITMQ, AMQP_PORT) if rabbit.enabled else "",
+            postgres=(host, config.infra.postgres.port)
+            if databases.enabled(config, self.name) else None,
         )
 
     # ---- services ------------------------------------------------------------------------
