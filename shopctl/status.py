@@ -103,6 +103,29 @@ def _instances(config: ShopConfig, observed: Mapping[str, ServiceState]):
 
 
 @dataclass(frozen=True)
+class InfraRow:
+    """One of shopctl's own infra units (Consul, RabbitMQ, PostgreSQL, ...) as the
+    runtime sees it: whether it runs, and where (the swarm's node)."""
+
+    name: str
+    state: str  # running | starting | restarting | exited
+    node: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def infra_rows(observed: Mapping[str, ServiceState]) -> list[InfraRow]:
+    """The infra units that exist, in start order (then any other, by name)."""
+    from shopctl.infra_names import START_ORDER
+
+    order = {name: index for index, name in enumerate(START_ORDER)}
+    return [InfraRow(name, state.state, state.extra.get("node") or None)
+            for name, state in sorted(observed.items(),
+                                      key=lambda item: (order.get(item[0], len(order)), item[0]))]
+
+
+@dataclass(frozen=True)
 class StatusSummary:
     """What a set of status rows adds up to."""
 

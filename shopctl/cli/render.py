@@ -175,10 +175,25 @@ def worker_line(worker) -> str | None:
     return f"saga worker: [green]running[/] (pid {worker.pid}, {ago}, {counts}{how}){error}"
 
 
-def status_view(rows, runtime: str, project: str, width: int | None = None, worker=None):
+def infra_line(infra) -> str | None:
+    """`infra: consul running, rabbitmq running, postgres running`: None without any."""
+    from rich.markup import escape
+
+    if not infra:
+        return None
+    parts = []
+    for row in infra:
+        style = "green" if row.state == "running" else "red"
+        where = f" on {escape(row.node)}" if row.node else ""
+        parts.append(f"{escape(row.name)} [{style}]{escape(row.state)}[/]{where}")
+    return "infra: " + ", ".join(parts)
+
+
+def status_view(rows, runtime: str, project: str, width: int | None = None, worker=None,
+                infra=None):
     """What `status` prints: one line when nothing of the project exists, else the table,
-    then one line for an unreachable Consul, one a failing check and one for the saga
-    worker."""
+    then one line for an unreachable Consul, one a failing check, one for shopctl's
+    infra and one for the saga worker."""
     from rich.console import Group
     from rich.markup import escape
     from rich.text import Text
@@ -207,15 +222,17 @@ def status_view(rows, runtime: str, project: str, width: int | None = None, work
                                           f"[dim]{escape(output[0][:200])}[/]"))
     if any(row.state in ("missing", "exited") for row in rows):
         parts.append(Text("`shopctl up` starts what does not run"))
-    if worker_text:
-        line = Text.from_markup(worker_text)
+    for text in (infra_line(infra), worker_text):
+        if not text:
+            continue
+        line = Text.from_markup(text)
         line.no_wrap, line.overflow = False, "fold"
         parts.append(line)
     return Group(*parts)
 
 
-def status(rows, runtime: str, project: str = "", worker=None) -> None:
-    console.out().print(status_view(rows, runtime, project, worker=worker))
+def status(rows, runtime: str, project: str = "", worker=None, infra=None) -> None:
+    console.out().print(status_view(rows, runtime, project, worker=worker, infra=infra))
 
 
 def watch_status(shop, interval: float = 2.0) -> None:
@@ -226,7 +243,7 @@ def watch_status(shop, interval: float = 2.0) -> None:
     def view():
         rows = with_request_rates(shop.config, shop.status())[1]
         return status_view(rows, shop.runtime.name, shop.config.project,
-                           worker=shop.worker())
+                           worker=shop.worker(), infra=shop.infra())
 
     with Live(view(), console=console.out(), refresh_per_second=2) as live:
         try:

@@ -161,8 +161,9 @@ def status(
 ) -> None:
     """One row a service: state, Consul health, address, uptime, restarts, image (the
     columns that do not fit the width are left out; state, health and address never
-    are), then the saga worker's line. One line when nothing of the project runs. Exits
-    0 only when every service is healthy and the saga worker, if enabled, works."""
+    are), then a line for shopctl's infra and the saga worker's line. One line when
+    nothing of the project runs. Exits 0 only when every service is healthy and the saga
+    worker, if enabled, works."""
     from shopctl import console
     from shopctl.cli import render
 
@@ -175,14 +176,17 @@ def status(
 
     rates_from, rows = with_request_rates(shop.config, shop.status())
     worker = shop.worker()
+    infra = shop.infra()
     if json:
         console.print_json({"runtime": shop.runtime.name,
                             **summarize(shop.config.project, rows).to_dict(),
                             "request_rate_from": rates_from,
                             "services": [r.to_dict() for r in rows],
+                            "infra": [r.to_dict() for r in infra],
                             "saga_worker": worker.to_dict()})
     else:
-        render.status(rows, shop.runtime.name, shop.config.project, worker=worker)
+        render.status(rows, shop.runtime.name, shop.config.project, worker=worker,
+                      infra=infra)
     if not all(r.healthy for r in rows) or not worker.healthy:
         raise typer.Exit(1)
 
