@@ -45,8 +45,8 @@ def free_ports(count: int) -> list[int]:
 def copy_demo_shop(source: Path, dest: Path, prefix: str) -> dict:
     """Copy services/ and protos/ of the checkout `source` into `dest` and write
     dest/shop.yaml from source/shop.yaml with a unique project name (`prefix` and 8 hex
-    digits), free host ports (Consul, RabbitMQ, every service's `port` and, where a
-    service declares one, its `metrics_port`) and 1s health intervals; returns that
+    digits), free host ports (Consul, RabbitMQ, PostgreSQL, every service's `port` and,
+    where a service declares one, its `metrics_port`) and 1s health intervals; returns that
     shop.yaml's data. Everything else in shop.yaml is kept as it is."""
     for folder in ("services", "protos"):
         shutil.copytree(source / folder, dest / folder, ignore=IGNORE)
@@ -54,10 +54,11 @@ def copy_demo_shop(source: Path, dest: Path, prefix: str) -> dict:
     data["project"] = f"{prefix}{uuid.uuid4().hex[:8]}"
     services = data.get("services") or {}
     with_metrics = [svc for svc in services.values() if svc.get("metrics_port") is not None]
-    ports = iter(free_ports(2 + len(services) + len(with_metrics)))
+    ports = iter(free_ports(3 + len(services) + len(with_metrics)))
     data["infra"]["base_image"] = "shopctl/python:3.11"
     data["infra"]["consul"]["port"] = next(ports)
     data["infra"]["rabbitmq"]["port"] = next(ports)
+    data["infra"].setdefault("postgres", {})["port"] = next(ports)
     for svc in services.values():
         svc["port"] = next(ports)
     for svc in with_metrics:
