@@ -9,7 +9,7 @@ The script, run as the unprivileged user that owns the data folder:
 - on every start, the superuser's password is set again from that file in single-user
   mode: the file shopctl keeps is what holds, even for a data folder an earlier
   `.shopctl` made;
-- then the server runs in the foreground (exec: it gets the signals), TCP only.
+- then the server runs, TCP only; a SIGTERM to the script is a fast shutdown.
 """
 
 from __future__ import annotations
@@ -31,8 +31,28 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 { printf 'ALTER ROLE "%s" WITH PASSWORD '"'" "$PG_SUPERUSER"; head -n 1 "$PG_PASSWORD_FILE" \\
   | tr -d '\\n'; printf "';\\n"; } | "${bin}postgres" --single -D "$PGDATA" postgres >/dev/null
-exec "${bin}postgres" -D "$PGDATA" -p "$PG_PORT" -c listen_addresses="$PG_LISTEN" \\
-  -c hba_file="$PG_HBA" -c unix_socket_directories=''
+"${bin}postgres" -D "$PGDATA" -p "$PG_PORT" -c listen_addresses="$PG_LISTEN" \\
+  -c hba_file="$PG_HBA" -c unix_socket_directories='' &
+pid=$!
+# A stop (SIGTERM) is a fast shutdown: PostgreSQL's own answer to SIGTERM waits for
+# every client to leave, and the services keep their pooled connections open.
+trap 'kill -INT "$pid" 2>/dev/null || true' TERM INT
+status=0
+while kill -0 "$pid" 2>/dev/null; do wait "$pid" && status=0 || status=$?; done
+exit "$status"
+"""
+
+# The local runtime as root: the unit's folder outside .shopctl (root's alone) is made
+# the server user's, its files copied there for that user alone, then the start script
+# runs as that user (setpriv execs: the supervisor's signals reach the script itself).
+AS_USER_SCRIPT = """\
+set -eu
+umask 022
+install -d -m 755 "$(dirname "$PG_HOME")"
+install -d -o "$PG_USER" -g "$PG_USER" -m 700 "$PG_HOME" "$PG_HOME/conf"
+install -o "$PG_USER" -g "$PG_USER" -m 400 "$PG_SOURCE/start.sh" "$PG_SOURCE/pg_hba.conf" \\
+  "$PG_SECRET" "$PG_HOME/conf/"
+exec setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups -- sh "$PG_HOME/conf/start.sh"
 """
 
 # A password (SCRAM) for every role from anywhere it is reachable; which database a
