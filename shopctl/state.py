@@ -16,6 +16,9 @@ Layout (every path is derived here, so no other module spells a folder name):
       local/run/<unit>.spec.json  0600, what the supervisor runs (holds the secret env)
       local/logs/<unit>.log       timestamped output of a unit, across restarts
       local/data/<unit>/          SHOP_DATA_DIR of a local unit; kept by `down`
+
+    /var/lib/shopctl/<folder>-<hash>/<unit>/  (outside; see system_data_dir) the data
+                                  of a local unit that runs as another user than root
       local/venv/                 the services' Python, when shopctl's own lacks their
                                   requirements (see shopctl.runtime.pyenv)
       saga.db                     the saga log (written by shopctl.saga)
@@ -34,6 +37,7 @@ OSError raised on a state path elsewhere (the CLI's last resort).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import tempfile
@@ -42,6 +46,7 @@ from pathlib import Path
 from shopctl.errors import ProjectStateError
 
 STATE_DIR_NAME = ".shopctl"
+SYSTEM_DATA_ROOT = Path("/var/lib/shopctl")
 JWT_SECRET_NAME = "jwt_secret"
 SERVICE_KEY_NAME = "service_key"
 RUNTIME_FILE_NAME = "runtime"
@@ -304,6 +309,15 @@ class ProjectState:
 
     def data_dir(self, unit: str) -> Path:
         return self.data_root / unit
+
+    def system_data_dir(self, unit: str) -> Path:
+        """Where a local unit keeps its data when shopctl runs as root but the unit must
+        not (PostgreSQL refuses root): .shopctl is root's alone (0700), so no other user
+        can reach a folder inside it. As docker keeps volumes under /var/lib/docker:
+        one folder per project folder (its name and a hash of its path), made by the
+        unit itself; `down --volumes` removes it."""
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return SYSTEM_DATA_ROOT / f"{self.root.name}-{digest}" / unit
 
     def ensure(self, path: Path) -> Path:
         """Create a folder inside the state dir, with it and every folder between 0700,

@@ -1,5 +1,6 @@
-"""The local runtime's infra units: Consul and RabbitMQ as supervised processes on
-127.0.0.1, then Prometheus and its Consul bridge (shopctl.prom.local), as unit specs.
+"""The local runtime's infra units: Consul, RabbitMQ and PostgreSQL as supervised
+processes on 127.0.0.1, then Prometheus and its Consul bridge (shopctl.prom.local), as
+unit specs.
 
 Pure but for looking binaries up on PATH and reading the project's state files;
 ports nobody else needs (Consul's serf and server ports, the broker's distribution
@@ -8,16 +9,18 @@ port, the bridge's) come from `free_port`, which the runtime passes in.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shopctl import broker, consul_acl
+from shopctl import broker, consul_acl, databases
 from shopctl.errors import RuntimeUnavailable
 from shopctl.fingerprint import data_hash
-from shopctl.infra_names import CONSUL, RABBITMQ
+from shopctl.infra import postgres as pg
+from shopctl.infra_names import CONSUL, POSTGRES, RABBITMQ
 from shopctl.prom import local as prom_local
 from shopctl.state import ProjectState
 from shopctl.units import PortSpec, Readiness, Setup, UnitSpec
@@ -57,6 +60,8 @@ def units(config: ShopConfig, options: Options) -> list[UnitSpec]:
         found.append(consul(config, ps, options))
     if config.infra.rabbitmq.enabled:
         found.append(rabbitmq(config, ps, options))
+    if databases.enabled(config, "local"):
+        found.append(postgres(config, ps))
     return [*found, *prom_local.units(config, ps, options.python, options.running_ports,
                                       options.free_port)]
 
@@ -139,6 +144,80 @@ def rabbitmq(config: ShopConfig, ps: ProjectState, options: Options) -> UnitSpec
         noun="broker", note=" (takes ~10 s)",
         config_hash=data_hash({"binary": binary, "port": port})[:16],
     )
+
+
+SERVER_USER = "postgres"  # Debian's postgresql package's; PostgreSQL refuses to run as root
+
+
+def postgres(config: ShopConfig, ps: ProjectState) -> UnitSpec:
+    """The host's PostgreSQL (initdb, postgres) on 127.0.0.1:infra.postgres.port, with
+    the start script and access policy shared with the containers (shopctl.infra.postgres)
+    in its folder. Run by another user than root, PostgreSQL is run as this user, its
+    data in .shopctl; as root, as the `postgres` user, its data where that user
+    reaches it (ProjectState.system_data_dir), the superuser's password copied there
+    for it alone."""
+    port = config.infra.postgres.port
+    binaries = postgres_binaries()
+    databases.superuser_password(config)  # made now: the script reads its file
+    secret = ps.secrets_dir / "postgres" / "_superuser"
+    folder = ps.data_dir(unit_name(POSTGRES))
+    files = {str(folder): {"start.sh": pg.START_SCRIPT.encode(), "pg_hba.conf": pg.HBA.encode()}}
+    if os.geteuid() == 0:
+        _server_user()
+        home = ps.system_data_dir(unit_name(POSTGRES))
+        env = {**pg.env(str(home / "data"), str(home / "conf" / secret.name),
+                        str(home / "conf" / "pg_hba.conf"), port, HOST, binaries),
+               "PG_USER": SERVER_USER, "PG_HOME": str(home), "PG_SOURCE": str(folder),
+               "PG_SECRET": str(secret)}
+        argv: tuple[str, ...] = ("sh", "-c", pg.AS_USER_SCRIPT)
+    else:
+        env = pg.env(str(folder / "data"), str(secret), str(folder / "pg_hba.conf"), port,
+                     HOST, binaries)
+        argv = ("sh", str(folder / "start.sh"))
+    return UnitSpec(
+        name=POSTGRES, role="infra", argv=argv, env=env, dirs=(str(folder),),
+        files=files, files_mode=0o600,
+        ports=(PortSpec(port, setting="infra.postgres.port"),),
+        readiness=Readiness("postgres", port, login=f"{databases.SUPERUSER}:"
+                            f"{databases.superuser_password(config)}", timeout=60.0,
+                            waiting="waiting until it takes logins"),
+        # The script turns SIGTERM into a fast shutdown; SIGKILL would leave the
+        # server's backends without their postmaster.
+        death_signal="SIGTERM", stop_grace=30.0, noun="server",
+        config_hash=data_hash({"binaries": binaries, "port": port, "env": env, "files": {
+            name: data.decode() for name, data in files[str(folder)].items()}})[:16],
+    )
+
+
+def postgres_binaries() -> str:
+    """The folder of the host's initdb and postgres: on PATH, else Debian's newest
+    /usr/lib/postgresql/N/bin."""
+    found = shutil.which("postgres")
+    if found is not None and shutil.which("initdb") is not None:
+        return str(Path(found).resolve().parent)
+    versions = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin")
+                       if (p / "postgres").exists() and p.parent.name.isdigit()),
+                      key=lambda p: int(p.parent.name))
+    if not versions:
+        raise RuntimeUnavailable(
+            "PostgreSQL is not installed (no initdb and postgres on PATH nor under "
+            "/usr/lib/postgresql)",
+            hint="`make system` installs it (scripts/install-system.sh postgresql), or set "
+                 "infra.postgres.enabled: false")
+    return str(versions[-1])
+
+
+def _server_user() -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise RuntimeUnavailable(
+            f"shopctl runs as root and PostgreSQL refuses to: it runs it as the user "
+            f"{SERVER_USER}, which does not exist",
+            hint="Debian's postgresql package makes it (`make system`), or run shopctl as "
+                 "another user") from None
 
 
 def consul_argv(

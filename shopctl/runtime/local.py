@@ -29,11 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shopctl import broker, readiness
+from shopctl import broker, databases, readiness
 from shopctl.bundle import kit_for
 from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.infra import local as local_infra
-from shopctl.infra_names import CONSUL, INFRA_PARTS, RABBITMQ, START_ORDER, enabled_by
+from shopctl.infra_names import (
+    CONSUL,
+    INFRA_PARTS,
+    POSTGRES,
+    RABBITMQ,
+    START_ORDER,
+    enabled_by,
+)
 from shopctl.ports import (
     PortNeed,
     environ_of,
@@ -72,7 +79,8 @@ ENV_UNIT = "SHOPCTL_UNIT"
 # it must survive our broker even when our broker started it.
 SHARED_DAEMONS = frozenset({"epmd"})
 _POLL = 0.25
-_PROTOCOLS = {"http": "HTTP", "consul-leader": "HTTP", "amqp": "AMQP", "amqp-login": "AMQP"}
+_PROTOCOLS = {"http": "HTTP", "consul-leader": "HTTP", "amqp": "AMQP", "amqp-login": "AMQP",
+              "postgres": "PostgreSQL"}
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,8 @@ class LocalRuntime(UnitLifecycle):
             needs.append(PortNeed(infra.rabbitmq.port, "infra.rabbitmq.port", "rabbitmq"))
         if infra.prometheus.enabled:
             needs.append(PortNeed(infra.prometheus.port, "infra.prometheus.port", "prometheus"))
+        if databases.enabled(config, self.name):
+            needs.append(PortNeed(infra.postgres.port, "infra.postgres.port", POSTGRES))
         return needs
 
     def port_owners(
@@ -388,6 +398,10 @@ class LocalRuntime(UnitLifecycle):
         if volumes and ps.data_root.exists():
             shutil.rmtree(ps.data_root)
             progress("data", f"removed {ps.data_root}")
+        outside = ps.system_data_dir(local_infra.unit_name(POSTGRES)).parent
+        if volumes and outside.exists():
+            shutil.rmtree(outside)
+            progress("data", f"removed {outside}")
 
     # -- logs ------------------------------------------------------------------------------
 
@@ -499,6 +513,8 @@ def endpoints(config: ShopConfig) -> InfraEndpoints:
         amqp_uri=amqp,
         service_consul_addr=f"{HOST}:{consul_port}",
         service_amqp_uri=amqp,
+        postgres=(HOST, config.infra.postgres.port)
+        if databases.enabled(config, "local") else None,
     )
 
 
