@@ -123,3 +123,30 @@ def test_the_postgres_unit_runs_unprivileged_with_its_data_on_a_volume(tmp_path)
     assert body["EndpointSpec"]["Ports"] == [{"Protocol": "tcp", "TargetPort": 5432,
                                               "PublishedPort": 15432, "PublishMode": "host"}]
     assert body["TaskTemplate"]["Placement"] == {"Constraints": ["node.role==manager"]}
+
+
+def test_the_local_unit_never_runs_the_server_as_root(tmp_path, monkeypatch):
+    from shopctl.infra import local as local_infra
+    from shopctl.state import ProjectState
+
+    monkeypatch.setattr(local_infra, "postgres_binaries", lambda: "/usr/lib/postgresql/15/bin")
+    monkeypatch.setattr(local_infra, "_server_user", lambda: None)
+    config = _config(tmp_path, "{enabled: true, port: 15433}")
+    state = ProjectState(tmp_path)
+    folder = state.data_dir("_postgres")
+    secret = databases.superuser_password(config)
+    monkeypatch.setattr(local_infra.os, "geteuid", lambda: 0)
+    as_root = local_infra.postgres(config, state)
+    # root's .shopctl is closed to the server user: its data lives where it reaches it
+    assert as_root.argv[:2] == ("sh", "-c") and "setpriv --reuid=" in as_root.argv[2]
+    assert as_root.env["PG_USER"] == "postgres"
+    assert as_root.env["PGDATA"] == str(state.system_data_dir("_postgres") / "data")
+    assert not any(secret in value for value in as_root.env.values())
+    monkeypatch.setattr(local_infra.os, "geteuid", lambda: 1000)
+    as_user = local_infra.postgres(config, state)
+    assert as_user.argv == ("sh", str(folder / "start.sh"))
+    assert as_user.env["PGDATA"] == str(folder / "data")
+    assert as_user.env["PG_PASSWORD_FILE"] == str(state.secrets_dir / "postgres" / "_superuser")
+    assert as_user.readiness.port == 15433 and as_user.config_hash != as_root.config_hash
+    assert "postgres" in [u.name for u in local_infra.units(config, local_infra.Options(
+        python="/bin/python3", free_port=lambda: 40000, running_ports={}))]
