@@ -8,7 +8,11 @@ tests/lab.py), through the CLI as a user runs it (issue 16, items 1 and 3):
   back healthy on the others, and every saga ends completed and consistent;
 - a code edit, then `up`: a rolling update of that service alone, with 0 failed steps
   among the sagas running through it;
-- `scale`, `logs` (each line's instance and node) and `down` (nothing left).
+- `scale`, `logs` (each line's instance and node) and `down` (nothing left);
+- payments declares `database: postgresql`, so (infra.postgres `auto`) the project's
+  PostgreSQL runs on the manager and every payments task holds the same database_url:
+  a charge repeated with its idempotency key at another task is the same charge, and
+  the sagas through a dead node end with exactly one charge each.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from shopctl.saga import log as L
 from shopctl.saga.endpoints import discover
 from shopctl.saga.engine import snapshot
 from shopctl.saga.session import open_engine
+from shopctl.service_auth import HEADER, Credentials
 from shopctl.state import ProjectState
 from shopctl.testing import consul_headers, wait_for
 from tests.acceptance.test_shop_roundtrip import make_project, shopctl_in
@@ -134,6 +139,32 @@ def run_sagas(root, count: int, concurrency: int, during=None, tag: str = "s",
     return results, db
 
 
+def payments_db(root, data, lab):
+    """A connection to payments' own database, as payments' role, at the manager's
+    published PostgreSQL port (where the host reaches it)."""
+    import psycopg
+
+    password = ProjectState(root).database_password(SCALED)
+    return psycopg.connect(host=lab.manager.address, port=data["infra"]["postgres"]["port"],
+                           user=SCALED, password=password, dbname=SCALED, autocommit=True)
+
+
+def in_tasks(data, lab, service: str, argv: list[str]) -> dict[str, str]:
+    """{task container@node: output} of `argv` run in each running task of `service`,
+    as the service's own user, on whichever node it runs."""
+    import docker
+
+    out = {}
+    label = f"com.docker.swarm.service.name=shopctl-{data['project']}-{service}"
+    for node in lab.nodes:
+        engine = docker.DockerClient(base_url=f"tcp://{node.address}:2375")
+        for container in engine.containers.list(filters={"label": label}):
+            done = container.exec_run(argv, user="10001")
+            assert done.exit_code == 0, done.output
+            out[f"{container.name}@{node.name}"] = done.output.decode().strip()
+    return out
+
+
 def outcome(sagas, db) -> tuple[dict[str, int], int]:
     """({status: count}, failed step attempts) of a batch of sagas."""
     statuses: dict[str, int] = {}
@@ -162,6 +193,47 @@ def test_up_spreads_payments_over_the_nodes_and_every_task_passes_in_consul(shop
     assert {row["health"] for row in rows.values()} == {"passing"}
     assert sorted({rows[n]["node"] for n in rows if rows[n]["service"] == SCALED}) == sorted(
         node.name for node in lab.nodes)
+
+
+def test_every_payments_task_holds_the_same_database_url_and_postgres_runs_on_the_manager(
+        shop):
+    root, data, lab, _ = shop
+    urls = in_tasks(data, lab, SCALED, ["cat", "/run/shop-secrets/database_url"])
+    assert len(urls) == 3 and len(set(urls.values())) == 1, urls.keys()
+    url = next(iter(urls.values()))
+    assert url.startswith(f"postgresql://{SCALED}:") and url.endswith(
+        f"@postgres:5432/{SCALED}")
+    infra = {row["name"]: row for row in json.loads(
+        shopctl_in(root, "status", "--json").stdout)["infra"]}
+    assert infra["postgres"]["state"] == "running"
+    assert infra["postgres"]["node"] == lab.manager.name
+    # The other services declared nothing: no database_url for them.
+    listed = in_tasks(data, lab, "users", ["ls", "/run/shop-secrets"])
+    assert listed and not any("database_url" in files for files in listed.values())
+
+
+def test_a_charge_repeated_at_another_task_with_its_key_is_the_same_charge(shop):
+    root, data, lab, _ = shop
+    tasks = passing(root, data, lab, SCALED)
+    first = tasks[0]
+    other = next(t for t in tasks if t["Meta"]["node"] != first["Meta"]["node"])
+    credentials = Credentials(ProjectState(root).service_key(), "tests")
+    order = f"o-idem-{time.time_ns()}"
+    answers = []
+    for task in (first, other):
+        answers.append(httpx.post(
+            f"http://{task['Address']}:{task['Port']}/charges",
+            json={"order_id": order, "amount_cents": 1234, "currency": "EUR"},
+            headers={HEADER: credentials.token(SCALED, "charge"), "Idempotency-Key": order},
+            timeout=10))
+    assert [a.status_code for a in answers] == [201, 200], [a.text for a in answers]
+    assert answers[0].json()["charge_id"] == answers[1].json()["charge_id"]
+    with payments_db(root, data, lab) as conn:
+        assert conn.execute("SELECT count(*) FROM charges WHERE order_id = %s",
+                            (order,)).fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM provider_ledger p JOIN charges c "
+                            "ON c.token = p.token WHERE c.order_id = %s",
+                            (order,)).fetchone()[0] == 1
 
 
 def test_the_order_saga_completes_through_the_cluster_from_the_host(shop):
@@ -210,6 +282,19 @@ def test_a_dead_node_moves_its_tasks_and_consul_drops_its_instances(shop):
               f"{failed} failed step attempts (retried)")
         assert statuses == {L.COMPLETED: len(sagas)}, statuses
         assert victim not in {e["Meta"]["node"] for e in passing(root, data, lab, SCALED)}
+        # Exactly one charge per saga, whichever tasks its attempts reached: the
+        # tasks share payments' database.
+        with L.SagaLog(db) as log:
+            orders = [str(next(e.result["order_id"] for e in log.events(saga.id)
+                               if e.step == "create_order" and e.state == L.SUCCEEDED))
+                      for saga in sagas]
+        with payments_db(root, data, lab) as conn:
+            charged = conn.execute(
+                "SELECT c.order_id, c.status, count(p.token) FROM charges c LEFT JOIN "
+                "provider_ledger p ON p.token = c.token AND p.status = 'captured' "
+                "WHERE c.order_id = ANY(%s) GROUP BY c.order_id, c.status",
+                (orders,)).fetchall()
+        assert sorted(charged) == sorted((order, "SUCCEEDED", 1) for order in orders)
     finally:
         container.start()
         from shopctl.lab import lab_up
