@@ -216,8 +216,8 @@ def _server_user() -> None:
         raise RuntimeUnavailable(
             f"shopctl runs as root and PostgreSQL refuses to: it runs it as the user "
             f"{SERVER_USER}, which does not exist",
-            hint="Debian's postgresql package makes it (`make system`), or run shopctl as "
-                 "another user") from None
+            hint="Debian's postgresql package makes it (`make system`); or run "
+                 "`shopctl up` as another user than root") from None
 
 
 def consul_argv(
