@@ -47,10 +47,10 @@ class Runtime(Protocol):
     name: str  # "docker" | "local"
 
     def ensure_infra(self, config: ShopConfig, progress: Progress = no_progress) -> InfraEndpoints:
-        """Start the project's infra (Consul, RabbitMQ, Prometheus and its bridge, as
-        configured) and wait until it answers; return the endpoints. Idempotent: a unit
-        running as configured is kept, a changed one replaced, a disabled one removed.
-        Exactly start_infra plus calling every waiter."""
+        """Start the project's infra (Consul, RabbitMQ, PostgreSQL, Prometheus and its
+        bridge, as configured) and wait until it answers; return the endpoints.
+        Idempotent: a unit running as configured is kept, a changed one replaced, a
+        disabled one removed. Exactly start_infra plus calling every waiter."""
 
     def start_infra(
         self, config: ShopConfig, progress: Progress = no_progress

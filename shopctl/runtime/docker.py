@@ -6,6 +6,8 @@ What exists for a project P (every object labelled io.shopctl.project=P, which i
     container  shopctl-P-consul           consul agent -dev, HTTP on 127.0.0.1:<consul.port>
     container  shopctl-P-rabbitmq         AMQP on 127.0.0.1:<rabbitmq.port>
     volume     shopctl-P-rabbitmq-data    the broker's state
+    container  shopctl-P-postgres         with infra.postgres (shopctl.databases), on
+    volume     shopctl-P-postgres-data    127.0.0.1:<postgres.port>; its data
     container  shopctl-P-promsd, -prometheus  with infra.prometheus (shopctl.prom.docker)
     container  shopctl-P-<service>        network alias <service>, ports on 127.0.0.1
     volume     shopctl-P-<service>-data   mounted at /data (SHOP_DATA_DIR)

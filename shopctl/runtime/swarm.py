@@ -5,6 +5,7 @@ What exists for a project P on the swarm (all labelled io.shopctl.project=P):
     service  shopctl-P-consul          on a manager, HTTP published there (host mode) on
                                        infra.consul.port: where shopctl reaches Consul
     service  shopctl-P-rabbitmq        on a manager, AMQP likewise; data on its volume
+    service  shopctl-P-postgres        with infra.postgres (shopctl.databases): likewise
     service  shopctl-P-registrar       on a manager with its docker socket: registers
                                        every running task in Consul (shopctl.swarm.registrar)
     service  shopctl-P-<service>       `replicas` tasks, spread by the swarm; a volume per
