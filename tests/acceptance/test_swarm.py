@@ -165,6 +165,16 @@ def in_tasks(data, lab, service: str, argv: list[str]) -> dict[str, str]:
     return out
 
 
+def failures(sagas, db, most: int = 5) -> list[str]:
+    """What the first failed step attempts of a batch said (for assertion messages)."""
+    out = []
+    with L.SagaLog(db) as log:
+        for saga in sagas:
+            out += [f"{e.step}: {(e.error or {}).get('message', e.error)}"
+                    for e in log.events(saga.id) if e.state == L.FAILED]
+    return out[:most]
+
+
 def outcome(sagas, db) -> tuple[dict[str, int], int]:
     """({status: count}, failed step attempts) of a batch of sagas."""
     statuses: dict[str, int] = {}
@@ -326,7 +336,7 @@ def test_a_code_edit_then_up_rolls_that_service_with_no_failed_saga_step(shop):
     print(f"\nrolling update of {SCALED} (3 replicas): up took {result['seconds']:.1f}s")
     statuses, failed = outcome(sagas, db)
     assert statuses == {L.COMPLETED: len(sagas)}, statuses
-    assert failed == 0
+    assert failed == 0, failures(sagas, db)
     hashes = {e["Meta"]["config_hash"] for e in passing(root, data, lab, SCALED)}
     assert len(hashes) == 1 and len(passing(root, data, lab, SCALED)) == 3
 
