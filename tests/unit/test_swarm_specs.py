@@ -269,3 +269,51 @@ def test_instances_are_numbered_by_the_rank_of_the_slots_a_scale_down_kept(tmp_p
                   for sid, body in want.items()}
     register, deregister = registrar.reconcile(want, registered, "sw")
     assert len(register) == 3 and deregister == []
+
+
+def _ran_on(config, runtime: str) -> None:
+    from shopctl.runtime.select import remember
+    from shopctl.state import ProjectState
+
+    state = ProjectState(config.root)
+    state.dir.mkdir(parents=True, exist_ok=True)
+    remember(state.dir, runtime)
+
+
+def test_sagas_from_this_host_refuse_a_swarm_shop_registered_at_overlay_addresses(
+        tmp_path, capsys, monkeypatch):
+    """Drivers run on the host; with `address: overlay` Consul lists addresses only the
+    swarm routes, so `saga run` says so at once (exit 2, one message, no traceback)
+    instead of every step timing out."""
+    import pytest
+
+    from shopctl.cli import main
+    from shopctl.errors import UsageError
+    from shopctl.saga.endpoints import refuse_unreachable
+
+    config = _config(tmp_path, swarm="{address: overlay}")
+    refuse_unreachable(config)  # never brought up on a swarm: nothing to refuse
+    _ran_on(config, "swarm")
+    with pytest.raises(UsageError) as refused:
+        refuse_unreachable(config)
+    assert "infra.swarm.address: node" in refused.value.hint
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "400")
+    (tmp_path / "shop.yaml").write_text((tmp_path / "shop.yaml").read_text() + (
+        "sagas:\n  pay:\n    steps:\n      - {name: pay, call: payments.pay}\n"))
+    with pytest.raises(SystemExit) as info:
+        main(["-f", str(tmp_path / "shop.yaml"), "saga", "run", "pay"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "overlay addresses" in err and "infra.swarm.address: node" in err
+
+
+def test_node_addresses_and_other_runtimes_are_driven_from_this_host(tmp_path):
+    from shopctl.saga.endpoints import refuse_unreachable
+
+    _ran_on(_config(tmp_path, swarm="{address: node}"), "swarm")
+    refuse_unreachable(_config(tmp_path, swarm="{address: node}"))
+    overlay = _config(tmp_path, swarm="{address: overlay}")
+    _ran_on(overlay, "docker")  # the swarm section is not used off the swarm
+    refuse_unreachable(overlay)
