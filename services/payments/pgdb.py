@@ -154,11 +154,12 @@ class PostgresDatabase:
             try:
                 conn.execute(first, params)
                 return conn
-            except psycopg.OperationalError:
-                if not conn.broken:
-                    conn.close()
+            except BaseException as exc:
+                dropped = isinstance(exc, psycopg.OperationalError) and conn.broken
+                conn.close()
+                if not dropped:
                     raise
-                conn.close()  # dropped by the server since its last use: the next one
+                # The server dropped it since its last use (a restart): the next one.
         conn = psycopg.connect(self._url, autocommit=True, row_factory=dict_row,
                                connect_timeout=CONNECT_TIMEOUT_S, application_name="payments",
                                keepalives=1, keepalives_idle=10, keepalives_interval=5,
