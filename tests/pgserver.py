@@ -1,6 +1,8 @@
 """A real PostgreSQL server in a temp folder, for tests and benchmarks: `initdb` and
 `pg_ctl start` on a free port of 127.0.0.1, trust authentication for a superuser
-`shopctl`, torn down (immediate stop, folder removed) by `stop()`.
+`shopctl`, torn down (immediate stop, folder removed) by `stop()`. `halt()` and
+`resume()` take it down and bring it back with its data, as a crash and a restart of
+the database host would.
 
 The binaries are looked for on the PATH, then under /usr/lib/postgresql/*/bin (Debian's
 `postgresql` package, which `make system` installs where they are missing). initdb
@@ -78,17 +80,35 @@ class PgServer:
                    "-c max_connections=200"]
         if not self.durable:
             options += ["-c fsync=off", "-c full_page_writes=off"]
+        self._options = " ".join(options)
         for _ in range(5):  # a port taken between the probe and the bind: another one
             self.port = _free_port()
-            started = subprocess.run(
-                [*prefix, find_binary("pg_ctl"), "-D", str(data), "-w", "-t", "60",
-                 "-l", str(self.folder / "server.log"),
-                 "-o", " ".join(options).format(port=self.port), "start"],
-                capture_output=True, text=True, timeout=120)
+            started = self._pg_ctl_start()
             if started.returncode == 0:
                 return self
         raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n"
                            f"{(self.folder / 'server.log').read_text()[-2000:]}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*_as_server_user(), find_binary("pg_ctl"), "-D", str(self.folder / "data"), "-w",
+             "-t", "60", "-l", str(self.folder / "server.log"),
+             "-o", self._options.format(port=self.port), "start"],
+            capture_output=True, text=True, timeout=120)
+
+    def halt(self) -> None:
+        """Stop the server at once (no shutdown checkpoint, clients cut off) and keep its
+        data: what a crash of the database host does."""
+        subprocess.run([*_as_server_user(), find_binary("pg_ctl"), "-D",
+                        str(self.folder / "data"), "-m", "immediate", "-w", "stop"],
+                       check=True, capture_output=True, timeout=60)
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port and with its data."""
+        started = self._pg_ctl_start()
+        if started.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start again: {started.stderr}\n"
+                               f"{(self.folder / 'server.log').read_text()[-2000:]}")
 
     def url(self, database: str = "postgres", password: str | None = None) -> str:
         user = "shopctl" if password is None else f"shopctl:{password}"

@@ -11,17 +11,20 @@ POST /charges {"order_id", "amount_cents" > 0, "currency" = "EUR"}   [Idempotenc
     402 {..., "status": "DECLINED", "retryable": false}   (repeats too)
     409 {"status": "CONFLICT", "detail"}   other amount/currency, reused key, refunded order
     503 {"status": "UNAVAILABLE", "retryable": true, "breaker": "open"|"closed"|"half_open",
-         "reason": "breaker_open"|"provider_error"|"provider_timeout"}
+         "reason": "breaker_open"|"provider_error"|"provider_timeout"|"database_unavailable"}
+        (database_unavailable: the database failed, a PostgreSQL restart say; nothing
+        was charged that the next attempt will not find)
 POST /refunds {"order_id"}   [Idempotency-Key]
     200 {"refund_id", "order_id", "amount_cents", "status": "REFUNDED"}, the first one on
         repeats; {"refund_id": null, ..., "amount_cents": 0, "status": "NOTHING_TO_REFUND"}
         for an order that was never charged; 409; 503 as above
 GET /charges/{order_id}   200 {"order_id", "charge": {...} | null, "refund": {...} | null},
-                          404 when the order has neither
+                          404 when the order has neither; 503 database_unavailable
 GET /admin/faults, PUT /admin/faults {knob: value, ...}   the knobs in force (faults.py);
     PUT takes any subset and answers 422 for an unknown knob or invalid value
 GET /admin/breaker   {"state", "fail_max", "reset_timeout_s", "failures"}
-GET /health   200 {"status": "ok", "service", "breaker"} | 503 when the database fails
+GET /health   200 {"status": "ok", "service", "database", "breaker"} | 503 when the database
+    fails; database: "sqlite" (SHOP_DATA_DIR/payments.db) or "postgresql" (database_url)
 GET /metrics  Prometheus (shopkit request and breaker metrics + breaker.py's counters)
 
 Any request may also get 413 {"detail"} (body over 1 MiB), and any with a body a 422
@@ -33,13 +36,13 @@ every status of every route with its body schema; the models below are that sche
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 from breaker import GuardedProvider, Unavailable
 from config import Config
+from db import open_database
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from faults import MAX_LATENCY_MS, FaultStore, KnobError, KvWatcher
@@ -63,7 +66,8 @@ log = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
 # The largest integer every JSON parser reads exactly (I-JSON, RFC 7493), well within
-# the ledger's SQLite INTEGER (64-bit): 90 trillion in major units.
+# the ledger's 64-bit column (SQLite INTEGER, PostgreSQL BIGINT): 90 trillion in major
+# units.
 MAX_AMOUNT_CENTS = 2**53 - 1
 OrderId = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -125,7 +129,7 @@ class UnavailableBody(BaseModel):
     status: Literal["UNAVAILABLE"]
     retryable: Literal[True]
     breaker: Literal["closed", "open", "half_open"]
-    reason: Literal["breaker_open", "provider_error", "provider_timeout"]
+    reason: Literal["breaker_open", "provider_error", "provider_timeout", "database_unavailable"]
 
 
 class Knobs(BaseModel):
@@ -144,25 +148,27 @@ class Breaker(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     service: str
+    database: Literal["sqlite", "postgresql"]
     breaker: Literal["closed", "open", "half_open"] | None = None
 
 
 CONFLICT = {409: {"model": ConflictBody, "description": "Contradicts what the order has "
                   "(other amount or currency, reused key, refunded order)"}}
 UNAVAILABLE = {503: {"model": UnavailableBody,
-                     "description": "The provider cannot be used now; retry later"}}
+                     "description": "The provider or the database cannot be used now; "
+                     "retry later"}}
 
 
 def create_app(senv: ServiceEnv) -> FastAPI:
     """Build the service from its environment contract (settings: config.py)."""
     config = Config.load(senv)
-    db_path = senv.data_dir / "payments.db"
+    database = open_database(senv.data_dir, config.database_url)
     faults = FaultStore(config.knobs, seed=config.fault_seed)
-    provider = SimulatedProvider(db_path, faults)
+    provider = SimulatedProvider(database, faults)
     guarded = GuardedProvider(provider, senv.service, fail_max=config.breaker_fail_max,
                               reset_timeout_s=config.breaker_reset_timeout_s,
                               timeout_s=config.provider_timeout_s)
-    ledger = Ledger(db_path)
+    ledger = Ledger(database)
     payments = Payments(ledger, guarded)
     watcher = None
     if senv.consul_addr:
@@ -181,6 +187,7 @@ def create_app(senv: ServiceEnv) -> FastAPI:
                 watcher.stop()
             guarded.close()
             provider.close()
+            database.close()
 
     app = FastAPI(title="payments", lifespan=lifespan)
     harden(app)
@@ -199,6 +206,15 @@ def create_app(senv: ServiceEnv) -> FastAPI:
         body = {"status": "UNAVAILABLE", "retryable": True, "breaker": exc.breaker,
                 "reason": exc.reason}
         return JSONResponse(body, status_code=503)
+
+    def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", extra={"error": str(exc)})
+        body = {"status": "UNAVAILABLE", "retryable": True, "breaker": guarded.state(),
+                "reason": "database_unavailable"}
+        return JSONResponse(body, status_code=503)
+
+    for error in database.errors:
+        app.add_exception_handler(error, _database_unavailable)
 
     @app.post("/charges", status_code=201, response_model=Charge,
               dependencies=[require("charge")], responses={
@@ -220,7 +236,7 @@ def create_app(senv: ServiceEnv) -> FastAPI:
 
     @app.get("/charges/{order_id}", response_model=Payment,
              dependencies=[require("get_charge")], responses={
-        **SERVICE_REFUSALS,
+        **SERVICE_REFUSALS, **UNAVAILABLE,
         404: {"model": ErrorDetail, "description": "The order has no charge and no refund"}})
     def get_charge(order_id: str):
         charge, refund = ledger.charge(order_id), ledger.refund(order_id)
@@ -256,10 +272,11 @@ def create_app(senv: ServiceEnv) -> FastAPI:
     def health():
         try:
             ledger.ping()
-        except sqlite3.Error as exc:
+        except database.errors as exc:
             log.warning("health check failed", extra={"error": str(exc)})
-            return JSONResponse({"status": "unavailable", "service": senv.service},
-                                status_code=503)
-        return {"status": "ok", "service": senv.service, "breaker": guarded.state()}
+            return JSONResponse({"status": "unavailable", "service": senv.service,
+                                 "database": database.kind}, status_code=503)
+        return {"status": "ok", "service": senv.service, "database": database.kind,
+                "breaker": guarded.state()}
 
     return app

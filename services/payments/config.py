@@ -4,6 +4,10 @@ Each key below can be set as the upper-cased environment variable (BREAKER_FAIL_
 or as the KV key shopctl/<project>/<service>/<key>. Only the fault knobs change at run
 time (see faults.py); the others are read once at start. Invalid values stop the
 start-up with a message naming the key, rather than running with a silent default.
+
+Where state lives is no setting but a secret: `database_url` in $SHOP_SECRETS_DIR
+(shopctl's, for a service that declares `database: postgresql`), or SHOP_DATABASE_URL
+for a service started by hand; without one, SQLite in SHOP_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from faults import KnobError, Knobs, parse_knobs
-from shopkit.settings import ServiceEnv, load_settings, service_key
+from shopkit.settings import ServiceEnv, load_settings, secret, service_key
 
 DEFAULTS = {
     "failure_rate": "0",
@@ -39,6 +43,9 @@ class Config:
     kv_poll_s: float
     # Checks the service credentials of charges, refunds and /admin (shopkit.service_auth).
     service_key: str = field(repr=False)
+    # The service's own PostgreSQL database (a URL with its password), given by shopctl
+    # as the secret `database_url`; None: SQLite in SHOP_DATA_DIR (db.open_database).
+    database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, senv: ServiceEnv) -> Config:
@@ -60,6 +67,7 @@ class Config:
             provider_timeout_s=_number(values, "provider_timeout_ms", int, minimum=1) / 1000,
             kv_poll_s=_number(values, "kv_poll_seconds", float, minimum=0.01),
             service_key=key,
+            database_url=secret("database_url", senv.raw, fallback="SHOP_DATABASE_URL"),
         )
 
 

@@ -18,11 +18,9 @@ compensated an order must not see it charged by a late retry.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 import db
 
@@ -31,7 +29,7 @@ CREATE TABLE IF NOT EXISTS charges (
     order_id        TEXT PRIMARY KEY,
     charge_id       TEXT NOT NULL UNIQUE,
     token           TEXT NOT NULL UNIQUE,
-    amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+    amount_cents    BIGINT NOT NULL CHECK (amount_cents > 0),
     currency        TEXT NOT NULL,
     status          TEXT NOT NULL,
     idempotency_key TEXT UNIQUE,
@@ -41,7 +39,7 @@ CREATE TABLE IF NOT EXISTS charges (
 CREATE TABLE IF NOT EXISTS refunds (
     order_id        TEXT PRIMARY KEY,
     refund_id       TEXT UNIQUE,
-    amount_cents    INTEGER NOT NULL,
+    amount_cents    BIGINT NOT NULL,
     status          TEXT NOT NULL,
     idempotency_key TEXT UNIQUE,
     created_at      TEXT NOT NULL
@@ -109,13 +107,17 @@ class Refund:
 
 
 class Ledger:
-    def __init__(self, db_path: Path):
-        self._path = db_path
-        db.init_schema(db_path, SCHEMA)
+    def __init__(self, database: db.Database):
+        self._db = database
+        database.init_schema(SCHEMA)
+
+    def order_lock(self, order_id: str):
+        """Context manager: the requests of `order_id` one at a time, across replicas."""
+        return self._db.order_lock(order_id)
 
     def ping(self) -> None:
         """Raise if the database cannot be read."""
-        with db.transaction(self._path) as conn:
+        with self._db.transaction() as conn:
             conn.execute("SELECT 1 FROM charges LIMIT 1").fetchall()
 
     def open_charge(self, order_id: str, amount_cents: int, currency: str,
@@ -127,7 +129,7 @@ class Ledger:
         Conflict for another amount or currency than the first request's, a key
         already used for another order, or an order that was refunded.
         """
-        with db.transaction(self._path, write=True) as conn:
+        with self._db.transaction(write=True) as conn:
             if idempotency_key is not None:
                 _check_key(conn, "charges", idempotency_key, order_id)
             charge = _charge(conn, order_id)
@@ -158,7 +160,7 @@ class Ledger:
             return _charge(conn, order_id), charge.status if charge else None
 
     def settle_charge(self, order_id: str, status: ChargeStatus) -> Charge:
-        with db.transaction(self._path, write=True) as conn:
+        with self._db.transaction(write=True) as conn:
             conn.execute(
                 "UPDATE charges SET status = ?, updated_at = ? WHERE order_id = ?",
                 (status, db.now(), order_id),
@@ -166,12 +168,12 @@ class Ledger:
             return _charge(conn, order_id)
 
     def charge(self, order_id: str) -> Charge | None:
-        with db.transaction(self._path) as conn:
+        with self._db.transaction() as conn:
             return _charge(conn, order_id)
 
     def refund(self, order_id: str, idempotency_key: str | None = None) -> Refund | None:
         """The order's refund record, if any; Conflict if the key belongs to another order."""
-        with db.transaction(self._path) as conn:
+        with self._db.transaction() as conn:
             if idempotency_key is not None:
                 _check_key(conn, "refunds", idempotency_key, order_id)
             row = conn.execute("SELECT * FROM refunds WHERE order_id = ?", (order_id,)).fetchone()
@@ -181,7 +183,7 @@ class Ledger:
                       idempotency_key: str | None) -> Refund:
         """Record the order's refund and void its charge if that never succeeded."""
         refund_id = f"re_{uuid.uuid4().hex}" if status is RefundStatus.REFUNDED else None
-        with db.transaction(self._path, write=True) as conn:
+        with self._db.transaction(write=True) as conn:
             if idempotency_key is not None:
                 _check_key(conn, "refunds", idempotency_key, order_id)
             stamp = db.now()
@@ -199,7 +201,7 @@ class Ledger:
         return _refund(row)
 
 
-def _check_key(conn: sqlite3.Connection, table: str, key: str, order_id: str) -> None:
+def _check_key(conn: db.Connection, table: str, key: str, order_id: str) -> None:
     row = conn.execute(
         f"SELECT order_id FROM {table} WHERE idempotency_key = ?", (key,)
     ).fetchone()
@@ -207,7 +209,7 @@ def _check_key(conn: sqlite3.Connection, table: str, key: str, order_id: str) ->
         raise Conflict("this Idempotency-Key was already used for another order")
 
 
-def _charge(conn: sqlite3.Connection, order_id: str) -> Charge | None:
+def _charge(conn: db.Connection, order_id: str) -> Charge | None:
     row = conn.execute(
         "SELECT charge_id, order_id, token, amount_cents, currency, status, created_at,"
         " updated_at FROM charges WHERE order_id = ?",
@@ -218,7 +220,7 @@ def _charge(conn: sqlite3.Connection, order_id: str) -> Charge | None:
     return Charge(**{**dict(row), "status": ChargeStatus(row["status"])})
 
 
-def _refund(row: sqlite3.Row) -> Refund:
+def _refund(row) -> Refund:
     return Refund(
         refund_id=row["refund_id"],
         order_id=row["order_id"],

@@ -6,49 +6,23 @@ attempt, or a refund, first asks the provider whether that token was charged. On
 attempt known to have charged nothing (a provider error or an open breaker) marks it
 FAILED, which lets the next attempt charge straight away.
 
-Requests for the same order are serialised by an in-process lock, so a retry cannot
-overtake the attempt it repeats (the service runs as one process).
+Requests for the same order are serialised by the ledger's order lock, across every
+replica of the service when they share a PostgreSQL database (db.py): a retry cannot
+overtake the attempt it repeats, nor can a refund void a charge between its PENDING
+record and the provider's answer (the charge would take money the refund said was
+never taken).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from breaker import PROVIDER_TIMEOUT, GuardedProvider, Unavailable
 from ledger import FINAL, Charge, ChargeStatus, Ledger, Refund, RefundStatus
-
-
-class _OrderLocks:
-    """One lock per order id, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, order_id: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.get(order_id, (threading.Lock(), 0))
-            self._locks[order_id] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                _, users = self._locks[order_id]
-                if users == 1:
-                    del self._locks[order_id]
-                else:
-                    self._locks[order_id] = (lock, users - 1)
 
 
 class Payments:
     def __init__(self, ledger: Ledger, provider: GuardedProvider):
         self._ledger = ledger
         self._provider = provider
-        self._locks = _OrderLocks()
 
     def charge(self, order_id: str, amount_cents: int, currency: str,
                idempotency_key: str | None) -> tuple[Charge, bool]:
@@ -57,7 +31,7 @@ class Payments:
         `fresh` is False when the charge was settled by an earlier request and is
         returned as it was. Raises ledger.Conflict and breaker.Unavailable.
         """
-        with self._locks.hold(order_id):
+        with self._ledger.order_lock(order_id):
             charge, previous = self._ledger.open_charge(order_id, amount_cents, currency,
                                                         idempotency_key)
             if previous in FINAL:
@@ -82,7 +56,7 @@ class Payments:
     def refund(self, order_id: str, idempotency_key: str | None) -> Refund:
         """Refund the order's charge once; an order with nothing charged gets
         NOTHING_TO_REFUND. Raises ledger.Conflict and breaker.Unavailable."""
-        with self._locks.hold(order_id):
+        with self._ledger.order_lock(order_id):
             existing = self._ledger.refund(order_id, idempotency_key)
             if existing is not None:
                 return existing

@@ -19,12 +19,10 @@ written, which is how a call that succeeded can still time out on the caller's s
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import db
@@ -38,7 +36,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS provider_ledger (
     token        TEXT PRIMARY KEY,
     provider_ref TEXT NOT NULL UNIQUE,
-    amount_cents INTEGER NOT NULL,
+    amount_cents BIGINT NOT NULL,
     currency     TEXT NOT NULL,
     status       TEXT NOT NULL CHECK (status IN ('captured', 'declined', 'refunded')),
     created_at   TEXT NOT NULL,
@@ -68,21 +66,21 @@ class ProviderCharge:
 
 
 class SimulatedProvider:
-    def __init__(self, db_path: Path, faults: FaultStore):
-        self._path = db_path
+    def __init__(self, database: db.Database, faults: FaultStore):
+        self._db = database
         self._faults = faults
         # Set on shutdown so answers still waiting out `latency_ms` return at once.
         self._closing = threading.Event()
-        db.init_schema(db_path, SCHEMA)
+        database.init_schema(SCHEMA)
 
     def charge(self, token: str, amount_cents: int, currency: str) -> ProviderCharge:
         """Capture `amount_cents`, or decline; a known token returns its first outcome."""
         def work() -> ProviderCharge:
             status = DECLINED if self._declines(amount_cents) else CAPTURED
-            with db.transaction(self._path, write=True) as conn:
+            with self._db.transaction(write=True) as conn:
                 conn.execute(
-                    "INSERT OR IGNORE INTO provider_ledger (token, provider_ref, amount_cents,"
-                    " currency, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO provider_ledger (token, provider_ref, amount_cents, currency,"
+                    " status, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token) DO NOTHING",
                     (token, f"pr_{uuid.uuid4().hex}", amount_cents, currency, status, db.now()),
                 )
                 return _load(conn, token)
@@ -91,14 +89,14 @@ class SimulatedProvider:
     def find(self, token: str) -> ProviderCharge | None:
         """The outcome recorded under `token`, or None if it was never charged."""
         def work() -> ProviderCharge | None:
-            with db.transaction(self._path) as conn:
+            with self._db.transaction() as conn:
                 return _load(conn, token)
         return self._respond(work)
 
     def refund(self, token: str) -> ProviderCharge:
         """Refund the captured charge under `token`; refunding twice changes nothing."""
         def work() -> ProviderCharge:
-            with db.transaction(self._path, write=True) as conn:
+            with self._db.transaction(write=True) as conn:
                 conn.execute(
                     "UPDATE provider_ledger SET status = ?, refunded_at = ?"
                     " WHERE token = ? AND status = ?",
@@ -112,12 +110,12 @@ class SimulatedProvider:
 
     def captured_count(self) -> int:
         """How many charges really took money (refunded ones included)."""
-        with db.transaction(self._path) as conn:
+        with self._db.transaction() as conn:
             row = conn.execute(
-                "SELECT COUNT(*) FROM provider_ledger WHERE status IN (?, ?)",
+                "SELECT COUNT(*) AS n FROM provider_ledger WHERE status IN (?, ?)",
                 (CAPTURED, REFUNDED),
             ).fetchone()
-        return row[0]
+        return row["n"]
 
     def close(self) -> None:
         self._closing.set()
@@ -135,7 +133,7 @@ class SimulatedProvider:
             self._closing.wait(latency_s)
 
 
-def _load(conn: sqlite3.Connection, token: str) -> ProviderCharge | None:
+def _load(conn: db.Connection, token: str) -> ProviderCharge | None:
     row = conn.execute(
         "SELECT token, provider_ref, amount_cents, currency, status"
         " FROM provider_ledger WHERE token = ?",

@@ -1,5 +1,10 @@
-"""Fixtures for the payments tests: in-process apps on a temp data folder, and helpers
-to read metrics and wait for conditions by polling."""
+"""Fixtures for the payments tests: in-process apps on a fresh store, and helpers to
+read metrics and wait for conditions by polling.
+
+Storage runs on both backends: `backend` is "sqlite" (a temp data folder) or
+"postgresql" (a fresh database of the suite's real PostgreSQL server, tests.pgserver via
+the root conftest's `pg_server`), so every test that asks for a store, directly or
+through `make_client`/`client`, runs once on each."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ SERVICE_DIR = Path(__file__).resolve().parents[1]
 # services' tests run in one pytest process, drop same-named modules another service
 # imported first, so `import app` below means this service's app.
 _OWN_MODULES = ("app", "breaker", "config", "db", "faults", "ledger", "main", "payments",
-                "provider")
+                "pgdb", "provider")
 for _name in _OWN_MODULES:
     _module = sys.modules.get(_name)
     if _module is not None and Path(getattr(_module, "__file__", "") or "").parent != SERVICE_DIR:
@@ -39,6 +44,7 @@ SERVICE = "payments"
 # of its routes (app.py).
 SERVICE_KEY = "payments-tests-" + secrets.token_hex(24)
 SCOPES = ("charge", "refund", "get_charge", ADMIN)
+BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture(scope="session")
@@ -57,21 +63,48 @@ def credential() -> Callable[..., dict[str, str]]:
     return headers
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request) -> str:
+    """Module-scoped, so a module's running services (module fixtures) can use it."""
+    return request.param
+
+
+def store_env(backend: str, folder: Path, pg_server=None) -> dict[str, str]:
+    """The environment that gives a payments a fresh, empty store on `backend`: its data
+    folder `folder` (created by the service), and for PostgreSQL a new database."""
+    env = {"SHOP_DATA_DIR": str(folder)}
+    if backend == "postgresql":
+        env["SHOP_DATABASE_URL"] = pg_server.new_database()
+    return env
 
 
 @pytest.fixture
-def make_client(data_dir: Path, credential):
+def new_store(backend: str, tmp_path: Path, request) -> Callable[[], dict[str, str]]:
+    """new_store() -> the environment of another fresh store (see store_env)."""
+    pg_server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+    count = iter(range(1000))
+    return lambda: store_env(backend, tmp_path / f"store-{next(count)}", pg_server)
+
+
+@pytest.fixture(scope="module")
+def module_store(backend: str, tmp_path_factory, request) -> dict[str, str]:
+    """A fresh store for a module's running service (a module-scoped fixture's)."""
+    pg_server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+    return store_env(backend, tmp_path_factory.mktemp("store"), pg_server)
+
+
+@pytest.fixture
+def make_client(new_store, credential):
     """Build a started app; keyword arguments are settings (config.py), e.g.
-    breaker_fail_max=3, passed the way the runtimes do: as environment variables. The
-    client sends a service credential for every route with each request."""
+    breaker_fail_max=3, passed the way the runtimes do: as environment variables. Every
+    app of a test shares one store (a restart finds its data) unless the settings name
+    another (shop_data_dir, shop_database_url: **new_store()). The client sends a service
+    credential for every route with each request."""
     started: list[TestClient] = []
+    store = new_store()
 
     def make(**settings: object) -> TestClient:
-        environ = {"SHOP_SERVICE": SERVICE, "SHOP_DATA_DIR": str(data_dir),
-                   "SHOP_SERVICE_KEY": SERVICE_KEY}
+        environ = {"SHOP_SERVICE": SERVICE, **store, "SHOP_SERVICE_KEY": SERVICE_KEY}
         environ.update({key.upper(): str(value) for key, value in settings.items()})
         client = TestClient(create_app(ServiceEnv.from_environ(SERVICE, 0, environ)),
                             headers=credential())

@@ -16,9 +16,9 @@ TEN_MIB_OF_JSON = b" " * (10 * 1024 * 1024) + b"{}"
 
 
 @pytest.fixture(scope="module")
-def payments(tmp_path_factory, service_key, credential):
+def payments(tmp_path_factory, service_key, module_store, credential):
     with running_service(tmp_path_factory.mktemp("payments"), SERVICE_DIR,
-                         SHOP_SERVICE_KEY=service_key) as service:
+                         SHOP_SERVICE_KEY=service_key, **module_store) as service:
         service.credential = credential
         yield service
         assert "Traceback" not in service.logs()

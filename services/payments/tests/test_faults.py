@@ -41,13 +41,12 @@ def test_invalid_knobs_are_rejected_and_change_nothing(client, change):
     assert client.get("/admin/faults").json() == DEFAULTS
 
 
-def test_failures_follow_the_seed(make_client, post_charge, tmp_path):
-    def outcomes(data_dir):
-        client = make_client(shop_data_dir=data_dir, fault_seed=42, failure_rate=0.5,
-                             breaker_fail_max=1000)
+def test_failures_follow_the_seed(make_client, post_charge, new_store):
+    def outcomes(store):
+        client = make_client(**store, fault_seed=42, failure_rate=0.5, breaker_fail_max=1000)
         return [post_charge(client, f"order-{i}", 1000).status_code for i in range(20)]
 
-    first, second = outcomes(tmp_path / "a"), outcomes(tmp_path / "b")
+    first, second = outcomes(new_store()), outcomes(new_store())
 
     assert first == second
     assert set(first) == {201, 503}

@@ -27,9 +27,9 @@ GUARDED = [
 
 
 @pytest.fixture(scope="module")
-def payments(tmp_path_factory, service_key):
+def payments(tmp_path_factory, service_key, module_store):
     with running_service(tmp_path_factory.mktemp("payments"), SERVICE_DIR,
-                         SHOP_SERVICE_KEY=service_key) as service:
+                         SHOP_SERVICE_KEY=service_key, **module_store) as service:
         yield service
         assert "Traceback" not in service.logs()
 
