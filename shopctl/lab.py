@@ -180,8 +180,9 @@ NODE_SECURITY_OPT = ("seccomp=unconfined", "apparmor=unconfined")
 NODE_SYSTEM_PATHS = {"MaskedPaths": [], "ReadonlyPaths": []}
 NODE_DEVICE_CGROUP_RULES = ("a *:* rwm",)  # inner containers make their own /dev nodes
 NODE_DEVICES = ("/dev/fuse:/dev/fuse:rwm",)  # for fuse-overlayfs, when overlay2 cannot
-# A task start with no registry otherwise first tries to pull from the public one.
-NODE_ENVIRONMENT = {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
+# Nothing: DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 would stop every pull of a task's
+# image, the registry mode's too. Loaded images are named by id, which no node pulls.
+NODE_ENVIRONMENT: dict[str, str] = {}
 
 
 def node_host_config(lab: str, index: int) -> dict[str, Any]:

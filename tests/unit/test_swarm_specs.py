@@ -214,7 +214,14 @@ def test_tasks_are_instances_by_slot_with_their_node(tmp_path):
     assert two.state == "running" and two.extra["node"] == "node-2" and two.index == 2
     assert (two.address, two.port, two.host_port) == ("172.30.0.3", 30002, 30002)
     assert two.restarts == 1 and two.config_hash == "h1"
-    assert two.image == "shopctl-sw/payments:abc"
+    # pinned by digest (registry mode): shown whole, it is what the task runs
+    assert two.image == "shopctl-sw/payments:abc@sha256:x"
+    # loaded into the nodes: run by id, shown by the name it was built as
+    for task in tasks:
+        task["Spec"]["ContainerSpec"]["Image"] = "sha256:" + "e" * 64
+    service["Spec"]["Labels"]["io.shopctl.image"] = "shopctl-sw/payments:abc"
+    assert observe_tasks(config, {"svc1": service}, tasks, hosts)["payments"].image == \
+        "shopctl-sw/payments:abc"
 
 
 def test_a_service_log_line_is_named_by_its_task_as_instance_at_node():
