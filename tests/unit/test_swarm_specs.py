@@ -92,6 +92,16 @@ def test_the_swarm_section_changes_no_services_hash(tmp_path):
     assert _spec(_config(tmp_path, "{host: 'tcp://10.9.9.9:2375'}")).config_hash == before
 
 
+def test_a_registry_is_in_the_swarm_services_hash_so_switching_modes_rolls_them(tmp_path):
+    loaded = _spec(_config(tmp_path)).config_hash
+    pushed = _spec(_config(tmp_path, "{registry: '127.0.0.1:5000'}")).config_hash
+    assert pushed != loaded
+    assert _spec(_config(tmp_path, "{registry: '127.0.0.1:5001'}")).config_hash != pushed
+    config = _config(tmp_path, "{registry: '127.0.0.1:5000'}")  # nothing changes on docker
+    assert launch_spec(config, "payments", ENDPOINTS, "jwt", "docker").config_hash == \
+        launch_spec(_config(tmp_path), "payments", ENDPOINTS, "jwt", "docker").config_hash
+
+
 def test_infra_units_run_on_a_manager_publishing_their_host_ports_there(tmp_path):
     config = _config(tmp_path)
     consul = docker_infra.consul(config)
