@@ -213,9 +213,9 @@ class SwarmRuntime(UnitLifecycle):
         name = specs.service_name(config.project, spec.name)
         with docker_errors(f"looking up image {spec.image}"):
             image_id = self.builder.images.get(spec.image).id
-        ref = self._reference(config, spec.image, progress)
+        ref = self._reference(config, spec.image, progress)  # the image's id when loaded
         wanted = data_hash({"spec": spec.config_hash, "image": image_id}
-                           | ({"ref": ref} if ref != spec.image else {}))[:16]
+                           | ({"ref": ref} if ref not in (spec.image, image_id) else {}))[:16]
         found = self._service(name)
         if found is not None and found["Spec"]["Labels"].get(LABEL_HASH) == wanted:
             progress(spec.shown_as, "running")
