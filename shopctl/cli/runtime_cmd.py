@@ -176,7 +176,9 @@ def status(
     rates_from, rows = with_request_rates(shop.config, shop.status())
     worker = shop.worker()
     if json:
+        images_mode = getattr(shop.runtime, "images_mode", None)  # the swarm's only
         console.print_json({"runtime": shop.runtime.name,
+                            **({"images": images_mode(shop.config)} if images_mode else {}),
                             **summarize(shop.config.project, rows).to_dict(),
                             "request_rate_from": rates_from,
                             "services": [r.to_dict() for r in rows],

@@ -92,6 +92,16 @@ def test_the_swarm_section_changes_no_services_hash(tmp_path):
     assert _spec(_config(tmp_path, "{host: 'tcp://10.9.9.9:2375'}")).config_hash == before
 
 
+def test_a_registry_is_in_the_swarm_services_hash_so_switching_modes_rolls_them(tmp_path):
+    loaded = _spec(_config(tmp_path)).config_hash
+    pushed = _spec(_config(tmp_path, "{registry: '127.0.0.1:5000'}")).config_hash
+    assert pushed != loaded
+    assert _spec(_config(tmp_path, "{registry: '127.0.0.1:5001'}")).config_hash != pushed
+    config = _config(tmp_path, "{registry: '127.0.0.1:5000'}")  # nothing changes on docker
+    assert launch_spec(config, "payments", ENDPOINTS, "jwt", "docker").config_hash == \
+        launch_spec(_config(tmp_path), "payments", ENDPOINTS, "jwt", "docker").config_hash
+
+
 def test_infra_units_run_on_a_manager_publishing_their_host_ports_there(tmp_path):
     config = _config(tmp_path)
     consul = docker_infra.consul(config)
@@ -214,7 +224,14 @@ def test_tasks_are_instances_by_slot_with_their_node(tmp_path):
     assert two.state == "running" and two.extra["node"] == "node-2" and two.index == 2
     assert (two.address, two.port, two.host_port) == ("172.30.0.3", 30002, 30002)
     assert two.restarts == 1 and two.config_hash == "h1"
-    assert two.image == "shopctl-sw/payments:abc"
+    # pinned by digest (registry mode): shown whole, it is what the task runs
+    assert two.image == "shopctl-sw/payments:abc@sha256:x"
+    # loaded into the nodes: run by id, shown by the name it was built as
+    for task in tasks:
+        task["Spec"]["ContainerSpec"]["Image"] = "sha256:" + "e" * 64
+    service["Spec"]["Labels"]["io.shopctl.image"] = "shopctl-sw/payments:abc"
+    assert observe_tasks(config, {"svc1": service}, tasks, hosts)["payments"].image == \
+        "shopctl-sw/payments:abc"
 
 
 def test_a_service_log_line_is_named_by_its_task_as_instance_at_node():
