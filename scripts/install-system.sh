@@ -2,7 +2,8 @@
 # Install the system parts the shop needs, only where missing: Docker engine,
 # debootstrap (to build base images without a registry), RabbitMQ, a Consul binary and
 # Prometheus (infra.prometheus; Debian's build, also copied into the shopctl/prometheus image)
-# and PostgreSQL's server binaries (the saga log on PostgreSQL; its tests start a server).
+# and PostgreSQL's server binaries (the saga log on PostgreSQL; its tests start a server),
+# and Debian's docker-registry (its binary runs the lab's registry: `shopctl lab up --registry`).
 # Idempotent: a second run on a prepared machine does no network work and takes ~0.1 s.
 set -euo pipefail
 
@@ -78,7 +79,7 @@ install_postgresql() {
 
 main() {
     local what=("$@")
-    [ "${#what[@]}" -gt 0 ] || what=(docker debootstrap rabbitmq consul prometheus postgresql)
+    [ "${#what[@]}" -gt 0 ] || what=(docker debootstrap rabbitmq consul prometheus postgresql docker-registry)
     for part in "${what[@]}"; do
         case "$part" in
             docker) apt_install docker.io ;;
@@ -87,7 +88,8 @@ main() {
             consul) install_consul ;;
             prometheus) apt_install prometheus ;;
             postgresql) install_postgresql ;;
-            *) log "unknown part: $part (known: docker debootstrap rabbitmq consul prometheus postgresql)"; exit 2 ;;
+            docker-registry) apt_install docker-registry ;;
+            *) log "unknown part: $part (known: docker debootstrap rabbitmq consul prometheus postgresql docker-registry)"; exit 2 ;;
         esac
     done
 }

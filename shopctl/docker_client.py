@@ -273,3 +273,13 @@ def _find_quietly(client: docker.DockerClient, name: str) -> Any:
         return client.containers.get(name)
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return None
+
+
+def log_tail(container, lines: int = 15) -> str:
+    """A container's last log lines, for the hint of an error about it."""
+    try:
+        text = container.logs(tail=lines).decode(errors="replace").strip()
+    except Exception:  # noqa: BLE001 - the tail is a courtesy; the error stands without it
+        text = ""
+    return f"last lines of its log (docker logs {container.name}):\n{text}" if text else (
+        f"its log is empty (docker logs {container.name})")

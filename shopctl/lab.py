@@ -3,18 +3,24 @@
 Each node is a container of the host engine running its own dockerd (docker-in-docker,
 image shopctl/swarm-node, built from Debian packages like the other base images), so the
 host engine's own swarm state is never touched. Node 1 is the swarm's manager, the others
-join it as workers. There is no registry: images are copied onto the nodes with
-`load_images` (docker save on the host, docker load on each node), the lab/CI mode.
+join it as workers. Images reach the nodes in one of two ways: copied onto them with
+`load_images` (docker save on the host, docker load on each node), the mode without a
+registry; or through the lab's registry (`lab_up(registry=True)`, shopctl.lab_registry),
+which every node's engine trusts without TLS (node_script).
 
 Contract:
 - `lab_up(nodes, name, progress)` makes the lab `name` exist with `nodes` nodes, all
   Ready in one swarm, and returns it. It is idempotent: running nodes are reused as they
   are (same containers), stopped ones restarted (their swarm membership is kept on their
-  volume), missing ones (and the node image) built. Asking for fewer nodes than the lab
-  has is refused (`lab_down` first). Calls for one name are serialised across processes.
+  volume), missing ones (and the node image) built; a node made with other engine flags
+  than this version's (a label holds their hash) is made again on its volume, keeping
+  its images and swarm membership. Asking for fewer nodes than the lab has is refused
+  (`lab_down` first). With `registry`, the lab's registry runs too; without, one that
+  exists is left as it is. Calls for one name are serialised across processes.
 - `lab_status(name)` is the lab as it is now, or None when nothing of it exists.
-- `lab_down(name, progress)` removes the nodes, their volumes and the network: nothing
-  labelled `io.shopctl.lab=<name>` is left. A no-op when there is no such lab.
+- `lab_down(name, progress)` removes the nodes, the registry, their volumes and the
+  network: nothing labelled `io.shopctl.lab=<name>` is left. A no-op when there is no
+  such lab.
 - `load_images(lab, images, progress)` puts each host image on every running node under
   the same name and id; a node that has that id already is skipped.
 Errors are ShopctlErrors: RuntimeUnavailable without a host engine (or debootstrap/root to
@@ -38,6 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from shopctl.errors import LabError, UsageError
+from shopctl.lab_registry import LabRegistry
 from shopctl.units import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -52,6 +59,7 @@ NODE_API_VERSION = "1.41"  # docker 20.10's, the nodes' engine
 LABEL_LAB = "io.shopctl.lab"  # on every container, volume and network: the lab's name
 LABEL_INDEX = "io.shopctl.lab.node"  # 1-based position; node 1 is the manager
 LABEL_ADDRESS = "io.shopctl.lab.address"  # fixed address on the lab network
+LABEL_CONFIG = "io.shopctl.lab.config"  # hash of the node container's definition
 
 ENGINE_TIMEOUT = 60.0  # s for a node's dockerd to answer (4-6 s measured for three)
 READY_TIMEOUT = 60.0  # s for every node to be Ready in the manager's node list
@@ -82,6 +90,7 @@ class Lab:
     network: str
     subnet: str
     nodes: tuple[LabNode, ...]
+    registry: LabRegistry | None = None  # the lab's registry, when it has one
 
     @property
     def manager(self) -> LabNode | None:
@@ -101,7 +110,8 @@ class Lab:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "network": self.network, "subnet": self.subnet,
                 "manager_host": self.manager_host, "ready": self.ready,
-                "nodes": [n.to_dict() for n in self.nodes]}
+                "nodes": [n.to_dict() for n in self.nodes],
+                "registry": self.registry.to_dict() if self.registry else None}
 
 
 @dataclass(frozen=True)
@@ -136,14 +146,17 @@ def node_address(subnet: str, index: int) -> str:
     return str(address)
 
 
-def node_script() -> str:
+def node_script(subnet: str) -> str:
     """The node's start-up, as `sh -c`. Without --privileged the cgroup v1 hierarchies
     are read-only bind mounts, so inner containers fail with "read-only file system" until
     each is remounted read-write (a plain remount says "busy"). A restarted node keeps
     the pid files of its previous run in /run, and dockerd refuses to start over them.
-    `--tls=false`: dockerd 20.10 on TCP without TLS otherwise sleeps 15 s at start."""
+    `--tls=false`: dockerd 20.10 on TCP without TLS otherwise sleeps 15 s at start.
+    `--insecure-registry` for the lab's own subnet: the nodes pull from the lab's
+    registry (`lab up --registry`) over plain HTTP on the lab network."""
     dockerd = ["dockerd", "--host=unix:///var/run/docker.sock",
-               f"--host=tcp://0.0.0.0:{ENGINE_PORT}", "--tls=false"]
+               f"--host=tcp://0.0.0.0:{ENGINE_PORT}", "--tls=false",
+               f"--insecure-registry={subnet}"]
     return "; ".join([
         "set -e",
         "for m in $(awk '$3 == \"cgroup\" || $3 == \"cgroup2\" {print $2}' /proc/mounts); "
@@ -153,8 +166,8 @@ def node_script() -> str:
     ])
 
 
-def node_command() -> list[str]:
-    return ["sh", "-c", node_script()]
+def node_command(subnet: str) -> list[str]:
+    return ["sh", "-c", node_script(subnet)]
 
 
 # What a node needs instead of --privileged, which fails here: the bounding set lacks
@@ -167,8 +180,9 @@ NODE_SECURITY_OPT = ("seccomp=unconfined", "apparmor=unconfined")
 NODE_SYSTEM_PATHS = {"MaskedPaths": [], "ReadonlyPaths": []}
 NODE_DEVICE_CGROUP_RULES = ("a *:* rwm",)  # inner containers make their own /dev nodes
 NODE_DEVICES = ("/dev/fuse:/dev/fuse:rwm",)  # for fuse-overlayfs, when overlay2 cannot
-# A task start with no registry otherwise first tries to pull from the public one.
-NODE_ENVIRONMENT = {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
+# Nothing: DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 would stop every pull of a task's
+# image, the registry mode's too. Loaded images are named by id, which no node pulls.
+NODE_ENVIRONMENT: dict[str, str] = {}
 
 
 def node_host_config(lab: str, index: int) -> dict[str, Any]:
@@ -185,8 +199,24 @@ def node_host_config(lab: str, index: int) -> dict[str, Any]:
     }
 
 
-def node_labels(lab: str, index: int, address: str) -> dict[str, str]:
-    return {LABEL_LAB: lab, LABEL_INDEX: str(index), LABEL_ADDRESS: address}
+def node_config_hash(lab: str, index: int, subnet: str) -> str:
+    """What the node container is made of (its command, environment and host config),
+    as a label: a node made by another version of these is outdated, and `lab up`
+    makes it again (keeping its volume, so its images and swarm membership stay)."""
+    from shopctl.fingerprint import data_hash
+
+    return data_hash({"command": node_command(subnet), "env": NODE_ENVIRONMENT,
+                      "host": node_host_config(lab, index), "paths": NODE_SYSTEM_PATHS})[:16]
+
+
+def node_labels(lab: str, index: int, address: str, subnet: str) -> dict[str, str]:
+    return {LABEL_LAB: lab, LABEL_INDEX: str(index), LABEL_ADDRESS: address,
+            LABEL_CONFIG: node_config_hash(lab, index, subnet)}
+
+
+def outdated(container_labels: dict[str, str], lab: str, index: int, subnet: str) -> bool:
+    """Whether a node container was made with other flags than this version's."""
+    return container_labels.get(LABEL_CONFIG) != node_config_hash(lab, index, subnet)
 
 
 # ---- the lab's life ---------------------------------------------------------------------
@@ -196,8 +226,12 @@ def lab_up(
     name: str = DEFAULT_NAME,
     progress: Progress = no_progress,
     client: docker.DockerClient | None = None,
+    registry: bool = False,
+    registry_port: int | None = None,
 ) -> Lab:
-    """Make the lab exist, every node running and Ready in one swarm (see the contract)."""
+    """Make the lab exist, every node running and Ready in one swarm (see the contract);
+    with `registry`, its registry too (shopctl.lab_registry), on loopback at
+    `registry_port` (default: the one it has, else 5000)."""
     from shopctl.docker_client import connect
     from shopctl.images.base import SWARM_NODE_IMAGE, ensure_image
     from shopctl.images.cache import file_lock
@@ -211,13 +245,21 @@ def lab_up(
             raise UsageError(
                 f"lab {name!r} has {len(existing)} nodes, more than the {nodes} asked for",
                 hint=f"`shopctl lab down` first to make it smaller, or ask for {len(existing)}")
-        image = None
-        if len(existing) < nodes:
-            image = ensure_image(client, SWARM_NODE_IMAGE, progress).image_id
         network, subnet = _ensure_network(client, name)
+        stale = {index for index, container in existing.items()
+                 if outdated(container.labels, name, index, subnet)}
+        image = None
+        if len(existing) < nodes or stale:
+            image = ensure_image(client, SWARM_NODE_IMAGE, progress).image_id
         _parallel(lambda index: _ensure_node(client, name, index, subnet, existing.get(index),
-                                             image, progress), range(1, nodes + 1))
+                                             image, progress, index in stale),
+                  range(1, nodes + 1))
         _form_swarm(client, name, subnet, nodes, progress)
+        if registry:
+            from shopctl.lab_registry import ensure_registry
+
+            ensure_registry(client, name, subnet, registry_port, progress,
+                            labels={LABEL_LAB: name}, config_label=LABEL_CONFIG)
         return _observe(client, name, network, subnet)
 
 
@@ -369,8 +411,9 @@ def _ensure_network(client: docker.DockerClient, name: str) -> tuple[str, str]:
 
 
 def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
-                 container, image: str | None, progress: Progress) -> None:
-    """Node `index` running with its engine answering: reused, restarted or created."""
+                 container, image: str | None, progress: Progress, stale: bool = False) -> None:
+    """Node `index` running with its engine answering: reused, restarted or created;
+    a `stale` one (made with other flags) is made again on its volume."""
     from shopctl.docker_client import docker_errors
 
     name = node_name(lab, index)
@@ -379,6 +422,13 @@ def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
         raise LabError(f"lab node {name} was made for another network than {lab}'s "
                        f"({container.labels.get(LABEL_ADDRESS)} is not in {subnet})",
                        hint=f"`shopctl lab down --name {lab}` and `up` again start afresh")
+    if container is not None and stale:
+        progress(name, "making it again (its engine's flags changed; images and swarm "
+                 "membership stay on its volume)")
+        with docker_errors(f"replacing lab node {name}"):
+            container.stop(timeout=10)
+            container.remove()
+        container = None
     reused = container is not None and container.status == "running"
     with docker_errors(f"starting lab node {name}"):
         if reused:
@@ -392,8 +442,9 @@ def _ensure_node(client: docker.DockerClient, lab: str, index: int, subnet: str,
             client.volumes.create(volume_name(lab, index), labels={LABEL_LAB: lab})
             api = client.api
             created = api.create_container(
-                image, command=node_command(), name=name, hostname=name,
-                environment=dict(NODE_ENVIRONMENT), labels=node_labels(lab, index, address),
+                image, command=node_command(subnet), name=name, hostname=name,
+                environment=dict(NODE_ENVIRONMENT),
+                labels=node_labels(lab, index, address, subnet),
                 host_config=api.create_host_config(**node_host_config(lab, index))
                 | NODE_SYSTEM_PATHS,
                 networking_config=api.create_networking_config(
@@ -411,6 +462,8 @@ def _wait_for_engine(container, host: str, name: str, timeout: float = ENGINE_TI
     import docker.errors
     import requests.exceptions
 
+    from shopctl.docker_client import log_tail
+
     deadline = time.monotonic() + timeout
     engine = _engine(host, timeout=3)
     try:
@@ -423,22 +476,13 @@ def _wait_for_engine(container, host: str, name: str, timeout: float = ENGINE_TI
             container.reload()
             if container.status not in ("running", "created"):
                 raise LabError(f"lab node {name} stopped before its engine answered "
-                               f"({container.status})", hint=_log_tail(container))
+                               f"({container.status})", hint=log_tail(container))
             if time.monotonic() > deadline:
                 raise LabError(f"lab node {name}'s engine did not answer on {host} within "
-                               f"{timeout:.0f}s", hint=_log_tail(container))
+                               f"{timeout:.0f}s", hint=log_tail(container))
             time.sleep(0.2)
     finally:
         engine.close()
-
-
-def _log_tail(container, lines: int = 15) -> str:
-    try:
-        text = container.logs(tail=lines).decode(errors="replace").strip()
-    except Exception:  # noqa: BLE001 - the tail is a courtesy; the error stands without it
-        text = ""
-    return f"last lines of its log (docker logs {container.name}):\n{text}" if text else (
-        f"its log is empty (docker logs {container.name})")
 
 
 def _form_swarm(client: docker.DockerClient, lab: str, subnet: str, nodes: int,
@@ -539,7 +583,10 @@ def _observe(client: docker.DockerClient, lab: str, network: str, subnet: str) -
                 role=role_of(index), state=c.status,
                 swarm=swarm.get(c.name, "absent" if swarm else "unknown"))
         for index, c in containers.items())
-    return Lab(name=lab, network=network, subnet=subnet, nodes=nodes)
+    from shopctl.lab_registry import observe_registry
+
+    return Lab(name=lab, network=network, subnet=subnet, nodes=nodes,
+               registry=observe_registry(client, lab, {LABEL_LAB: lab}))
 
 
 def _copy_image(client: docker.DockerClient, image: str, image_id: str,

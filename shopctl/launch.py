@@ -74,5 +74,10 @@ def launch_spec(
         "code": code_hash(config, service),
         "secrets": data_hash(secrets),  # a new secret restarts the service with it
         "base_image": config.infra.base_image if runtime == "docker" else None,
+        # Where the swarm's nodes get the image (loaded, or this registry) is what a
+        # service spec names: a change of it rolls the service. No key without a
+        # registry, so hashes made before registries existed stay the same.
+        **({"registry": config.infra.swarm.registry.model_dump(mode="json")}
+           if runtime == "swarm" and config.infra.swarm.registry else {}),
     })
     return LaunchSpec(service=service, env=env, config_hash=fingerprint[:16], secrets=secrets)

@@ -4,6 +4,9 @@ folder. Loaded from the root conftest.py.
     def test_x(lab):                      # a Lab, every node running and Ready
         docker.DockerClient(base_url=lab.manager_host).services.create(...)
 
+`swarm_lab` is that lab, or the one named in $SHOPCTL_SWARM_LAB (a lab of one's own,
+which no other session removes meanwhile), for the swarm runtime's tests.
+
 The lab is reused when present (a developer's, or one left by an earlier session) and
 removed at the end of the session only if this session created it, so a developer's lab
 survives the tests and CI pays for it once. Images reach the nodes with
@@ -11,6 +14,8 @@ survives the tests and CI pays for it once. Images reach the nodes with
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -30,3 +35,15 @@ def lab():
     finally:
         if existing is None:
             lab_down(DEFAULT_NAME)
+
+
+@pytest.fixture(scope="module")
+def swarm_lab(request):
+    """The shared lab, or the lab named in $SHOPCTL_SWARM_LAB, brought up and left
+    running."""
+    name = os.environ.get("SHOPCTL_SWARM_LAB")
+    if not name:
+        return request.getfixturevalue("lab")
+    from shopctl.lab import lab_up
+
+    return lab_up(nodes=LAB_NODES, name=name)

@@ -66,7 +66,8 @@ log = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200)]
 # The largest integer every JSON parser reads exactly (I-JSON, RFC 7493), well within
-# the ledger's SQLite INTEGER (64-bit): 90 trillion in major units.
+# the ledger's 64-bit column (SQLite INTEGER, PostgreSQL BIGINT): 90 trillion in major
+# units.
 MAX_AMOUNT_CENTS = 2**53 - 1
 OrderId = Annotated[str, Field(min_length=1, max_length=128)]
 

@@ -1,12 +1,20 @@
 """The PostgreSQL backend of db.Database: the ledger and provider state of every replica
 in the service's own database (db.py says what both backends guarantee).
 
-Connections: a small pool per process (at most POOL_SIZE, autocommit, transactions
-opened explicitly). A thread that holds a connection (an order lock) runs its
-transactions on it; other transactions take one for their duration. A pooled
-connection the server dropped (a PostgreSQL restart) is found out by the first
-statement of the next transaction, before anything was done on it, and replaced by a
-new one, so the first request after the server is back succeeds.
+Connections: a small pool per process (autocommit, transactions opened explicitly),
+with two budgets so that a request never waits for what it is itself holding up:
+    ORDER_SESSIONS     requests in an order lock, each on a connection of its own for
+                       its whole length (provider calls included); its transactions
+                       run on that connection
+    SHORT_CONNECTIONS  transactions outside an order lock: the provider's (run by the
+                       breaker's threads while a request waits for them), reads, /health
+A short connection is held for one transaction only, so requests waiting for their
+provider call always get one. At most ORDER_SESSIONS + SHORT_CONNECTIONS connections a
+process (30; three replicas stay within PostgreSQL's default max_connections of 100),
+IDLE_KEPT of them kept open between requests. A pooled connection the server dropped
+(a PostgreSQL restart) is found out by the first statement of the next transaction,
+before anything was done on it, and replaced by a new one, so the first request after
+the server is back succeeds. No free connection within POOL_WAIT_S: PoolExhausted.
 
 Locks, all advisory and in this service's database only, keyed (NAMESPACE, n):
     (NAMESPACE, 0)                   schema creation: replicas starting at once would
@@ -28,7 +36,9 @@ from db import OrderLocks
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-POOL_SIZE = 10
+ORDER_SESSIONS = 24
+SHORT_CONNECTIONS = 6
+IDLE_KEPT = 12
 POOL_WAIT_S = 10.0
 CONNECT_TIMEOUT_S = 5
 NAMESPACE = 0x5041_5900  # "PAY"
@@ -71,13 +81,14 @@ class PostgresDatabase:
         self._url = url
         self._idle: list[psycopg.Connection] = []
         self._idle_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(POOL_SIZE)
+        self._order_slots = threading.BoundedSemaphore(ORDER_SESSIONS)
+        self._short_slots = threading.BoundedSemaphore(SHORT_CONNECTIONS)
         self._local = threading.local()  # .conn: the connection this thread holds
         self._orders = OrderLocks()
 
     def init_schema(self, schema: str) -> None:
         """Create `schema` (idempotent statements), one creator at a time."""
-        with self._session("BEGIN") as conn:
+        with self._session(self._short_slots, "BEGIN") as conn:
             with _ending(conn):
                 conn.execute(_XACT_LOCK, (NAMESPACE, SCHEMA_LOCK))
                 for statement in filter(str.strip, schema.split(";")):
@@ -85,7 +96,7 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[_Connection]:
-        with self._session("BEGIN") as conn:
+        with self._session(self._short_slots, "BEGIN") as conn:
             with _ending(conn):
                 if write:
                     conn.execute(_XACT_LOCK, (NAMESPACE, WRITE_LOCK))
@@ -96,7 +107,7 @@ class PostgresDatabase:
         # This process's requests queue in Python first, so at most one connection per
         # order waits in PostgreSQL for another replica's.
         with self._orders.hold(order_id), \
-                self._session(_ORDER_LOCK, (NAMESPACE + 1, order_id)) as conn:
+                self._session(self._order_slots, _ORDER_LOCK, (NAMESPACE + 1, order_id)) as conn:
             try:
                 yield
             finally:
@@ -112,15 +123,16 @@ class PostgresDatabase:
             conn.close()
 
     @contextmanager
-    def _session(self, first: str, params: tuple = ()) -> Iterator[psycopg.Connection]:
+    def _session(self, slots: threading.BoundedSemaphore, first: str,
+                 params: tuple = ()) -> Iterator[psycopg.Connection]:
         """A connection with `first` run on it: the one this thread holds, else one of
-        the pool's, held by this thread for the block."""
+        the pool's within the budget `slots`, held by this thread for the block."""
         held = getattr(self._local, "conn", None)
         if held is not None:
             held.execute(first, params)
             yield held
             return
-        if not self._slots.acquire(timeout=POOL_WAIT_S):
+        if not slots.acquire(timeout=POOL_WAIT_S):
             raise PoolExhausted(f"no database connection free within {POOL_WAIT_S:.0f}s")
         conn = None
         try:
@@ -131,7 +143,7 @@ class PostgresDatabase:
             self._local.conn = None
             if conn is not None:
                 self._checkin(conn)
-            self._slots.release()
+            slots.release()
 
     def _checkout(self, first: str, params: tuple) -> psycopg.Connection:
         while True:
@@ -142,11 +154,12 @@ class PostgresDatabase:
             try:
                 conn.execute(first, params)
                 return conn
-            except psycopg.OperationalError:
-                if not conn.broken:
-                    conn.close()
+            except BaseException as exc:
+                dropped = isinstance(exc, psycopg.OperationalError) and conn.broken
+                conn.close()
+                if not dropped:
                     raise
-                conn.close()  # dropped by the server since its last use: the next one
+                # The server dropped it since its last use (a restart): the next one.
         conn = psycopg.connect(self._url, autocommit=True, row_factory=dict_row,
                                connect_timeout=CONNECT_TIMEOUT_S, application_name="payments",
                                keepalives=1, keepalives_idle=10, keepalives_interval=5,
@@ -159,11 +172,12 @@ class PostgresDatabase:
         return conn
 
     def _checkin(self, conn: psycopg.Connection) -> None:
-        if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
-            conn.close()
-            return
-        with self._idle_lock:
-            self._idle.append(conn)
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            with self._idle_lock:
+                if len(self._idle) < IDLE_KEPT:
+                    self._idle.append(conn)
+                    return
+        conn.close()
 
 
 @contextmanager

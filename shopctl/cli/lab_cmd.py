@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    help="A local Docker Swarm of docker-in-docker nodes to run and test on (no registry: "
-    "images are loaded onto each node).",
+    help="A local Docker Swarm of docker-in-docker nodes to run and test on; images are "
+    "loaded onto each node, or pushed to the lab's registry (`lab up --registry`).",
     no_args_is_help=True,
 )
 
@@ -21,6 +21,12 @@ def up(
     ctx: typer.Context,
     nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, help="Number of nodes.")] = 3,
     name: NameOption = "shopctl-lab",
+    registry: Annotated[bool, typer.Option(
+        "--registry", help="Also run the lab's registry (a container on the lab network, "
+        "published on 127.0.0.1) for infra.swarm.registry.")] = False,
+    registry_port: Annotated[int | None, typer.Option(
+        "--registry-port", min=1, max=65535,
+        help="The registry's port on 127.0.0.1 (default: the one it has, else 5000).")] = None,
     json: JsonOption = False,
 ) -> None:
     """Start the lab, or reuse it: node 1 the swarm manager, the others workers. The first
@@ -31,13 +37,26 @@ def up(
     from shopctl.lab import lab_up
 
     with LiveView("lab up", console.err(), verbose=app_context(ctx).verbose) as view:
-        lab = lab_up(nodes=nodes, name=name, progress=view)
+        lab = lab_up(nodes=nodes, name=name, progress=view,
+                     registry=registry or registry_port is not None,
+                     registry_port=registry_port)
     if json:
         console.print_json(lab.to_dict())
     else:
         _render(lab)
         console.out().print(f"use it: [bold]export DOCKER_HOST={lab.manager_host}[/]",
                             soft_wrap=True)
+        if lab.registry is not None:
+            _say_registry(lab)
+
+
+def _say_registry(lab) -> None:
+    from shopctl import console
+
+    reg = lab.registry
+    console.out().print(
+        f"registry ({reg.state}): in shop.yaml, [bold]infra.swarm.registry: "
+        f"{{push: {reg.push}, pull: {reg.pull}}}[/]", soft_wrap=True)
 
 
 @app.command("status")
@@ -54,6 +73,8 @@ def status(name: NameOption = "shopctl-lab", json: JsonOption = False) -> None:
         console.out().print(f"no lab {name!r}: `shopctl lab up` starts one")
     else:
         _render(lab)
+        if lab.registry is not None:
+            _say_registry(lab)
     if lab is None or not lab.ready:
         raise typer.Exit(1)
 

@@ -178,7 +178,9 @@ def status(
     worker = shop.worker()
     infra = shop.infra()
     if json:
+        images_mode = getattr(shop.runtime, "images_mode", None)  # the swarm's only
         console.print_json({"runtime": shop.runtime.name,
+                            **({"images": images_mode(shop.config)} if images_mode else {}),
                             **summarize(shop.config.project, rows).to_dict(),
                             "request_rate_from": rates_from,
                             "services": [r.to_dict() for r in rows],

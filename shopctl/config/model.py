@@ -226,6 +226,73 @@ class PostgresConfig(_Section):
     port: Port = 5432  # where shopctl (on the host) reaches it to provision the databases
 
 
+_REGISTRY_HOST = re.compile(
+    r"(?P<host>localhost|\[[0-9a-fA-F:]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::(?P<port>\d{1,5}))?")
+_REPOSITORY_PATH = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                              r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
+_REGISTRY_SHAPE = "a registry's HOST:PORT like 127.0.0.1:5000 or registry.example.com"
+
+
+def _registry_host(value: Any) -> str:
+    """HOST[:PORT] of a registry. The host needs a dot, a port or to be localhost: the
+    engine reads any other first path part as an account on Docker Hub."""
+    if not isinstance(value, str):
+        raise Invalid(f"expected {_REGISTRY_SHAPE}, found {show(value)}")
+    if "://" in value:
+        raise Invalid(f"expected {_REGISTRY_SHAPE}, found {show(value)}",
+                      f"write it without the scheme: '{value.split('://', 1)[1]}'")
+    found = _REGISTRY_HOST.fullmatch(value)
+    if found is None or (found["port"] and not 1 <= int(found["port"]) <= 65535):
+        raise Invalid(f"expected {_REGISTRY_SHAPE}, found {show(value)}")
+    if not found["port"] and "." not in found["host"] and found["host"] != "localhost" \
+            and not found["host"].startswith("["):
+        raise Invalid(f"expected {_REGISTRY_SHAPE}, found {show(value)}",
+                      "a name without a dot or a port is taken for a Docker Hub account: "
+                      f"add the port ('{value}:5000')")
+    return value
+
+
+def _repository_path(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str) and _REPOSITORY_PATH.fullmatch(value.strip("/")):
+        return value.strip("/")
+    raise Invalid("expected a repository path of lowercase letters, digits, '.', '_', '-' "
+                  f"and '/' like 'team/shop', found {show(value)}")
+
+
+RegistryHost = Annotated[str, PlainValidator(_registry_host)]
+OptionalRegistryHost = Annotated[
+    str | None, PlainValidator(lambda v: None if v is None else _registry_host(v))]
+
+
+class RegistryConfig(_Section):
+    """The registry the swarm's images go through (shopctl.swarm.images): the building
+    engine pushes to `push`, the nodes pull from `pull` (default: the same name), both
+    under `prefix`. Written as one string, HOST:PORT[/PREFIX] is both."""
+
+    push: RegistryHost
+    pull: OptionalRegistryHost = None
+    prefix: Annotated[str, PlainValidator(_repository_path)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """`registry: HOST:PORT/PREFIX` is `{push: HOST:PORT, prefix: PREFIX}`."""
+        if isinstance(data, str):
+            host, _, prefix = data.partition("/") if "://" not in data else (data, "", "")
+            return {"push": host, "prefix": prefix}
+        if not isinstance(data, dict):
+            raise Invalid(f"expected HOST:PORT[/PREFIX] or a mapping of push, pull and "
+                          f"prefix, found {show(data)}")
+        return data
+
+    @property
+    def pull_host(self) -> str:
+        return self.pull or self.push
+
+
 class SwarmConfig(_Section):
     """Where `--runtime swarm` runs the shop (see shopctl.runtime.swarm)."""
 
@@ -241,6 +308,9 @@ class SwarmConfig(_Section):
     address: Literal["node", "overlay"] = "node"
     # A rolling update starts each new task before it stops the old one, or after.
     update_order: Literal["start-first", "stop-first"] = "start-first"
+    # Where the nodes get the images: None, loaded into each node through node_port (the
+    # lab/CI mode); else pushed to this registry and run pinned by digest.
+    registry: RegistryConfig | None = None
 
 
 class InfraConfig(_Section):

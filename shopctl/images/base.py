@@ -38,6 +38,9 @@ from shopctl.images.postgres import POSTGRES_IMAGE, download_debs
 from shopctl.images.prometheus import DEFAULT_CONFIG as PROMETHEUS_DEFAULT_CONFIG
 from shopctl.images.prometheus import DOCKERFILE as _PROMETHEUS_DOCKERFILE
 from shopctl.images.prometheus import PROMETHEUS_IMAGE
+from shopctl.images.registry import CONFIG as _REGISTRY_CONFIG
+from shopctl.images.registry import DOCKERFILE as _REGISTRY_DOCKERFILE
+from shopctl.images.registry import REGISTRY_IMAGE
 from shopctl.images.tarball import ContextTar
 from shopctl.units import Progress, no_progress
 
@@ -270,26 +273,26 @@ def build_rabbitmq(client: docker.DockerClient, fingerprint: str, progress: Prog
 
 
 def build_prometheus(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
-    binary = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
-    if binary is None:
-        raise RuntimeUnavailable(
-            "no prometheus binary on this host to put in the Prometheus image",
-            hint="install it with `make system` (scripts/install-system.sh prometheus), or "
-            "set infra.prometheus.image to an image your registry provides (prom/prometheus)",
-        )
+    binary = _host_binary(
+        "prometheus", "the Prometheus image",
+        "install it with `make system` (scripts/install-system.sh prometheus), or set "
+        "infra.prometheus.image to an image your registry provides (prom/prometheus)")
     return _binary_on_python(client, PROMETHEUS_IMAGE, fingerprint, progress, binary, {
         "Dockerfile": _PROMETHEUS_DOCKERFILE, "prometheus.yml": PROMETHEUS_DEFAULT_CONFIG})
 
 
+def build_registry(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
+    binary = _host_binary(
+        "docker-registry", "the registry image",
+        "install it with `make system` (scripts/install-system.sh docker-registry)")
+    return _binary_on_python(client, REGISTRY_IMAGE, fingerprint, progress, binary, {
+        "Dockerfile": _REGISTRY_DOCKERFILE, "config.yml": _REGISTRY_CONFIG})
+
+
 def build_consul(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
-    binary = shutil.which("consul")
-    if binary is None:
-        raise RuntimeUnavailable(
-            "no consul binary on this host to put in the Consul image",
-            hint="install it with `make system` (scripts/install-system.sh consul)",
-        )
+    binary = _host_binary(
+        "consul", "the Consul image",
+        "install it with `make system` (scripts/install-system.sh consul)")
     return _binary_on_python(client, CONSUL_IMAGE, fingerprint, progress, binary,
                              {"Dockerfile": _CONSUL_DOCKERFILE})
 
@@ -318,6 +321,17 @@ def build_postgres(client: docker.DockerClient, fingerprint: str, progress: Prog
     return build_from_context(client, context.finish(), POSTGRES_IMAGE,
                               labels={LABEL_RECIPE: fingerprint}, subject=POSTGRES_IMAGE,
                               progress=progress)
+
+
+def _host_binary(name: str, image: str, hint: str) -> str:
+    """The host's `name` on the PATH or in /usr/bin (Debian's packages put it there; a
+    root shell's PATH may lack it), else RuntimeUnavailable with `hint`."""
+    binary = shutil.which(name) or (
+        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
+    if binary is None:
+        raise RuntimeUnavailable(f"no {name} binary on this host to put in {image}",
+                                 hint=hint)
+    return binary
 
 
 def _binary_on_python(client: docker.DockerClient, image: str, fingerprint: str,
@@ -366,6 +380,9 @@ RECIPES: dict[str, Recipe] = {
     ),
     POSTGRES_IMAGE: Recipe(
         build_postgres, _inputs(_POSTGRES_DOCKERFILE, _POSTGRES_PACKAGES, _PYTHON_RECIPE.inputs)
+    ),
+    REGISTRY_IMAGE: Recipe(
+        build_registry, _inputs(_REGISTRY_DOCKERFILE, _REGISTRY_CONFIG, _PYTHON_RECIPE.inputs)
     ),
     SWARM_NODE_IMAGE: Recipe(build_swarm_node, _inputs(_SWARM_NODE_PACKAGES, _SWARM_NODE_CHANGES)),
 }

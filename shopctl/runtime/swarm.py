@@ -22,7 +22,8 @@ of the new spec, and fails when the swarm rolled an update back. shopctl registe
 nothing itself on swarm: the registrar does, and deregisters what it registered.
 
 Images are built by the engine shopctl's environment names (DOCKER_HOST, else the local
-socket) and loaded into each node (shopctl.swarm.nodes); the swarm is the engine of
+socket) and reach the nodes as shopctl.swarm.images says: loaded into each node, or, with
+infra.swarm.registry, pushed there and run pinned by digest; the swarm is the engine of
 infra.swarm.host (else that same engine). The host reaches Consul and RabbitMQ at the
 manager's address; services are registered at their node's address and published port
 (infra.swarm.address: node), which the host reaches, so `shopctl saga run` works from
@@ -55,6 +56,7 @@ from shopctl.infra.docker import AMQP_PORT, CONSUL_PORT
 from shopctl.infra_names import CONSUL, PROMETHEUS, PROMSD, RABBITMQ
 from shopctl.plan import Action
 from shopctl.runtime.base import UnitLifecycle
+from shopctl.swarm import images as swarm_images
 from shopctl.swarm import nodes as swarm_nodes
 from shopctl.swarm import specs
 from shopctl.units import (
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
 
 POLL = 0.5
 READY_TIMEOUT = 120.0
+LABEL_IMAGE = "io.shopctl.image"  # a service's image by the name it was built as
 REGISTRAR_SCRIPT = "/run/shopctl/registrar.py"
 REGISTRAR_TOKEN = "/run/shopctl/consul-token"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -106,6 +109,8 @@ class SwarmRuntime(UnitLifecycle):
         self._manager: docker.DockerClient | None = None
         self._host = (config.infra.swarm.host if config is not None else None) or None
         self._images: dict[tuple[str, str], str] = {}
+        self._shipper: swarm_images.NodeLoader | swarm_images.RegistryPusher | None = None
+        self._refs: dict[str, str] = {}  # image -> the reference its services name
 
     # ---- engines ---------------------------------------------------------------------------
 
@@ -165,9 +170,7 @@ class SwarmRuntime(UnitLifecycle):
         units = self.infra_units(config)
         for image in dict.fromkeys(u.image for u in units):  # PostgreSQL's, when it runs
             ensure_image(self.builder, image, progress)
-        managers = [n for n in swarm_nodes.nodes(self.manager) if n.role == "manager"]
-        swarm_nodes.distribute(self.builder, [u.image for u in units], managers,
-                               config.infra.swarm.node_port, progress)
+        self._ship(config, [u.image for u in units], progress, managers_only=True)
         self._ensure_network(config.project)
         wanted = {unit.name for unit in units}
         for name in self.observe_units(config):
@@ -214,7 +217,9 @@ class SwarmRuntime(UnitLifecycle):
         name = specs.service_name(config.project, spec.name)
         with docker_errors(f"looking up image {spec.image}"):
             image_id = self.builder.images.get(spec.image).id
-        wanted = data_hash({"spec": spec.config_hash, "image": image_id})[:16]
+        ref = self._reference(config, spec.image, progress)  # the image's id when loaded
+        wanted = data_hash({"spec": spec.config_hash, "image": image_id}
+                           | ({"ref": ref} if ref not in (spec.image, image_id) else {}))[:16]
         found = self._service(name)
         if found is not None and found["Spec"]["Labels"].get(LABEL_HASH) == wanted:
             progress(spec.shown_as, "running")
@@ -223,8 +228,9 @@ class SwarmRuntime(UnitLifecycle):
                                     spec.files_owner, spec.files_mode)
             mounts = ({"Type": "bind", "Source": DOCKER_SOCKET, "Target": DOCKER_SOCKET},) \
                 if spec.name == specs.REGISTRAR else ()
-            body = specs.unit_service_spec(config, replace(spec, config_hash=wanted), secrets,
-                                           mounts=mounts)
+            body = specs.unit_service_spec(config, replace(spec, config_hash=wanted, image=ref),
+                                           secrets, mounts=mounts)
+            body["Labels"][LABEL_IMAGE] = spec.image
             progress(spec.shown_as, "updating the service" if found else
                      f"creating service {name} ({spec.image})")
             self._apply(body, found)
@@ -239,8 +245,9 @@ class SwarmRuntime(UnitLifecycle):
             progress(subject, "waiting for AMQP")
         elif spec.readiness is not None:
             progress(subject, spec.readiness.waiting)
-        deadline = time.monotonic() + READY_TIMEOUT
+        deadline, since = time.monotonic() + READY_TIMEOUT, time.time()
         while not self._unit_ready(config, spec, host):
+            self._check_pulls(config, spec.name, since)
             if time.monotonic() > deadline:
                 raise OperationFailed(
                     f"{spec.name} did not become ready on the swarm within {READY_TIMEOUT:.0f}s",
@@ -298,13 +305,12 @@ class SwarmRuntime(UnitLifecycle):
 
     def prepare(self, config: ShopConfig, services: list[str], progress: Progress = no_progress,
                 cancel: threading.Event | None = None) -> None:
-        """Build the images (on the building engine) and load them into every node."""
+        """Build the images (on the building engine) and get them to the nodes: loaded
+        into every node, or pushed to the registry (shopctl.swarm.images)."""
         built = build_service_images(config, services, progress, self.builder, cancel)
         for service, (tag, _hash) in built.items():
             self._images[(config.project, service)] = tag
-        swarm_nodes.distribute(self.builder, [tag for tag, _ in built.values()],
-                               swarm_nodes.nodes(self.manager), config.infra.swarm.node_port,
-                               progress)
+        self._ship(config, [tag for tag, _ in built.values()], progress)
 
     def apply_up(self, config: ShopConfig, registry, plan: Plan,
                  specs_by_instance: Mapping[str, LaunchSpec], progress: Progress,
@@ -366,7 +372,8 @@ class SwarmRuntime(UnitLifecycle):
         secrets = self._secrets(config, svc.name, [
             (f"{specs.SECRETS_DIR}/{key}", value.encode()) for key, value in spec.secrets.items()],
             (SERVICE_UID, SERVICE_GID), 0o400)
-        body = specs.service_spec(config, spec, tag, secrets)
+        body = specs.service_spec(config, spec, self._reference(config, tag, progress), secrets)
+        body["Labels"][LABEL_IMAGE] = tag
         progress(svc.name, f"rolling update to {tag}" if found else
                  f"creating service {name} ({svc.replicas} replicas)")
         self._apply(body, found)
@@ -380,7 +387,7 @@ class SwarmRuntime(UnitLifecycle):
         wanted = svc.replicas
         deadline = time.monotonic() + svc.health.start_period + timeout_extra \
             + 15 * svc.replicas
-        said = ""
+        said, since = "", time.time()
         while True:
             if cancel is not None and cancel.is_set():
                 from shopctl.errors import Cancelled
@@ -394,6 +401,7 @@ class SwarmRuntime(UnitLifecycle):
                     f"{update.get('Message', '')}",
                     hint=(self._task_errors(config, service) or "")
                     + f"\n`shopctl logs {service}` shows why; the old version still runs")
+            self._check_pulls(config, service, since, found)
             health = registry.health()
             passing = {name for name, entry in health.items()
                        if entry.service == service and entry.status == "passing"
@@ -507,9 +515,31 @@ class SwarmRuntime(UnitLifecycle):
                         progress(f"{volume.name}@{node.hostname}", "removing volume")
                         volume.remove(force=True)
         if images:
-            progress("images", "kept: the swarm runtime leaves images on the nodes")
+            progress("images", "kept: the swarm runtime leaves images on the nodes"
+                     + (" and in the registry" if config.infra.swarm.registry else ""))
+
+    def images_mode(self, config: ShopConfig) -> dict[str, str]:
+        """How the nodes get their images (for `status --json`)."""
+        return swarm_images.describe(config)
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _ship(self, config: ShopConfig, images: list[str], progress: Progress,
+              managers_only: bool = False) -> None:
+        if self._shipper is None:
+            builder, manager = self.builder, self.manager  # these take the lock themselves
+            with self._lock:
+                if self._shipper is None:
+                    self._shipper = swarm_images.distributor(config, builder, manager)
+        shipper = self._shipper
+        self._refs.update(shipper.ship(images, progress, managers_only=managers_only))
+
+    def _reference(self, config: ShopConfig, image: str, progress: Progress) -> str:
+        """What a service spec names for `image`: itself when loaded into the nodes, its
+        pinned reference in the registry (pushed now if this run has not yet)."""
+        if image not in self._refs:
+            self._ship(config, [image], progress)
+        return self._refs[image]
 
     def _apply(self, body: dict[str, Any], found: dict | None) -> None:
         api = self.manager.api
@@ -604,6 +634,19 @@ class SwarmRuntime(UnitLifecycle):
             out[task["ID"]] = f"{instance_name(unit, index)}@{node}"
         return out
 
+    def _check_pulls(self, config: ShopConfig, unit: str, since: float,
+                     found: dict | None = None) -> None:
+        """Fail at once when the nodes cannot get the unit's image (registry mode)."""
+        if config.infra.swarm.registry is None:
+            return
+        found = found or self._service(specs.service_name(config.project, unit))
+        if found is None:
+            return
+        image = found["Spec"]["TaskTemplate"]["ContainerSpec"].get("Image", "")
+        failure = swarm_images.pull_failure(self._tasks([found["ID"]]), image, since)
+        if failure is not None:
+            raise failure
+
     def _task_errors(self, config: ShopConfig, unit: str) -> str:
         """The swarm's word on the unit's failed tasks (newest first), for hints."""
         found = self._service(specs.service_name(config.project, unit))
@@ -668,11 +711,19 @@ def observe_tasks(config: ShopConfig, services: Mapping[str, dict], tasks: list[
             port=published.get(port) if published else port,
             host_port=published.get(port),
             started_at=parse_time(status.get("Timestamp", "")) if state == "running" else None,
-            restarts=failures, image=(container.get("Image") or "").split("@")[0] or None,
+            # REPOSITORY:TAG@DIGEST with a registry: what the task runs, exactly; the
+            # name the image was built as when loaded into the nodes (run by its id).
+            restarts=failures, image=_shown_image(container.get("Image") or "", labels),
             config_hash=(container.get("Labels") or {}).get(LABEL_HASH),
             exit_code=exit_code if state != "running" else None,
             crashes=failures, extra=extra, index=index)
     return out
+
+
+def _shown_image(image: str, labels: Mapping[str, str]) -> str | None:
+    if image.startswith("sha256:"):
+        return labels.get(LABEL_IMAGE) or image
+    return image or None
 
 
 def _overlay_address(task: dict, network: str) -> str | None:

@@ -66,6 +66,7 @@ class Endpoints:
 
 def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
     """Endpoints of the running shop: Consul's passing instances, else shop.yaml's ports."""
+    refuse_unreachable(config)
     declared = {name: [f"127.0.0.1:{svc.port}"] for name, svc in config.services.items()}
     lookup = None
     if config.infra.consul.enabled:
@@ -79,6 +80,27 @@ def discover(config: ShopConfig, consul_timeout: float = 2.0) -> Endpoints:
 
         amqp = uri(config, ProjectState(config.root).infra_host(), config.infra.rabbitmq.port)
     return Endpoints(declared, amqp, lookup)
+
+
+def refuse_unreachable(config: ShopConfig) -> None:
+    """Drivers run on this host (the CLI, the saga worker). A shop on a swarm whose tasks
+    are registered at their overlay addresses cannot be reached from here: say so once,
+    rather than let every step time out against addresses only the swarm routes."""
+    if config.infra.swarm.address != "overlay":
+        return
+    from shopctl.errors import UsageError
+    from shopctl.runtime.select import remembered
+    from shopctl.state import ProjectState
+
+    if remembered(ProjectState(config.root).dir) != "swarm":
+        return
+    raise UsageError(
+        "this shop runs on a swarm with `infra.swarm.address: overlay`: Consul lists its "
+        "instances at overlay addresses, which only callers inside the swarm reach, and "
+        "sagas are driven from this host",
+        hint="set `infra.swarm.address: node` in shop.yaml and run `shopctl up --runtime "
+             "swarm`: each task is then registered at its node's published port, which "
+             "this host reaches")
 
 
 def consul_lookup(registry):

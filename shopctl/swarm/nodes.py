@@ -3,8 +3,8 @@ built them, `docker load` into each node that lacks that exact image (by id; a n
 that has it is skipped, and layers it has are not written again by the engine).
 
 Each node's engine is reached at its swarm address on infra.swarm.node_port (the lab's
-nodes listen there without TLS). The nodes must not look up a registry for a task's
-image: their engines run with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 (the lab's do).
+nodes listen there without TLS). Services name a loaded image by its id, which no node
+looks up in a registry (shopctl.swarm.images).
 """
 
 from __future__ import annotations

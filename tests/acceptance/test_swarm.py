@@ -18,7 +18,6 @@ tests/lab.py), through the CLI as a user runs it (issue 16, items 1 and 3):
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -40,18 +39,6 @@ pytestmark = [pytest.mark.docker]
 
 SCALED = "payments"
 SKUS = ("SKU-MUG-001", "SKU-TEE-002")
-
-
-@pytest.fixture(scope="module")
-def swarm_lab(request):
-    """The shared lab (tests/lab.py), or the lab named in $SHOPCTL_SWARM_LAB, brought up
-    and left running: a lab of one's own, which no other session removes meanwhile."""
-    name = os.environ.get("SHOPCTL_SWARM_LAB")
-    if not name:
-        return request.getfixturevalue("lab")
-    from shopctl.lab import lab_up
-
-    return lab_up(nodes=3, name=name)
 
 
 @pytest.fixture(scope="module")

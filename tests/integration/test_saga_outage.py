@@ -3,6 +3,9 @@ stop_app) while 20 order sagas run, for 10 s, then for 90 s. After the short one
 is stuck; after the long one the sagas stuck by it are exactly those a worker pass picks
 up, and after both every saga ends consistent, checked through the services' own state
 (get_order over RPC, CheckStock over gRPC, GET /charges over HTTP).
+
+Both saga-log backends ride out the SAME outages: 20 sagas logged in SQLite and 20 in
+PostgreSQL run side by side, so the two minutes of outage are paid once, not per backend.
 """
 
 from __future__ import annotations
@@ -42,22 +45,24 @@ def broker_back():
     subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
 
 
-def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]:
-    """SAGAS sagas on their own threads; the broker goes away once they have started
-    and comes back `outage` seconds later. Returns the sagas as they ended."""
-    results: list = [None] * SAGAS
+def run_through_outage(endpoints, logs: dict[str, Path],
+                       outage: float) -> dict[str, list[L.SagaRecord]]:
+    """SAGAS sagas per saga log, each on its own thread; the broker goes away once they
+    have all started and comes back `outage` seconds later. Returns each log's sagas as
+    they ended."""
+    results = {backend: [None] * SAGAS for backend in logs}
     errors: list[BaseException] = []
-    started = threading.Barrier(SAGAS + 1)
+    started = threading.Barrier(SAGAS * len(logs) + 1)
 
-    def one(i: int) -> None:
+    def one(backend: str, i: int) -> None:
         try:
-            with open_engine(db, endpoints, live.PROTOS, publish_timeout=2,
+            with open_engine(logs[backend], endpoints, live.PROTOS, publish_timeout=2,
                              service_key=live.SERVICE_KEY) as engine:
                 started.wait(timeout=60)
                 time.sleep(i * 0.05)  # spread over the steps when the broker goes
                 saga, _ = engine.start("order", live.DEFINITION,
-                                       live.order_input(f"u-outage-{i}"))
-                results[i] = saga
+                                       live.order_input(f"u-outage-{backend}-{i}"))
+                results[backend][i] = saga
         except BaseException as exc:
             errors.append(exc)
 
@@ -69,7 +74,8 @@ def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]
         while not watching.wait(1.0):
             live.SUPERVISE[id(endpoints)]()
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(SAGAS)]
+    threads = [threading.Thread(target=one, args=(backend, i))
+               for backend in logs for i in range(SAGAS)]
     for thread in threads:
         thread.start()
     supervisor = threading.Thread(target=supervise, daemon=True)
@@ -84,7 +90,7 @@ def run_through_outage(endpoints, db: Path, outage: float) -> list[L.SagaRecord]
     watching.set()
     supervisor.join(timeout=10)
     assert not errors, errors
-    assert all(r is not None for r in results)
+    assert all(r is not None for sagas in results.values() for r in sagas)
     return results
 
 
@@ -103,50 +109,60 @@ def order_status(endpoints, oid) -> str:
             assert time.monotonic() < deadline, "orders never answered after the outage"
 
 
-def assert_consistent(endpoints, db: Path, sagas: list[L.SagaRecord], before, price: int):
+def assert_consistent(endpoints, logs: dict[str, Path],
+                      sagas: dict[str, list[L.SagaRecord]], before, price: int) -> int:
+    """Every saga of every log ended consistent; returns how many completed."""
     completed = 0
-    with open_log(db) as log:
-        for saga in sagas:
-            saga = log.get(saga.id)
-            oid = live.order_id_of(log, saga.id)
-            charged = live.net_charged(live.payment(endpoints, oid)) if oid else 0
-            status = order_status(endpoints, oid) if oid else None
-            if saga.status == L.COMPLETED:
-                completed += 1
-                assert (status, charged) == ("SHIPPED", price), saga.id
-            else:
-                assert saga.status == L.COMPENSATED, (saga.status, saga.error)
-                assert status in (None, "CANCELLED") and charged == 0, (saga.id, status)
+    for backend, db in logs.items():
+        with open_log(db) as log:
+            for saga in sagas[backend]:
+                saga = log.get(saga.id)
+                oid = live.order_id_of(log, saga.id)
+                charged = live.net_charged(live.payment(endpoints, oid)) if oid else 0
+                status = order_status(endpoints, oid) if oid else None
+                if saga.status == L.COMPLETED:
+                    completed += 1
+                    assert (status, charged) == ("SHIPPED", price), (backend, saga.id)
+                else:
+                    assert saga.status == L.COMPENSATED, (backend, saga.status, saga.error)
+                    assert status in (None, "CANCELLED") and charged == 0, (saga.id, status)
     # Each completed saga holds exactly one unit; the compensated ones none.
     assert live.stock(endpoints, SKU) == (before[0] - completed, before[1] + completed)
     return completed
 
 
-def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, saga_log_location, broker_back):
+@pytest.fixture
+def saga_logs(tmp_path, pg_server) -> dict[str, Path]:
+    """One saga log per backend (tests.saga_backends), side by side."""
+    return {"sqlite": tmp_path / "saga.db", "postgresql": pg_server.new_database()}
+
+
+def test_sagas_ride_out_a_short_and_a_long_broker_outage(shop, saga_logs, broker_back):
     import httpx
 
     price = httpx.get(f"{shop.base_url('catalog')}/products/{SKU}", timeout=5).json()[
         "price_cents"]
-    db = saga_log_location  # each backend: SQLite, PostgreSQL
 
     before = live.stock(shop, SKU)
-    short = run_through_outage(shop, db, outage=10)
-    statuses = {s.status for s in short}
-    assert L.STUCK not in statuses, [s.error for s in short if s.status == L.STUCK]
-    assert assert_consistent(shop, db, short, before, price) == SAGAS  # none had to give up
+    short = run_through_outage(shop, saga_logs, outage=10)
+    stuck = [s.error for sagas in short.values() for s in sagas if s.status == L.STUCK]
+    assert not stuck, stuck
+    # none had to give up
+    assert assert_consistent(shop, saga_logs, short, before, price) == SAGAS * len(saga_logs)
 
     before = live.stock(shop, SKU)
-    long = run_through_outage(shop, db, outage=90)
+    long = run_through_outage(shop, saga_logs, outage=90)
     # 90 s outlasts a step's 60 s deadline, and the nameko service itself takes a while
     # to reconnect: some sagas wait as stuck, each for a failure that may pass. The
-    # worker's pass picks exactly those up once the services answer again.
-    stuck = [s for s in long if s.status == L.STUCK]
-    with open_engine(db, shop, live.PROTOS, service_key=live.SERVICE_KEY) as engine:
-        assert {s.id for s in engine.outage_stuck(older_than=0)} == {s.id for s in stuck}
-        for saga in stuck:
-            assert "kept failing for" in saga.error, saga.error
-        live.SUPERVISE[id(shop)]()
-        order_status(shop, 1)  # wait until orders answers again (any answer will do)
-        _, retried = engine.sweep(retry_stuck_after=0)
-    assert {s.id for s in retried} == {s.id for s in stuck}
-    assert_consistent(shop, db, long, before, price)
+    # worker's pass over each log picks exactly those up once the services answer again.
+    live.SUPERVISE[id(shop)]()
+    order_status(shop, 1)  # wait until orders answers again (any answer will do)
+    for backend, db in saga_logs.items():
+        stuck = [s for s in long[backend] if s.status == L.STUCK]
+        with open_engine(db, shop, live.PROTOS, service_key=live.SERVICE_KEY) as engine:
+            assert {s.id for s in engine.outage_stuck(older_than=0)} == {s.id for s in stuck}
+            for saga in stuck:
+                assert "kept failing for" in saga.error, (backend, saga.error)
+            _, retried = engine.sweep(retry_stuck_after=0)
+        assert {s.id for s in retried} == {s.id for s in stuck}, backend
+    assert_consistent(shop, saga_logs, long, before, price)

@@ -92,6 +92,16 @@ def test_the_swarm_section_changes_no_services_hash(tmp_path):
     assert _spec(_config(tmp_path, "{host: 'tcp://10.9.9.9:2375'}")).config_hash == before
 
 
+def test_a_registry_is_in_the_swarm_services_hash_so_switching_modes_rolls_them(tmp_path):
+    loaded = _spec(_config(tmp_path)).config_hash
+    pushed = _spec(_config(tmp_path, "{registry: '127.0.0.1:5000'}")).config_hash
+    assert pushed != loaded
+    assert _spec(_config(tmp_path, "{registry: '127.0.0.1:5001'}")).config_hash != pushed
+    config = _config(tmp_path, "{registry: '127.0.0.1:5000'}")  # nothing changes on docker
+    assert launch_spec(config, "payments", ENDPOINTS, "jwt", "docker").config_hash == \
+        launch_spec(_config(tmp_path), "payments", ENDPOINTS, "jwt", "docker").config_hash
+
+
 def test_infra_units_run_on_a_manager_publishing_their_host_ports_there(tmp_path):
     config = _config(tmp_path)
     consul = docker_infra.consul(config)
@@ -214,7 +224,14 @@ def test_tasks_are_instances_by_slot_with_their_node(tmp_path):
     assert two.state == "running" and two.extra["node"] == "node-2" and two.index == 2
     assert (two.address, two.port, two.host_port) == ("172.30.0.3", 30002, 30002)
     assert two.restarts == 1 and two.config_hash == "h1"
-    assert two.image == "shopctl-sw/payments:abc"
+    # pinned by digest (registry mode): shown whole, it is what the task runs
+    assert two.image == "shopctl-sw/payments:abc@sha256:x"
+    # loaded into the nodes: run by id, shown by the name it was built as
+    for task in tasks:
+        task["Spec"]["ContainerSpec"]["Image"] = "sha256:" + "e" * 64
+    service["Spec"]["Labels"]["io.shopctl.image"] = "shopctl-sw/payments:abc"
+    assert observe_tasks(config, {"svc1": service}, tasks, hosts)["payments"].image == \
+        "shopctl-sw/payments:abc"
 
 
 def test_a_service_log_line_is_named_by_its_task_as_instance_at_node():
@@ -269,3 +286,51 @@ def test_instances_are_numbered_by_the_rank_of_the_slots_a_scale_down_kept(tmp_p
                   for sid, body in want.items()}
     register, deregister = registrar.reconcile(want, registered, "sw")
     assert len(register) == 3 and deregister == []
+
+
+def _ran_on(config, runtime: str) -> None:
+    from shopctl.runtime.select import remember
+    from shopctl.state import ProjectState
+
+    state = ProjectState(config.root)
+    state.dir.mkdir(parents=True, exist_ok=True)
+    remember(state.dir, runtime)
+
+
+def test_sagas_from_this_host_refuse_a_swarm_shop_registered_at_overlay_addresses(
+        tmp_path, capsys, monkeypatch):
+    """Drivers run on the host; with `address: overlay` Consul lists addresses only the
+    swarm routes, so `saga run` says so at once (exit 2, one message, no traceback)
+    instead of every step timing out."""
+    import pytest
+
+    from shopctl.cli import main
+    from shopctl.errors import UsageError
+    from shopctl.saga.endpoints import refuse_unreachable
+
+    config = _config(tmp_path, swarm="{address: overlay}")
+    refuse_unreachable(config)  # never brought up on a swarm: nothing to refuse
+    _ran_on(config, "swarm")
+    with pytest.raises(UsageError) as refused:
+        refuse_unreachable(config)
+    assert "infra.swarm.address: node" in refused.value.hint
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "400")
+    (tmp_path / "shop.yaml").write_text((tmp_path / "shop.yaml").read_text() + (
+        "sagas:\n  pay:\n    steps:\n      - {name: pay, call: payments.pay}\n"))
+    with pytest.raises(SystemExit) as info:
+        main(["-f", str(tmp_path / "shop.yaml"), "saga", "run", "pay"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "overlay addresses" in err and "infra.swarm.address: node" in err
+
+
+def test_node_addresses_and_other_runtimes_are_driven_from_this_host(tmp_path):
+    from shopctl.saga.endpoints import refuse_unreachable
+
+    _ran_on(_config(tmp_path, swarm="{address: node}"), "swarm")
+    refuse_unreachable(_config(tmp_path, swarm="{address: node}"))
+    overlay = _config(tmp_path, swarm="{address: overlay}")
+    _ran_on(overlay, "docker")  # the swarm section is not used off the swarm
+    refuse_unreachable(overlay)

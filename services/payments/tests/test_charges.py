@@ -105,3 +105,12 @@ def test_charges_survive_a_restart(make_client, post_charge):
 
     assert again.status_code == 200
     assert again.json() == first.json()
+
+
+def test_the_largest_amount_is_kept_exactly(client, post_charge):
+    largest = 2**53 - 1  # app.MAX_AMOUNT_CENTS: beyond a 32-bit column on any backend
+
+    resp = post_charge(client, "order-12", largest)
+
+    assert resp.status_code == 201
+    assert client.get("/charges/order-12").json()["charge"]["amount_cents"] == largest

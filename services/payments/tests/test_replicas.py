@@ -131,6 +131,24 @@ def test_concurrent_charges_of_one_order_on_both_replicas_charge_once(replicas, 
     assert [status for _, status in provider_ledger(database_url)] == ["captured"] * len(orders)
 
 
+def test_more_orders_at_once_than_the_pool_has_connections_all_charge(replicas,
+                                                                     database_url):
+    a, _ = replicas
+    # Each request holds its order's connection while its provider call takes 100 ms
+    # (calls go one at a time through the breaker: 3.2 s for the last one).
+    a.faults(latency_ms=100)
+    orders = [f"order-many-{i}" for i in range(32)]  # pgdb: 24 order sessions a process
+
+    with ThreadPoolExecutor(max_workers=len(orders)) as pool:
+        answers = list(pool.map(a.charge, orders))
+
+    # The provider's transactions have connections of their own: none timed out
+    # waiting for one while the requests held theirs.
+    assert [resp.status_code for resp in answers] == [201] * len(orders), \
+        {resp.text for resp in answers}
+    assert len(provider_ledger(database_url)) == len(orders)
+
+
 def test_a_refund_waits_for_the_charge_under_way_on_the_other_replica(replicas, database_url):
     a, b = replicas
     a.faults(latency_ms=1000)
