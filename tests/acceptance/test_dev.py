@@ -1,14 +1,18 @@
-"""`shopctl dev` on both runtimes, against real containers, processes and Consul.
+"""`shopctl dev` on both runtimes, against real containers, processes, RabbitMQ and Consul.
 
-A fresh project (`shopctl init`) with two scaffolded services of different kinds; the
-test edits the code the way a person does (a new route, a syntax error, its fix, an
-editor's swap file, a requirements line) and checks what the running shop does.
+A fresh project (`shopctl init`) with one scaffolded service of each kind (FastAPI,
+Flask, nameko, gRPC); the test edits the code the way a person does (what a handler
+returns, a syntax error and its fix, an editor's swap file, a requirements line, a new
+field in a .proto) and checks what the running shop does: the new answer is served by
+the same container (docker) or by the restarted process (local), Consul passes the
+service again, the other services never notice.
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -17,23 +21,32 @@ import time
 from pathlib import Path
 
 import docker
+import grpc
 import httpx
+import jwt
 import pytest
 
+from shopctl.config import load_config
+from shopctl.nameko_rpc import NamekoRpc
+from shopctl.saga.endpoints import discover
+from shopctl.saga.protos import ProtoSet
+from shopctl.state import ProjectState
 from shopctl.testing import wait_for
-from tests.acceptance.test_shop_roundtrip import shopctl_in
+from tests.acceptance.test_shop_roundtrip import consul_services, shopctl_in
 from tests.acceptance.test_wheel_project import fresh_ports
 
 pytestmark = [pytest.mark.consul, pytest.mark.rabbitmq]
 
-EDITED, OTHER = "menu-board", "front-desk"  # fastapi, flask
-ROUTE = '''
-    @app.get("/dev-mark")
-    def dev_mark() -> dict:
-        return {{"mark": {mark}}}
-
-    return app
-'''
+# One service of each kind; the file holding each one's greeting handler.
+SERVICES = {"menu-board": "fastapi", "front-desk": "flask", "till-roll": "nameko",
+            "price-tags": "grpc"}
+HANDLER_FILE = {"fastapi": "app.py", "flask": "app.py", "nameko": "service.py",
+                "grpc": "server.py"}
+EDITED = "menu-board"  # the one that also gets a syntax error
+REBUILT = "front-desk"  # the one whose requirements.txt changes
+GRPC = "price-tags"
+# Every kind's greeting handler returns f"{...greeting}, {who}"; an edit marks it.
+GREETING = re.compile(r"greeting\}(?: \(mark \d+\))?, ")
 
 
 @pytest.fixture(params=["docker", "local"])
@@ -41,7 +54,7 @@ def project(request, tmp_path):
     root = tmp_path / "kiosk"
     made = shopctl_in(tmp_path, "init", str(root), "--name", f"dv{int(time.time() * 1000) % 10**8}")
     assert made.returncode == 0, made.stderr
-    for name, kind in ((EDITED, "fastapi"), (OTHER, "flask")):
+    for name, kind in SERVICES.items():
         done = shopctl_in(root, "scaffold", "new-service", name, "--kind", kind)
         assert done.returncode == 0, done.stderr
     data = fresh_ports(root)
@@ -81,8 +94,51 @@ class Dev:
             return True
 
 
-def base_url(data, name: str) -> str:
-    return f"http://127.0.0.1:{data['services'][name]['port']}"
+class Shop:
+    """Asks each service of the running project its greeting, the way its kind is called."""
+
+    def __init__(self, root: Path, data: dict):
+        self.root, self.data = root, data
+        self.amqp = discover(load_config(root / "shop.yaml")).amqp
+        secret = ProjectState(root).jwt_secret()
+        self.bearer = {"Authorization": "Bearer " + jwt.encode(
+            {"sub": "7", "type": "access", "exp": int(time.time()) + 3600}, secret,
+            algorithm="HS256")}
+
+    def port(self, name: str) -> int:
+        return self.data["services"][name]["port"]
+
+    def greeting(self, name: str) -> str:
+        return self.hello(name)[0]
+
+    def hello(self, name: str) -> tuple[str, dict]:
+        """(the greeting, the whole answer) of `name`'s greeting handler."""
+        kind = SERVICES[name]
+        if kind in ("fastapi", "flask"):
+            answer = httpx.get(f"http://127.0.0.1:{self.port(name)}/hello", timeout=5,
+                               headers=self.bearer).json()
+            return answer["message"], answer
+        if kind == "nameko":
+            with NamekoRpc(self.amqp, timeout=10) as rpc:
+                answer = rpc.call(name, "hello", "dev")
+            return answer, {"message": answer}
+        # The .proto as it is now (a test may have changed it), compiled afresh.
+        method = ProtoSet(self.root / "protos").find("SayHello", name)
+        with grpc.insecure_channel(f"127.0.0.1:{self.port(name)}") as channel:
+            call = channel.unary_unary(method.full_name, method.input.SerializeToString,
+                                       method.output.FromString)
+            reply = call(method.input(name="dev"), timeout=5)
+        fields = {field.name: value for field, value in reply.ListFields()}
+        return reply.message, fields
+
+    def consul(self) -> dict[str, str]:
+        return consul_services(self.data["infra"]["consul"]["port"], self.data["project"],
+                               self.root)
+
+
+def expected(name: str, mark: int | None) -> str:
+    marked = "hello" if mark is None else f"hello (mark {mark})"
+    return f"{marked}, user 7" if SERVICES[name] in ("fastapi", "flask") else f"{marked}, dev"
 
 
 def instance_of(root: Path, runtime: str, project: str, name: str) -> str:
@@ -93,33 +149,62 @@ def instance_of(root: Path, runtime: str, project: str, name: str) -> str:
     return str(record["child_pid"])
 
 
-def add_route(root: Path, mark: int, broken: bool = False) -> None:
-    app = root / "services" / EDITED / "app.py"
-    text = app.read_text()
-    head = text[:text.rindex("\n    return app")]
-    if "/dev-mark" in head:
-        head = head[:head.index('\n\n    @app.get("/dev-mark")')]
-    app.write_text(head + "\n" + ROUTE.format(mark=mark) + ("    x = (\n" if broken else ""))
+def handler_file(root: Path, name: str) -> Path:
+    return root / "services" / name / HANDLER_FILE[SERVICES[name]]
 
 
-def test_a_saved_change_is_served_in_place_and_a_broken_one_is_reported(project):
+def mark_greeting(root: Path, name: str, mark: int, broken: bool = False) -> None:
+    """Change what `name`'s greeting handler returns (one line of its own file); with
+    `broken`, leave a syntax error at the end of the file too."""
+    path = handler_file(root, name)
+    text = path.read_text().replace("\n    x = (\n", "\n")
+    text, count = GREETING.subn(f"greeting}} (mark {mark}), ", text)
+    assert count == 1, f"the greeting handler of {name} was not found in {path}"
+    path.write_text(text + ("\n    x = (\n" if broken else ""))
+
+
+def add_proto_field(root: Path, name: str) -> None:
+    """A new field in the gRPC service's reply message and a handler that fills it, the
+    handler saved first (it runs on the old stubs until the new ones are built)."""
+    server = handler_file(root, name)
+    text = server.read_text()
+    old = "return pb2.SayHelloResponse(message="
+    assert text.count(old) == 1
+    server.write_text(text.replace(old, 'return pb2.SayHelloResponse(served_by="dev", message='))
+    proto = root / "protos" / f"{name}.proto"
+    text = proto.read_text()
+    old = "message SayHelloResponse {\n  string message = 1;\n"
+    assert old in text
+    proto.write_text(text.replace(old, old + "  string served_by = 2;\n"))
+
+
+def test_a_saved_change_is_served_in_place_for_every_kind_and_a_broken_one_is_reported(project):
     root, data, runtime = project
     dev = Dev(root, runtime)
     try:
-        assert dev.next(600)["event"] == "watching"
-        project_name = data["project"]
-        edited_before = instance_of(root, runtime, project_name, EDITED)
-        other_before = instance_of(root, runtime, project_name, OTHER)
+        assert dev.next(900)["event"] == "watching"
+        shop = Shop(root, data)
+        name_of_project = data["project"]
+        before = {name: instance_of(root, runtime, name_of_project, name) for name in SERVICES}
+        assert {name: shop.greeting(name) for name in SERVICES} == {
+            name: expected(name, None) for name in SERVICES}
 
-        add_route(root, 1)
-        event = dev.next()
-        assert (event["service"], event["ok"], event["how"], event["files"]) == (
-            EDITED, True, "restarted", ["app.py"])
-        assert httpx.get(f"{base_url(data, EDITED)}/dev-mark", timeout=5).json() == {"mark": 1}
-        if runtime == "docker":  # the same container took the code: no build, no recreate
-            assert instance_of(root, runtime, project_name, EDITED) == edited_before
+        for name in SERVICES:  # one handler of each kind, one after the other
+            mark_greeting(root, name, 1)
+            event = dev.next()
+            assert (event["service"], event["ok"], event["how"], event["files"]) == (
+                name, True, "restarted", [HANDLER_FILE[SERVICES[name]]]), event
+            assert shop.greeting(name) == expected(name, 1)
+            now = instance_of(root, runtime, name_of_project, name)
+            if runtime == "docker":  # the same container took the code: no build, no recreate
+                assert now == before[name], f"{name} was recreated"
+            else:  # the process that serves it was restarted on the project's files
+                assert now != before[name], f"{name} was not restarted"
+                before[name] = now
+            assert shop.consul()[name] == "passing"
+        assert set(shop.consul().values()) == {"passing"}
 
-        add_route(root, 2, broken=True)
+        mark_greeting(root, EDITED, 2, broken=True)
         event = dev.next()
         assert (event["service"], event["ok"]) == (EDITED, False)
         assert "crashed" in event["error"] or "stopped" in event["error"]
@@ -127,14 +212,17 @@ def test_a_saved_change_is_served_in_place_and_a_broken_one_is_reported(project)
         # and the followed logs show the crash, prefixed by the service
         wait_for(lambda: any(line["service"] == EDITED and "SyntaxError" in line["text"]
                              for line in list(dev.log_lines)), 10, "the crash in the logs")
-        # the other service never noticed
-        assert httpx.get(f"{base_url(data, OTHER)}/health", timeout=5).status_code == 200
-        assert instance_of(root, runtime, project_name, OTHER) == other_before
+        # the other services never noticed
+        for name in SERVICES:
+            if name != EDITED:
+                assert shop.greeting(name) == expected(name, 1)
+                assert instance_of(root, runtime, name_of_project, name) == before[name]
 
-        add_route(root, 3)  # the next good save recovers it
+        mark_greeting(root, EDITED, 3)  # the next good save recovers it
         event = dev.next()
         assert (event["service"], event["ok"]) == (EDITED, True), event
-        assert httpx.get(f"{base_url(data, EDITED)}/dev-mark", timeout=5).json() == {"mark": 3}
+        assert shop.greeting(EDITED) == expected(EDITED, 3)
+        assert shop.consul()[EDITED] == "passing"
 
         service = root / "services" / EDITED
         (service / ".app.py.swp").write_bytes(b"vim swap")  # an editor's files: no reload
@@ -143,10 +231,22 @@ def test_a_saved_change_is_served_in_place_and_a_broken_one_is_reported(project)
         (service / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
         assert dev.quiet_for(2.0)
 
-        with open(root / "services" / OTHER / "requirements.txt", "a") as reqs:
+        # A new field in a .proto: the stubs are built anew (through `up`), and the
+        # handler that fills it serves it.
+        add_proto_field(root, GRPC)
+        event = dev.next(600)
+        while event["how"] != "rebuilt":  # the handler alone first, if saved apart
+            assert (event["service"], event["ok"]) == (GRPC, True), event
+            event = dev.next(600)
+        assert (event["service"], event["ok"]) == (GRPC, True), event
+        assert f"protos/{GRPC}.proto" in event["files"]
+        assert shop.hello(GRPC)[1] == {"message": expected(GRPC, 1), "served_by": "dev"}
+        assert shop.consul()[GRPC] == "passing"
+
+        with open(root / "services" / REBUILT / "requirements.txt", "a") as reqs:
             reqs.write("# pinned by the dev test\n")
         event = dev.next(600)
-        assert (event["service"], event["how"], event["ok"]) == (OTHER, "rebuilt", True), event
+        assert (event["service"], event["how"], event["ok"]) == (REBUILT, "rebuilt", True), event
     finally:
         dev.process.send_signal(signal.SIGINT)
         out, err = dev.process.communicate(timeout=30)
@@ -158,11 +258,15 @@ def test_a_saved_change_is_served_in_place_and_a_broken_one_is_reported(project)
     up = shopctl_in(root, "up", "--runtime", runtime, "--json")
     assert up.returncode == 0, up.stderr[-2000:]
     actions = {step["service"]: step["action"] for step in json.loads(up.stdout)["plan"]}
-    # docker: the container holds code its image lacks, so up rebuilds and replaces it;
-    # local: the process already runs the files on disk.
-    assert actions[EDITED] == ("recreate" if runtime == "docker" else "noop")
-    assert actions[OTHER] == "noop"
-    assert httpx.get(f"{base_url(data, EDITED)}/dev-mark", timeout=5).json() == {"mark": 3}
+    # docker: a container that holds code its image lacks is rebuilt and replaced; one
+    # that went through `up` under dev (a .proto, a requirements line) is up to date.
+    # local: each process already runs the files on disk.
+    in_place = "recreate" if runtime == "docker" else "noop"
+    assert actions == {EDITED: in_place, "till-roll": in_place, GRPC: "noop",
+                       REBUILT: "noop"}
+    assert {name: shop.greeting(name) for name in SERVICES} == {
+        name: expected(name, 3 if name == EDITED else 1) for name in SERVICES}
+    assert set(shop.consul().values()) == {"passing"}
 
 
 def test_dev_of_a_shop_without_services_says_how_to_add_one(tmp_path):
