@@ -187,12 +187,10 @@ def mark_greeting(service_dir: Path, kind: str, mark: int, broken: bool = False)
 def user_token(root: Path, user: str = USER, ttl: int = 3600) -> str:
     """An access token for `user` as the project's HTTP services verify one (HS256 with
     the project's token secret)."""
-    import time as clock
-
     from shopctl.service_auth import sign
     from shopctl.state import ProjectState
 
-    now = int(clock.time())
+    now = int(time.time())
     return sign(ProjectState(root).jwt_secret(),
                 {"sub": user, "type": "access", "iat": now, "exp": now + ttl})
 
