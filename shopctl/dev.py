@@ -12,9 +12,10 @@ A batch of changes (debounced) is sorted per service:
   from them changed (dependency layer, stubs), so the service goes through `up`, which
   rebuilds and replaces it.
 Either way the reload ends when the instance passes its check (the same check Consul
-runs) and Consul passes it; a crash at start or a failing check ends it as failed, with
-the end of the service's log. Other services are never touched. The next good save
-recovers a broken service.
+runs) and Consul passes it (a Consul that saw the restart is asked to check it every
+second until it passes, not once an interval); a crash at start or a failing check
+ends it as failed, with the end of the service's log. Other services are never
+touched. The next good save recovers a broken service.
 
 A container that holds synced code keeps the label hash of its image's code, so the
 next `shopctl up` sees the code changed and rebuilds and replaces it: image and code
@@ -182,7 +183,6 @@ class DevLoop:
                       () if ok else self._tail(service))
 
     def _await_healthy(self, instance: str, state) -> tuple[bool, str | None]:
-        from shopctl import consul_acl
         from shopctl.registry import probe
 
         svc = self.config.services[state.service]
@@ -204,17 +204,38 @@ class DevLoop:
             time.sleep(0.05)
         if not self.config.infra.consul.enabled:
             return True, None
+        return self._await_consul(instance, state, now)
+
+    def _await_consul(self, instance: str, state, now) -> tuple[bool, str | None]:
+        """Until Consul passes the instance, which answers its check (`now`; `state`:
+        as the reload left it). Consul runs its check on its own schedule: one that
+        caught the process down while it restarted would pass it again only a whole
+        interval later (5 s by default), so the instance is checked at most
+        FIRST_CHECK_INTERVAL apart until Consul passes it, then at its own interval
+        again, as `up` does for a new instance."""
+        from shopctl import consul_acl
+        from shopctl.orchestrate import register_instance
+
+        svc = self.config.services[state.service]
         registry = consul_acl.registry(self.config)
-        if now.address != state.address or now.port != state.port:
-            registry.register(svc, now, runtime.name,
-                              token=consul_acl.service_token(self.config, svc.name))
+        runtime = self.shop.runtime.name
+        moved = now.address != state.address or now.port != state.port
+        passed = self._consul_passes(registry, instance)
+        short = False
+        if moved or not passed:
+            short = register_instance(self.config, registry, runtime, now, first=not passed)
         limit = time.monotonic() + CONSUL_GRACE + svc.health.interval
-        while time.monotonic() < limit:
-            health = registry.health().get(instance)
-            if health is not None and health.status == "passing":
-                return True, None
+        while not passed and time.monotonic() < limit:
             time.sleep(0.1)
-        return False, "it answers, but Consul does not pass it"
+            passed = self._consul_passes(registry, instance)
+        if short:
+            register_instance(self.config, registry, runtime, now, first=False)
+        return (True, None) if passed else (False, "it answers, but Consul does not pass it")
+
+    @staticmethod
+    def _consul_passes(registry, instance: str) -> bool:
+        health = registry.health().get(instance)
+        return health is not None and health.status == "passing"
 
     def _tail(self, service: str) -> tuple[str, ...]:
         try:

@@ -278,6 +278,21 @@ def apply_up(
     return dict(gate.health)
 
 
+def register_instance(config: ShopConfig, registry, runtime: str, state: ServiceState,
+                      first: bool) -> bool:
+    """Register one instance in Consul with its service's check, under the service's own
+    token. With `first` (Consul has not passed this instance yet), the check runs at
+    most FIRST_CHECK_INTERVAL apart, so Consul's verdict comes within about a second
+    whatever the service's interval; register it again without `first` once Consul
+    passes it. Returns whether it got the short interval."""
+    svc = config.services[state.service]
+    short = first and svc.health.interval > FIRST_CHECK_INTERVAL
+    if short:
+        svc = svc.model_copy(update={"health": svc.health.model_copy(
+            update={"interval": FIRST_CHECK_INTERVAL})})
+    registry.register(svc, state, runtime, token=service_token(config, svc.name))
+    return short
+
 class _UpGate:
     """`up`'s hooks into the scheduler: when an instance is healthy, and when it failed.
 
@@ -366,15 +381,10 @@ class _UpGate:
             self.scheduler.report(name, "registered, waiting for checks")
 
     def _send(self, name: str, state: ServiceState, first: bool) -> None:
-        svc = self.config.services[state.service]
-        if first and svc.health.interval > FIRST_CHECK_INTERVAL:
-            svc = svc.model_copy(update={"health": svc.health.model_copy(
-                update={"interval": FIRST_CHECK_INTERVAL})})
+        if register_instance(self.config, self.registry, self.runtime.name, state, first):
             self.first_checks.add(name)
         else:
             self.first_checks.discard(name)
-        self.registry.register(svc, state, self.runtime.name,
-                               token=service_token(self.config, svc.name))
 
     def _others(self, failed: list[str]) -> dict[str, str]:
         """What each other planned instance was doing when `up` gave up: "healthy",

@@ -52,6 +52,11 @@ def mint(key: str, audience: str, scope: str | Iterable[str], *, issuer: str = I
     claims = {"type": "service", "iss": issuer, "aud": audience,
               "scope": [scope] if isinstance(scope, str) else list(scope),
               "iat": issued, "exp": issued + int(ttl), "jti": uuid.uuid4().hex}
+    return sign(key, claims)
+
+
+def sign(key: str, claims: dict) -> str:
+    """`claims` as an HS256 JWT signed with `key`."""
     signed = _JWT_HEADER + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
     signature = hmac.new(key.encode(), signed, hashlib.sha256).digest()
     return (signed + b"." + _b64(signature)).decode()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from shopctl.testing import consul_headers, copy_demo_shop
+from shopctl.testing import consul_services, copy_demo_shop
 from tests.acceptance.conftest import REPO, run_shopctl
 
 # The demo shop's services, as its shop.yaml declares them.
@@ -34,24 +34,6 @@ def make_project(tmp_path: Path) -> tuple[Path, dict]:
 
 def shopctl_in(project: Path, *args: str, timeout: float = 600):
     return run_shopctl(*args, cwd=project, timeout=timeout)
-
-
-def consul_services(port: int, project: str, root: Path) -> dict[str, str]:
-    """{service: aggregated status} of the project's services, straight from Consul
-    (with the project's management token: its Consul denies anonymous reads)."""
-    base = f"http://127.0.0.1:{port}"
-    headers = consul_headers(root)
-    names = httpx.get(f"{base}/v1/catalog/services", headers=headers, timeout=5).json()
-    out = {}
-    for name in names:
-        for entry in httpx.get(f"{base}/v1/health/service/{name}", headers=headers,
-                               timeout=5).json():
-            if entry["Service"].get("Meta", {}).get("project") != project:
-                continue
-            statuses = {c["Status"] for c in entry["Checks"]}
-            out[name] = "passing" if statuses == {"passing"} else (
-                "critical" if "critical" in statuses else "warning")
-    return out
 
 
 def status_json(project: Path) -> tuple[int, dict]:

@@ -18,12 +18,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from shopctl.config import load_config
-from shopctl.testing import free_ports, wait_for
+from shopctl.testing import consul_services, fresh_ports, wait_for
 from tests.acceptance.conftest import run_wheel
-from tests.acceptance.test_shop_roundtrip import assert_nothing_left, consul_services
+from tests.acceptance.test_shop_roundtrip import assert_nothing_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.consul, pytest.mark.rabbitmq]
 
@@ -34,22 +33,6 @@ KINDS = {"flask": "front-desk", "fastapi": "parcel-api", "nameko": "dispatch",
 def site_packages(venv: Path) -> Path:
     (found,) = (venv / "lib").glob("python3*/site-packages")
     return found
-
-
-def fresh_ports(root: Path) -> dict:
-    """Point the project's infra and services at free ports (other shops may run here),
-    with 1s health intervals; returns the shop.yaml data."""
-    data = yaml.safe_load((root / "shop.yaml").read_text())
-    ports = iter(free_ports(2 + 2 * len(data.get("services") or {})))
-    data["infra"]["consul"]["port"] = next(ports)
-    data["infra"]["rabbitmq"]["port"] = next(ports)
-    for svc in (data.get("services") or {}).values():
-        svc["port"] = next(ports)
-        if "metrics_port" in svc:
-            svc["metrics_port"] = next(ports)
-        svc.setdefault("health", {})["interval"] = "1s"
-    (root / "shop.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return data
 
 
 @pytest.fixture
