@@ -3,7 +3,7 @@
 Why: the instances of a replicated service share nothing but what their runtime shares.
 On docker and local they share the service's data volume (folder), so a SQLite file
 there is state they all see; on a swarm each task has its node's own /data, so state
-every instance must see (an idempotency record, a charge) belongs in a database.
+every instance must see (an idempotency record, a counter) belongs in a database.
 
 A service declares `database: postgresql` in shop.yaml: "I can keep my state in a
 PostgreSQL database of my own". When the project's PostgreSQL runs (see `enabled`),

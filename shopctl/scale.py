@@ -33,7 +33,7 @@ class ScaleChange:
 
 
 def parse_assignments(config: ShopConfig, pairs: list[str]) -> dict[str, int]:
-    """["payments=3", ...] -> {"payments": 3}; unknown services and bad counts are
+    """["shipping=3", ...] -> {"shipping": 3}; unknown services and bad counts are
     usage errors naming the pair."""
     if not pairs:
         raise UsageError("name at least one SERVICE=N", hint="e.g. `shopctl scale web=3`")
