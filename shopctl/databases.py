@@ -56,11 +56,18 @@ def enabled(config: ShopConfig, runtime: str) -> bool:
     return bool(setting)
 
 
+# Names a role or database may not take: PostgreSQL's own roles and databases, and the
+# words its GRANT/REVOKE read as special roles.
+_TAKEN = frozenset({"public", "none", "user", "current_user", "session_user",
+                    "current_role", "postgres", "template0", "template1"})
+
+
 def role_name(service: str) -> str:
     """The role and database of a service: its name with "_" for "-" (an identifier
-    that needs no quoting). PostgreSQL keeps names starting with pg_ to itself."""
+    that needs no quoting). PostgreSQL keeps names starting with pg_ and a few others
+    (`_TAKEN`) to itself: those get an `s_` in front."""
     name = service.replace("-", "_")
-    return f"s_{name}" if name.startswith("pg_") else name
+    return f"s_{name}" if name.startswith("pg_") or name in _TAKEN else name
 
 
 def superuser_password(config: ShopConfig) -> str:

@@ -65,6 +65,9 @@ def test_a_typo_in_the_database_gets_a_did_you_mean(tmp_path):
 def test_roles_are_identifiers_that_need_no_quoting_and_never_pg_(tmp_path):
     assert databases.role_name("order-history") == "order_history"
     assert databases.role_name("pg-cache") == "s_pg_cache"
+    # names PostgreSQL keeps for itself or reads as special roles in GRANT/REVOKE
+    for taken in ("public", "none", "template1", "current-user"):
+        assert databases.role_name(taken) == "s_" + taken.replace("-", "_")
     assert "_" in databases.SUPERUSER  # no service name has one: no role meets it
 
 
