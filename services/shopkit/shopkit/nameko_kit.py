@@ -16,6 +16,9 @@ The key is $SHOP_SECRETS_DIR/service_key (or SHOP_SERVICE_KEY); the audience is 
 container config's SHOP_SERVICE, else the service class's `name`. A service without a
 key fails at start.
 
+Importing this module also makes nameko's queue consumers notice a stop within
+`STOP_POLL` seconds (see `quick_stop_consume`).
+
 Imported by nameko services only (it needs nameko; the kit itself does not).
 """
 
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import logging
 
+from kombu.mixins import ConsumerMixin
 from nameko.constants import HEADER_PREFIX
+from nameko.messaging import QueueConsumer
 from nameko.rpc import Rpc
 
 from shopkit.service_auth import CONTEXT_KEY, Guard, Refused
@@ -61,3 +66,19 @@ class ServiceRpc(Rpc):
 
 
 service_rpc = ServiceRpc.decorator
+
+# How long a queue consumer waits for the broker before it looks at its stop flag again.
+# kombu's default is 1 s, and nameko's QueueConsumer needs two such turns to stop (one
+# to cancel its consumers, one to see none left): a SIGTERM took 1.3-2.5 s to stop a
+# nameko service, most of a `shopctl dev` reload. 0.1 s costs ten idle wake-ups a second;
+# py-amqp keeps a frame that a timeout cut in two, so nothing is lost between turns.
+STOP_POLL = 0.1
+
+
+def quick_stop_consume(self, *args, safety_interval: float = STOP_POLL, **kwargs):
+    """kombu's ConsumerMixin.consume, waiting `STOP_POLL` seconds per turn."""
+    return ConsumerMixin.consume(self, *args, safety_interval=safety_interval, **kwargs)
+
+
+if QueueConsumer.consume is ConsumerMixin.consume:  # nameko 2.x: not overridden
+    QueueConsumer.consume = quick_stop_consume
