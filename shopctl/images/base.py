@@ -42,6 +42,7 @@ from shopctl.images.registry import CONFIG as _REGISTRY_CONFIG
 from shopctl.images.registry import DOCKERFILE as _REGISTRY_DOCKERFILE
 from shopctl.images.registry import REGISTRY_IMAGE
 from shopctl.images.tarball import ContextTar
+from shopctl.infra import rabbitmq_boot
 from shopctl.units import Progress, no_progress
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
 PYTHON_IMAGE = "shopctl/python:3.11"
 CONSUL_IMAGE = "shopctl/consul:1.8"
 RABBITMQ_IMAGE = "shopctl/rabbitmq:3.10"
-RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the RabbitMQ image's command
+# The RabbitMQ image's command: Debian's script behind a wrapper that preloads modules.
+RABBITMQ_SERVER = rabbitmq_boot.IMAGE_SERVER
 # A Docker engine in a container, one per node of the lab swarm (shopctl.lab). Tagged with
 # the version of bookworm's docker.io it carries.
 SWARM_NODE_IMAGE = "shopctl/swarm-node:20.10"
@@ -252,7 +254,8 @@ _RABBITMQ_CHANGES = [
     "WORKDIR /var/lib/rabbitmq",
     "EXPOSE 5672",
     # The Debian wrapper in /usr/sbin sends the broker's output to a file; the real
-    # script keeps it in the foreground, logging to stdout (docker logs).
+    # script keeps it in the foreground, logging to stdout (docker logs). Ours runs that
+    # script with the module preload (shopctl.infra.rabbitmq_boot).
     f'CMD ["{RABBITMQ_SERVER}"]',
 ]
 
@@ -260,6 +263,12 @@ _RABBITMQ_CHANGES = [
 def build_rabbitmq(client: docker.DockerClient, fingerprint: str, progress: Progress) -> str:
     def configure(root: Path) -> None:
         (root / "etc/rabbitmq/rabbitmq.conf").write_text(_RABBITMQ_CONF)
+        own = root / rabbitmq_boot.IMAGE_DIR.lstrip("/")
+        own.mkdir(parents=True, exist_ok=True)
+        (root / rabbitmq_boot.IMAGE_PRELOAD.lstrip("/")).write_text(rabbitmq_boot.PRELOAD)
+        server = root / rabbitmq_boot.IMAGE_SERVER.lstrip("/")
+        server.write_text(rabbitmq_boot.IMAGE_WRAPPER)
+        server.chmod(0o755)
 
     return _from_debian(
         client,
@@ -373,7 +382,8 @@ RECIPES: dict[str, Recipe] = {
     # The consul image is FROM the python one, so it changes when that recipe does.
     CONSUL_IMAGE: Recipe(build_consul, _inputs(_CONSUL_DOCKERFILE, _PYTHON_RECIPE.inputs)),
     RABBITMQ_IMAGE: Recipe(
-        build_rabbitmq, _inputs(_RABBITMQ_PACKAGES, _RABBITMQ_CHANGES, _RABBITMQ_CONF)
+        build_rabbitmq, _inputs(_RABBITMQ_PACKAGES, _RABBITMQ_CHANGES, _RABBITMQ_CONF,
+                                rabbitmq_boot.PRELOAD, rabbitmq_boot.IMAGE_WRAPPER)
     ),
     PROMETHEUS_IMAGE: Recipe(
         build_prometheus, _inputs(_PROMETHEUS_DOCKERFILE, _PYTHON_RECIPE.inputs)

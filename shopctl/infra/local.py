@@ -20,6 +20,7 @@ from shopctl import broker, consul_acl, databases
 from shopctl.errors import RuntimeUnavailable
 from shopctl.fingerprint import data_hash
 from shopctl.infra import postgres as pg
+from shopctl.infra import rabbitmq_boot
 from shopctl.infra_names import CONSUL, POSTGRES, RABBITMQ
 from shopctl.prom import local as prom_local
 from shopctl.state import ProjectState
@@ -130,7 +131,9 @@ def rabbitmq(config: ShopConfig, ps: ProjectState, options: Options) -> UnitSpec
     return UnitSpec(
         name=RABBITMQ, role="infra", argv=(binary,), env=env,
         dirs=(str(data), *(str(data / sub) for sub in ("mnesia", "log", "home"))),
-        files={str(data): {"enabled_plugins": b"[].\n"}}, files_mode=0o600,
+        files={str(data): {"enabled_plugins": b"[].\n",
+                           PRELOAD_FILE: rabbitmq_boot.PRELOAD.encode()}},
+        files_mode=0o600,
         ports=(PortSpec(port, setting="infra.rabbitmq.port", env_var="SHOP_AMQP_PORT"),),
         readiness=Readiness("amqp-login", port, login=login,
                             refused=broker.guest_uri(HOST, port),
@@ -265,10 +268,15 @@ def rabbitmqctl_binary(own: bool = True) -> str:
     return found
 
 
+PRELOAD_FILE = "preload.erl"  # in the broker's data folder (shopctl.infra.rabbitmq_boot)
+
+
 def rabbitmq_env(project: str, port: int, dist_port: int, data: Path) -> dict[str, str]:
     """A broker node of our own: own name, ports, database, cookie and plugin list, so it
-    neither meets the machine's broker nor reads or writes /var/lib/rabbitmq. The unit
-    spec has the runtime make the folders and the plugin list."""
+    neither meets the machine's broker nor reads or writes /var/lib/rabbitmq; its modules
+    preloaded in parallel as it boots. The unit spec has the runtime make the folders, the
+    plugin list and the preload file."""
+    preload = rabbitmq_boot.with_preload(os.environ.get("ERL_AFLAGS"), data / PRELOAD_FILE)
     return {
         "RABBITMQ_NODENAME": f"shopctl-{project}@localhost",
         "RABBITMQ_NODE_IP_ADDRESS": HOST,
@@ -280,4 +288,5 @@ def rabbitmq_env(project: str, port: int, dist_port: int, data: Path) -> dict[st
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(data / "enabled_plugins"),
         "RABBITMQ_CONFIG_FILE": str(data / "rabbitmq"),  # absent: built-in defaults
         "HOME": str(data / "home"),  # where Erlang keeps the node's cookie
+        **({"ERL_AFLAGS": preload} if preload else {}),
     }

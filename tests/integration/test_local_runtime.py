@@ -22,6 +22,7 @@ import pytest
 from shopctl import broker, consul_acl
 from shopctl.config import ShopConfig, load_config
 from shopctl.errors import OperationFailed
+from shopctl.infra.local import rabbitmq_env, rabbitmqctl_binary
 from shopctl.launch import launch_spec
 from shopctl.ports import is_port_free
 from shopctl.runtime.local import (
@@ -290,6 +291,13 @@ def test_runs_its_own_broker_when_none_answers(tmp_path):
             assert connection.connected
         assert runtime.observe_units(config, "infra")["rabbitmq"].state == "running"
         assert (ps.data_dir(UNIT_RABBITMQ) / "mnesia").is_dir()
+        # It booted with its modules preloaded (shopctl.infra.rabbitmq_boot).
+        node = rabbitmq_env(config.project, 0, 0, ps.data_dir(UNIT_RABBITMQ))
+        preloaded = subprocess.run(
+            [rabbitmqctl_binary(own=True), "eval", "persistent_term:get(shopctl_preload, none)."],
+            env={**os.environ, **{k: node[k] for k in ("RABBITMQ_NODENAME", "HOME")}},
+            capture_output=True, text=True, timeout=60)
+        assert preloaded.stdout.startswith("{ok,"), preloaded.stdout + preloaded.stderr
         runtime.down(config, volumes=False)
         assert marked_pids(ps.dir) == []
         assert not amqp_answers(config.infra.rabbitmq.port)

@@ -120,6 +120,8 @@ def test_rabbitmq_env_stays_in_the_state_dir(tmp_path):
     private = ("RABBITMQ_MNESIA_BASE", "RABBITMQ_LOG_BASE", "HOME", "RABBITMQ_ENABLED_PLUGINS_FILE")
     for key in private:
         assert Path(env[key]).is_relative_to(tmp_path), key
+    # the node preloads its modules from a file in the same folder (shopctl.infra.rabbitmq_boot)
+    assert f'file:script("{tmp_path / "preload.erl"}")' in env["ERL_AFLAGS"]
 
 
 def test_endpoints_are_loopback_for_host_and_services(tmp_path):
