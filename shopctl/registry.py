@@ -19,6 +19,8 @@ here (for `shopctl health`), without Consul.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import consul
+from consul.callback import CB
 from consul.exceptions import ConsulException
 
 from shopctl.errors import OperationFailed, RuntimeUnavailable
@@ -156,6 +159,9 @@ def registration(
         # Re-registering replaces the old check instead of adding a second one.
         "replace_existing_checks": True,
     }
+
+
+TXN_OPS = 64  # Consul's limit of operations in one transaction
 
 
 class Registry:
@@ -309,6 +315,33 @@ class Registry:
         with self._calling(f"store {self.kv_root}{key}"):
             if not self._client.kv.put(self.kv_root + key, value):
                 raise OperationFailed(f"Consul did not store {self.kv_root}{key}")
+
+    def put_kv_absent(self, values: Mapping[str, str]) -> list[str]:
+        """Store each key of `values` that Consul does not hold; one that exists keeps its
+        value. One transaction (one commit for Consul, not one a key) per TXN_OPS keys,
+        each a check-and-set against "absent"; Consul rolls a transaction back whole when
+        one key exists, and then the keys go one at a time. Returns the keys written."""
+        written: list[str] = []
+        items = list(values.items())
+        for first in range(0, len(items), TXN_OPS):
+            chunk = items[first:first + TXN_OPS]
+            ops = [{"KV": {"Verb": "cas", "Key": self.kv_root + key, "Index": 0,
+                           "Value": base64.b64encode(value.encode()).decode()}}
+                   for key, value in chunk]
+            with self._calling(f"store {len(chunk)} keys under {self.kv_root}"):
+                try:  # py-consul's txn.put sends no token: as its kv calls do, with ours
+                    self._client.http.put(CB.json(), "/v1/txn", data=json.dumps(ops),
+                                          headers=self._client.prepare_headers())
+                except ConsulException as exc:
+                    if "index is stale" not in str(exc):  # not "a key exists": refused
+                        raise
+                else:
+                    written += [key for key, _ in chunk]
+                    continue
+                for key, value in chunk:
+                    if self._client.kv.put(self.kv_root + key, value, cas=0):
+                        written.append(key)
+        return written
 
     def get_kv(self, key: str) -> str | None:
         """The value of one key, or None when absent."""

@@ -229,6 +229,31 @@ def test_ensure_infra_reuses_its_consul(project):
     assert runtime.observe(config) == {}, "infra is not a service"
 
 
+def test_settings_go_into_an_acl_consul_in_one_transaction_with_the_management_token(project):
+    """Consul's transaction endpoint checks the token like every other: with ACLs on
+    (default deny), shopctl's registry sends its own."""
+    from shopctl.registry import Registry
+
+    config, runtime = project
+    infra = runtime.ensure_infra(config)
+    registry = consul_acl.registry(config, infra.consul_http)
+    first = {"users/issuer": "front-desk", "users/rounds": "12", "users/realm": "lobby"}
+    assert sorted(registry.put_kv_absent(first)) == sorted(first)
+    entries = httpx.get(
+        f"{infra.consul_http}/v1/kv/{registry.kv_root}users/", params={"recurse": "true"},
+        headers={"X-Consul-Token": ProjectState(config.root).consul_token(consul_acl.MANAGEMENT)},
+    ).json()
+    assert len({entry["ModifyIndex"] for entry in entries}) == 1  # one commit, not three
+    registry.put_kv("users/token_ttl", "60")  # a value set at run time stays
+    wanted = {"users/token_ttl": "30", "users/issuer": "other", "users/seats": "4"}
+    assert registry.put_kv_absent(wanted) == ["users/seats"]
+    assert registry.kv_tree("users/") == {**first, "users/token_ttl": "60", "users/seats": "4"}
+    anonymous = Registry(infra.consul_http, config.project)
+    with pytest.raises(OperationFailed, match="refused"):
+        anonymous.put_kv_absent({"users/other": "1"})
+    assert "users/other" not in registry.kv_tree("users/")
+
+
 def test_down_leaves_no_process_and_keeps_data_unless_asked(tmp_path):
     config = make_project(tmp_path)
     runtime = LocalRuntime(grace=5.0)

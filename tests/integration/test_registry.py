@@ -182,6 +182,20 @@ def test_kv_lives_where_services_read_it(registry):
     assert registry.kv_tree() == {}
 
 
+def test_absent_keys_are_stored_in_transactions_and_present_ones_keep_their_value(registry):
+    registry.put_kv("tea-urn/brew_seconds", "240")  # an operator's value, set at run time
+    wanted = {"tea-urn/brew_seconds": "180", "tea-urn/cups": "[1, 2]",
+              **{f"coat-check/hook_{n:03}": f"{n}" for n in range(70)}}  # over one txn's 64
+    written = registry.put_kv_absent(wanted)
+    assert sorted(written) == sorted(k for k in wanted if k != "tea-urn/brew_seconds")
+    tree = registry.kv_tree()
+    assert tree["tea-urn/brew_seconds"] == "240" and tree["tea-urn/cups"] == "[1, 2]"
+    assert tree["coat-check/hook_069"] == "69" and len(tree) == len(wanted)
+    assert registry.put_kv_absent(wanted) == []  # all present now: nothing changes
+    assert registry.put_kv_absent({}) == []
+    registry.delete_kv("", recurse=True)
+
+
 def test_probe_performs_the_same_checks_directly(registry, http_service, grpc_service):
     _, http_port = http_service
     grpc_port, _ = grpc_service
