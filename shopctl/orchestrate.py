@@ -246,6 +246,22 @@ def apply_up(
     if plan.built:
         runtime.prepare(config, plan.built, progress, cancel=cancel)
     _check(cancel)
+    # A runtime that can make an instance ready to start (a container created) does so
+    # for the new ones now, while Consul boots and dependencies start.
+    stage = getattr(runtime, "stage_services", None)
+    if stage is not None:
+        stage(config, [specs[step.instance] for step in plan.steps
+                       if step.action is Action.CREATE])
+    try:
+        return _apply_steps(config, runtime, registry, plan, specs, observed, progress,
+                            infra, before_start, clock, sleep, cancel, timeout_extra)
+    finally:
+        if stage is not None:
+            runtime.unstage(config)  # what a failed or cancelled `up` never started
+
+
+def _apply_steps(config, runtime, registry, plan, specs, observed, progress, infra,
+                 before_start, clock, sleep, cancel, timeout_extra) -> dict[str, object]:
     if infra is not None:
         infra.wait("consul", cancel)
     _check(cancel)
@@ -556,11 +572,15 @@ def _start_instance(config, runtime, registry, action, spec, progress) -> Servic
     """Start (or restart, or replace) one service's instance; the caller registers it.
     The old instance's entry leaves Consul first: Consul keeps a check's status across a
     registration under the same ID, so the old instance's "passing" would otherwise count
-    for the new one before it answers."""
-    registry.deregister(spec.instance)
+    for the new one before it answers. It leaves while the instance starts: the new one
+    is registered only after both."""
     progress(spec.instance, {Action.CREATE: "starting", Action.RECREATE: "replacing",
                              Action.START: "restarting"}[action])
-    return runtime.start_service(config, spec, progress)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopctl-dereg") as pool:
+        leaving = pool.submit(registry.deregister, spec.instance)
+        state = runtime.start_service(config, spec, progress)
+        leaving.result()
+    return state
 
 
 def unhealthy_error(
@@ -620,8 +640,7 @@ def push_settings(config: ShopConfig, registry, targets: list[str]) -> None:
     present = registry.kv_tree()
     if LEGACY_SECRET_KEY in present:
         registry.delete_kv(LEGACY_SECRET_KEY)
-    for name in targets:
-        for key, value in config.services[name].config.items():
-            path = f"{name}/{key}"
-            if path not in present:
-                registry.put_kv(path, value if isinstance(value, str) else json.dumps(value))
+    registry.put_kv_absent({
+        f"{name}/{key}": value if isinstance(value, str) else json.dumps(value)
+        for name in targets for key, value in config.services[name].config.items()
+        if f"{name}/{key}" not in present})

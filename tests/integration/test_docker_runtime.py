@@ -8,6 +8,7 @@ is removed by project label at the end, images included (by down with images=Tru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import secrets
@@ -31,6 +32,7 @@ from shopctl.images.service import build_service_image
 from shopctl.prom import docker as prom_docker
 from shopctl.runtime.docker import DockerRuntime, container_name, network_name, volume_name
 from shopctl.units import (
+    LABEL_HASH,
     LABEL_PROJECT,
     LABEL_ROLE,
     LABEL_SERVICE,
@@ -415,6 +417,49 @@ def test_logs_follow_sees_a_replaced_container(runtime, config, endpoints):
     stream.close()
     assert any("listening" in text for text in seen)
     assert all(json.loads(text)["service"] == "users" for text in seen if text.startswith("{"))
+
+
+def test_a_staged_instance_waits_created_and_its_start_is_that_container(
+    runtime, config, endpoints, client
+):
+    """stage_services creates (up stages the instances it will create while Consul and
+    their dependencies come up); start_service starts that very container; unstage
+    removes one never started; a start for another config replaces the staged one."""
+    name = container_name(PROJECT, "users")
+    port = config.services["users"].port
+    runtime.stop_service(config, "users")
+
+    def container():
+        with contextlib.suppress(docker.errors.NotFound):
+            return client.containers.get(name)
+        return None
+
+    spec = dataclasses.replace(users_spec(endpoints, "h-staged"),
+                               secrets={"jwt_secret": secrets.token_hex(8)})
+    runtime.stage_services(config, [spec])
+    wait_for(container, what="the staged container")
+    staged = container()
+    assert staged.status == "created"  # nothing runs before its start
+    assert not healthy(port)
+    state = runtime.start_service(config, spec)
+    assert container().id == staged.id and state.config_hash == "h-staged"
+    wait_for(lambda: healthy(port), what="users /health 200")
+    secret = container().exec_run(["cat", "/run/shop-secrets/jwt_secret"])
+    assert secret.exit_code == 0 and secret.output.decode().strip() == spec.secrets["jwt_secret"]
+
+    runtime.stop_service(config, "users")
+    runtime.stage_services(config, [users_spec(endpoints, "h-before")])
+    wait_for(container, what="the staged container")
+    before = container().id
+    state = runtime.start_service(config, users_spec(endpoints, "h-after"))
+    assert state.config_hash == "h-after" and container().id != before
+    assert container().labels[LABEL_HASH] == "h-after"
+
+    runtime.stop_service(config, "users")
+    runtime.stage_services(config, [users_spec(endpoints, "h-never")])
+    runtime.unstage(config)
+    assert container() is None
+    runtime.unstage(config)  # nothing left: nothing to do
 
 
 def test_down_removes_everything_but_data_unless_asked(runtime, config, endpoints, client):
