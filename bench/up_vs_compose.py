@@ -96,10 +96,18 @@ def run(
     return result
 
 
+# shopctl's modules compiled once, as an installed shopctl has them (pip writes .pyc at
+# install; docker-compose's Debian package has them too). A checkout installed editable
+# under PYTHONDONTWRITEBYTECODE=1 (these machines' sessions) would compile ~60 modules
+# in every run; the cache goes to a temp folder, never into the checkout.
+PYCACHE = Path(tempfile.gettempdir()) / f"shopctl-bench-pycache-{os.getuid()}"
+
+
 def shopctl_env() -> dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if k not in ("SHOPCTL_FILE", "NO_COLOR", "FORCE_COLOR")
-    }
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SHOPCTL_FILE", "NO_COLOR", "FORCE_COLOR", "PYTHONDONTWRITEBYTECODE")}
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
 
 
 def shopctl(
