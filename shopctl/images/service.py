@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import docker
 
-from shopctl.docker_client import connect
+from shopctl.docker_client import connect, docker_errors
 from shopctl.errors import Cancelled
 from shopctl.images import dockerfile
 from shopctl.images.base import ensure_image
@@ -158,3 +158,36 @@ def _build(
     }
     build_from_context(client, context.finish(), plan.tag, labels=labels, subject=service,
                        progress=progress, cancel=cancel)
+
+
+def remove_project_images(client: docker.DockerClient, project: str,
+                          progress: Progress = no_progress) -> None:
+    """Untag the service images of the project in `client`'s engine (found by its label;
+    only their tags in the project's own repositories, shopctl-P/<service>, also as a
+    registry names them: HOST/PREFIX/shopctl-P/<service>); the last tag gone removes the
+    image and its build layers. Base and infra images carry no project label. An image
+    still used by a container (of another project: this one's are gone) is reported and
+    kept; one removed meanwhile (a concurrent down) is no error."""
+    with docker_errors(f"listing the images of project {project}"):
+        found = client.images.list(filters={"label": f"{LABEL_PROJECT}={project}"})
+    for image in found:
+        service = image.labels.get(LABEL_SERVICE)
+        if service is None:
+            continue  # labelled by hand, not built by shopctl
+        repository = image_repository(project, service)
+        refs = {tag: tag for tag in image.tags
+                if (repo := tag.rpartition(":")[0]) == repository
+                or repo.endswith(f"/{repository}")}
+        if not image.tags:  # dangling: its tag moved on, the label says whose it is
+            refs = {image.short_id: image.id}
+        for name, ref in refs.items():
+            progress(name, "removing image")
+            with docker_errors(f"removing image {name}"):
+                try:
+                    client.images.remove(ref, noprune=False)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409 Conflict: in use
+                        raise
+                    progress(name, f"image kept: {exc.explanation or exc}")

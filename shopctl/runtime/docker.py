@@ -46,7 +46,7 @@ from shopctl.images.dockerfile import APP_DIR, DATA_DIR, KIT_DIR, SERVICE_GID, S
 from shopctl.images.service import (
     build_service_image,
     build_service_images,
-    image_repository,
+    remove_project_images,
 )
 from shopctl.images.tarball import ContextTar, private_files_tar
 from shopctl.infra import docker as docker_infra
@@ -541,35 +541,9 @@ class DockerRuntime(UnitLifecycle):
     # ---- helpers --------------------------------------------------------------------------
 
     def _remove_images(self, config: ShopConfig, progress: Progress) -> None:
-        """Untag the service images of the project (by its label, and only their tags in
-        the project's own repositories: shopctl-P/<service>); the last tag gone removes
-        the image and its build layers. Base and infra images carry no project label. An
-        image still used by a container (of another project: this one's are gone) is
-        reported and kept; one removed meanwhile (a concurrent down) is no error."""
-        project = config.project
-        for key in [key for key in self._images if key[0] == project]:
+        for key in [key for key in self._images if key[0] == config.project]:
             self._images.pop(key, None)  # a later start_service must build again
-        with docker_errors(f"listing the images of project {project}"):
-            found = self.client.images.list(filters={"label": _project_label(config)})
-        for image in found:
-            service = image.labels.get(LABEL_SERVICE)
-            if service is None:
-                continue  # labelled by hand, not built by shopctl
-            repository = image_repository(project, service)
-            refs = {tag: tag for tag in image.tags if tag.rpartition(":")[0] == repository}
-            if not image.tags:  # dangling: its tag moved on, the label says whose it is
-                refs = {image.short_id: image.id}
-            for name, ref in refs.items():
-                progress(name, "removing image")
-                with docker_errors(f"removing image {name}"):
-                    try:
-                        self.client.images.remove(ref, noprune=False)
-                    except docker.errors.NotFound:
-                        pass
-                    except docker.errors.APIError as exc:
-                        if exc.status_code != 409:  # 409 Conflict: in use
-                            raise
-                        progress(name, f"image kept: {exc.explanation or exc}")
+        remove_project_images(self.client, config.project, progress)
 
     def _image_for(self, config: ShopConfig, service: str, progress: Progress) -> str:
         """The tag prepare() built; builds (or finds up to date) when prepare was skipped."""

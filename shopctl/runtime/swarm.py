@@ -50,7 +50,7 @@ from shopctl.errors import OperationFailed, RuntimeUnavailable
 from shopctl.fingerprint import data_hash
 from shopctl.images.base import ensure_base_images, ensure_image
 from shopctl.images.dockerfile import SERVICE_GID, SERVICE_UID
-from shopctl.images.service import build_service_images
+from shopctl.images.service import build_service_images, remove_project_images
 from shopctl.infra import docker as docker_infra
 from shopctl.infra.docker import AMQP_PORT, CONSUL_PORT
 from shopctl.infra_names import CONSUL, PROMETHEUS, PROMSD, RABBITMQ
@@ -515,7 +515,10 @@ class SwarmRuntime(UnitLifecycle):
                         progress(f"{volume.name}@{node.hostname}", "removing volume")
                         volume.remove(force=True)
         if images:
-            progress("images", "kept: the swarm runtime leaves images on the nodes"
+            # What this host built for the project; the copies loaded into the nodes (or
+            # pushed to the registry) are the nodes' (registry's) to prune.
+            remove_project_images(self.builder, config.project, progress)
+            progress("images", "kept: the copies on the swarm's nodes"
                      + (" and in the registry" if config.infra.swarm.registry else ""))
 
     def images_mode(self, config: ShopConfig) -> dict[str, str]:

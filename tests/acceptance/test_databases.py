@@ -63,7 +63,7 @@ def shop(request, tmp_path_factory):
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
         yield root, project, runtime
     finally:
-        shopctl_in(root, "down", "--volumes", "--runtime", runtime, timeout=180)
+        shopctl_in(root, "down", "--volumes", "--rmi", "--runtime", runtime, timeout=180)
 
 
 def run_in(shop, service: str, code: str) -> tuple[int, str]:

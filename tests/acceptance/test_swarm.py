@@ -55,7 +55,7 @@ def shop(swarm_lab, tmp_path_factory):
         print(f"\nup --runtime swarm: {time.monotonic() - started:.1f}s")
         yield root, data, lab, json.loads(up.stdout)
     finally:
-        down = shopctl_in(root, "down", "--volumes", timeout=300)
+        down = shopctl_in(root, "down", "--volumes", "--rmi", timeout=300)
         print(down.stdout[-1000:], down.stderr[-2000:])
 
 

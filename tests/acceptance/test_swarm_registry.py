@@ -69,7 +69,7 @@ def shop(registry_lab, tmp_path_factory):
               f"{time.monotonic() - started:.1f}s")
         yield root, data, lab
     finally:
-        down = shopctl_in(root, "down", "--volumes", timeout=300)
+        down = shopctl_in(root, "down", "--volumes", "--rmi", timeout=300)
         print(down.stdout[-1000:], down.stderr[-2000:])
 
 
@@ -181,8 +181,15 @@ def test_a_registry_that_does_not_answer_fails_up_in_words(registry_lab, tmp_pat
     shopctl_in(root, "down", timeout=120)
 
 
-def test_down_removes_the_services(shop):
+def test_down_removes_the_services_and_with_rmi_the_images_this_host_built(shop):
     root, data, lab = shop
-    down = shopctl_in(root, "down", timeout=300)
+    host = docker.from_env()
+    label = {"label": f"io.shopctl.project={data['project']}"}
+    tags = {tag for image in host.images.list(filters=label) for tag in image.tags}
+    ours = f"shopctl-{data['project']}/"
+    assert any(tag.startswith(ours) for tag in tags), tags
+    assert any(f"/{ours}" in tag for tag in tags), tags  # as the registry names it
+    down = shopctl_in(root, "down", "--rmi", timeout=300)
     assert down.returncode == 0, down.stderr[-2000:]
     assert project_services(lab, data["project"]) == {}
+    assert host.images.list(filters=label) == []  # its own and the registry-named tags
