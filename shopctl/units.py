@@ -165,7 +165,7 @@ class UnitSpec:
     stop_grace: float | None = None
     subject: str = ""  # progress lines go under this subject; "" means name
     noun: str = ""  # "agent", "broker": the local runtime's "starting agent on :8500"
-    note: str = ""  # added to the starting line, e.g. " (takes ~10 s)"
+    note: str = ""  # added to the starting line, e.g. " (takes a few seconds)"
 
     @property
     def shown_as(self) -> str:

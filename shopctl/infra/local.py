@@ -144,7 +144,7 @@ def rabbitmq(config: ShopConfig, ps: ProjectState, options: Options) -> UnitSpec
         # The wrapper script turns SIGTERM into a clean broker stop; SIGKILL would leave
         # the Erlang VM it forked running without a parent.
         death_signal="SIGTERM", stop_grace=30.0,
-        noun="broker", note=" (takes ~10 s)",
+        noun="broker", note=" (takes a few seconds)",
         config_hash=data_hash({"binary": binary, "port": port})[:16],
     )
 
