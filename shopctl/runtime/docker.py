@@ -401,15 +401,23 @@ class DockerRuntime(UnitLifecycle):
                 host_config=host_config,
                 networking_config=networking,
             )
-            if inherited:
-                # A volume an older shopctl's root-run service wrote: give its files to the user.
-                docker_volumes.hand_over(self.client, created["Id"], tag, DATA_DIR, SERVICE_UID,
-                                         SERVICE_GID, labels=labels, subject=service,
-                                         progress=progress)
-            if spec.secrets:
-                # Owned by the service's user (0400 in a 0500 folder): no other reads them.
-                api.put_archive(created["Id"], "/", private_files_tar(
-                    SECRETS_DIR, dict(spec.secrets), SERVICE_UID, SERVICE_GID))
+            try:
+                if inherited:
+                    # A volume an older shopctl's root-run service wrote: give its files
+                    # to the user.
+                    docker_volumes.hand_over(self.client, created["Id"], tag, DATA_DIR,
+                                             SERVICE_UID, SERVICE_GID, labels=labels,
+                                             subject=service, progress=progress)
+                if spec.secrets:
+                    # Owned by the service's user (0400 in a 0500 folder): no other reads
+                    # them.
+                    api.put_archive(created["Id"], "/", private_files_tar(
+                        SECRETS_DIR, dict(spec.secrets), SERVICE_UID, SERVICE_GID))
+            except BaseException:
+                # Half made (no secret files): a later `up` must not find and start it.
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_container(created["Id"], force=True, v=False)
+                raise
         return created["Id"], spec.config_hash
 
     def reload_service(

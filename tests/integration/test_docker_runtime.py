@@ -462,6 +462,28 @@ def test_a_staged_instance_waits_created_and_its_start_is_that_container(
     runtime.unstage(config)  # nothing left: nothing to do
 
 
+def test_a_container_whose_secret_files_fail_is_not_left_to_start_later(
+    runtime, config, endpoints, client, monkeypatch
+):
+    """Created, then the secret files refused (a full disk, say): the half-made container
+    goes, or a later `up` would find it and start it without its secrets."""
+    runtime.stop_service(config, "users")
+    spec = dataclasses.replace(users_spec(endpoints, "h-broken"),
+                               secrets={"jwt_secret": secrets.token_hex(8)})
+
+    def refuse(*args, **kwargs):
+        raise docker.errors.APIError("no space left on device")
+
+    monkeypatch.setattr(client.api, "put_archive", refuse)
+    with pytest.raises(OperationFailed, match="no space left"):
+        runtime.start_service(config, spec)
+    runtime.stage_services(config, [spec])
+    with pytest.raises(OperationFailed, match="no space left"):
+        runtime.start_service(config, spec)  # a staging's failure is its start's
+    assert container_name(PROJECT, "users") not in by_label(client)["containers"]
+    runtime.unstage(config)
+
+
 def test_down_removes_everything_but_data_unless_asked(runtime, config, endpoints, client):
     runtime.start_service(config, users_spec(endpoints))
     runtime.down(config, volumes=False)
