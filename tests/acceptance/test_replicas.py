@@ -62,7 +62,7 @@ def shop(request, tmp_path_factory):
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
         yield root, data, runtime, json.loads(up.stdout)
     finally:
-        shopctl_in(root, "down", "--volumes", "--runtime", runtime, timeout=180)
+        shopctl_in(root, "down", "--volumes", "--rmi", "--runtime", runtime, timeout=180)
 
 
 def consul_instances(root, data, service: str, passing: bool = True) -> list[dict]:

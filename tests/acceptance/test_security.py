@@ -34,7 +34,7 @@ def shop(request, tmp_path_factory):
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
         yield root, data, runtime
     finally:
-        shopctl_in(root, "down", "--volumes", "--runtime", runtime, timeout=180)
+        shopctl_in(root, "down", "--volumes", "--rmi", "--runtime", runtime, timeout=180)
 
 
 def consul(data) -> str:
