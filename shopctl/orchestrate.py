@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -246,52 +247,55 @@ def apply_up(
     if plan.built:
         runtime.prepare(config, plan.built, progress, cancel=cancel)
     _check(cancel)
-    # A runtime that can make an instance ready to start (a container created) does so
-    # for the new ones now, while Consul boots and dependencies start.
+    # New instances are made ready to start (a runtime that can: containers created)
+    # while Consul boots and their dependencies start.
+    with _staged(runtime, config, [specs[step.instance] for step in plan.steps
+                                   if step.action is Action.CREATE]):
+        if infra is not None:
+            infra.wait("consul", cancel)
+        _check(cancel)
+        if before_start is not None:
+            before_start()
+        remove_instances(config, runtime, registry,
+                         [step.instance for step in plan.steps if not step.starts], progress)
+        steps = {step.instance: step for step in plan.steps if step.starts}
+        instances: dict[str, list[str]] = {}
+        for name, step in steps.items():
+            instances.setdefault(step.service, []).append(name)
+        # A no-op step's instance (observed running) is a node with nothing to start.
+        kept = {name: observed[name] for name, step in steps.items() if step.action is Action.NOOP}
+        nodes = [Node(name,
+                      needs=tuple(other for dep in config.services[step.service].depends_on
+                                  for other in instances.get(dep, ())),
+                      start=None if name in kept else partial(
+                          _start_instance, config, runtime, registry, step.action, specs[name],
+                          progress),
+                      grace=config.services[step.service].health.start_period + timeout_extra)
+                 for name, step in steps.items()]
+        gate = _UpGate(config, runtime, registry, kept, progress, clock)
+        gate.scheduler = Scheduler(
+            nodes, look=gate.look, on_late=gate.late, on_started=gate.started,
+            ready_for_dependents=gate.probe, watch=gate.watch,
+            ready=infra.all_ready if infra is not None else lambda: True,  # raises its failure
+            progress=progress, poll=POLL_SECONDS, cancel=cancel, cancel_wait=CANCEL_WAIT,
+            clock=clock, sleep=sleep)
+        gate.scheduler.run()
+        return dict(gate.health)
+
+
+@contextmanager
+def _staged(runtime, config: ShopConfig, specs: list[LaunchSpec]) -> Iterator[None]:
+    """Has the runtime stage `specs` (when it can), and unstage on the way out what a
+    failed or cancelled `up` never started."""
     stage = getattr(runtime, "stage_services", None)
-    if stage is not None:
-        stage(config, [specs[step.instance] for step in plan.steps
-                       if step.action is Action.CREATE])
+    if stage is None:
+        yield
+        return
+    stage(config, specs)
     try:
-        return _apply_steps(config, runtime, registry, plan, specs, observed, progress,
-                            infra, before_start, clock, sleep, cancel, timeout_extra)
+        yield
     finally:
-        if stage is not None:
-            runtime.unstage(config)  # what a failed or cancelled `up` never started
-
-
-def _apply_steps(config, runtime, registry, plan, specs, observed, progress, infra,
-                 before_start, clock, sleep, cancel, timeout_extra) -> dict[str, object]:
-    if infra is not None:
-        infra.wait("consul", cancel)
-    _check(cancel)
-    if before_start is not None:
-        before_start()
-    remove_instances(config, runtime, registry,
-                     [step.instance for step in plan.steps if not step.starts], progress)
-    steps = {step.instance: step for step in plan.steps if step.starts}
-    instances: dict[str, list[str]] = {}
-    for name, step in steps.items():
-        instances.setdefault(step.service, []).append(name)
-    # A no-op step's instance (observed running) is a node with nothing to start.
-    kept = {name: observed[name] for name, step in steps.items() if step.action is Action.NOOP}
-    nodes = [Node(name,
-                  needs=tuple(other for dep in config.services[step.service].depends_on
-                              for other in instances.get(dep, ())),
-                  start=None if name in kept else partial(
-                      _start_instance, config, runtime, registry, step.action, specs[name],
-                      progress),
-                  grace=config.services[step.service].health.start_period + timeout_extra)
-             for name, step in steps.items()]
-    gate = _UpGate(config, runtime, registry, kept, progress, clock)
-    gate.scheduler = Scheduler(
-        nodes, look=gate.look, on_late=gate.late, on_started=gate.started,
-        ready_for_dependents=gate.probe, watch=gate.watch,
-        ready=infra.all_ready if infra is not None else lambda: True,  # raises its failure
-        progress=progress, poll=POLL_SECONDS, cancel=cancel, cancel_wait=CANCEL_WAIT,
-        clock=clock, sleep=sleep)
-    gate.scheduler.run()
-    return dict(gate.health)
+        runtime.unstage(config)
 
 
 def register_instance(config: ShopConfig, registry, runtime: str, state: ServiceState,

@@ -76,11 +76,13 @@ def with_preload(env_value: str | None, preload: str | Path) -> str | None:
     return f"{flag} {env_value}" if env_value else flag
 
 
+# The flag as it stands inside the wrapper's double-quoted shell string.
+_WRAPPER_FLAG = (eval_flag(IMAGE_PRELOAD) or "").replace('"', '\\"')
 IMAGE_WRAPPER = f"""\
 #!/bin/sh
 # shopctl: RabbitMQ with its modules loaded in parallel while it boots
 # (shopctl/infra/rabbitmq_boot.py); otherwise the same as {DEBIAN_SERVER}.
-ERL_AFLAGS="{eval_flag(IMAGE_PRELOAD).replace('"', chr(92) + '"')} ${{ERL_AFLAGS:-}}"
+ERL_AFLAGS="{_WRAPPER_FLAG} ${{ERL_AFLAGS:-}}"
 export ERL_AFLAGS
 exec {DEBIAN_SERVER} "$@"
 """

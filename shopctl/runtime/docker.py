@@ -321,9 +321,7 @@ class DockerRuntime(UnitLifecycle):
                 container_id, _hash = future.result()
             except Exception:  # noqa: BLE001 - a staging that failed left nothing to remove
                 continue
-            with contextlib.suppress(docker.errors.NotFound), \
-                    docker_errors(f"removing the unstarted container {container_id[:12]}"):
-                self.client.api.remove_container(container_id, force=True, v=False)
+            self._discard(container_id)
 
     def start_service(
         self, config: ShopConfig, spec: LaunchSpec, progress: Progress = no_progress
@@ -334,8 +332,7 @@ class DockerRuntime(UnitLifecycle):
         if staged is not None:
             container_id, config_hash = staged.result()  # its failure is this start's
             if config_hash != spec.config_hash:  # staged for another spec: not this one
-                with docker_errors(f"removing the outdated container of {spec.instance}"):
-                    self.client.api.remove_container(container_id, force=True, v=False)
+                self._discard(container_id)
                 container_id = None
         if container_id is None:
             container_id, _hash = self._create_service(config, spec, progress)
@@ -415,10 +412,16 @@ class DockerRuntime(UnitLifecycle):
                         SECRETS_DIR, dict(spec.secrets), SERVICE_UID, SERVICE_GID))
             except BaseException:
                 # Half made (no secret files): a later `up` must not find and start it.
-                with contextlib.suppress(docker.errors.APIError):
-                    api.remove_container(created["Id"], force=True, v=False)
+                with contextlib.suppress(OperationFailed):
+                    self._discard(created["Id"])
                 raise
         return created["Id"], spec.config_hash
+
+    def _discard(self, container_id: str) -> None:
+        """Remove a container shopctl created and never started (one gone already is fine)."""
+        with contextlib.suppress(docker.errors.NotFound), \
+                docker_errors(f"removing the unstarted container {container_id[:12]}"):
+            self.client.api.remove_container(container_id, force=True, v=False)
 
     def reload_service(
         self, config: ShopConfig, spec: LaunchSpec, changed: list[tuple[str, Path | None]]
